@@ -1,1 +1,103 @@
-fn main() {}
+//! hearth-image: builds Hearth's SD-card image, checks it, and boots it under QEMU.
+
+mod apt;
+mod assemble;
+mod binaries;
+mod board;
+mod boottest;
+mod build;
+mod disk;
+mod error;
+mod host;
+mod lock;
+mod manifest;
+mod progress;
+mod qemu;
+mod rootfs;
+mod run;
+mod tools;
+mod verify;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+use error::{Error, Result};
+
+#[derive(Parser)]
+#[command(
+    name = "hearth-image",
+    version,
+    about = "Build, verify and boot-test Hearth's reproducible Raspberry Pi image",
+    after_help = "Examples:\n  \
+        sudo hearth-image build                      # out/hearth-<version>-rpi-arm64.img.xz\n  \
+        sudo hearth-image build --verify             # build twice, compare SHA-256, diffoscope on a difference\n  \
+        hearth-image verify out/hearth-0.1.0-rpi-arm64.img\n  \
+        hearth-image boot-test out/hearth-0.1.0-rpi-arm64.img --machine raspi3b\n  \
+        sudo hearth-image lock                       # move to Debian's current package versions\n\n\
+        Environment: HEARTH_CACHE (default /var/cache/hearth-image) keeps .debs and the tools chroot;\n\
+        SOURCE_DATE_EPOCH (default: the last commit's time) fixes every time stamp and id in the image."
+)]
+struct Cli {
+    /// The Hearth source tree (default: found from the current directory upwards).
+    #[arg(long, global = true)]
+    repo: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Build the SD-card image (.img, .img.xz, SHA256SUMS, manifest.json) into the output directory.
+    Build(build::BuildArgs),
+    /// Check an image: partition table, boot files against the board file, filesystem ids, our binaries.
+    Verify(verify::VerifyArgs),
+    /// Boot an image under QEMU with a preseed and wait until it speaks XMPP.
+    BootTest(boottest::BootTestArgs),
+    /// Resolve the board's Debian packages to current versions and rewrite the lock files.
+    Lock {
+        #[arg(long, default_value = "rpi-arm64")]
+        board: String,
+    },
+    /// Install the host tools the build needs (apt-get, binfmt, rustup target). Needs root.
+    HostSetup,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = dispatch(cli) {
+        eprintln!("error: {e}");
+        if let Some(h) = e.hint_text() {
+            eprintln!("hint: {h}");
+        }
+        std::process::exit(1);
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<()> {
+    let repo = match cli.repo {
+        Some(r) => r,
+        None => find_repo()?,
+    };
+    match cli.command {
+        Cmd::Build(args) => build::build(&repo, args),
+        Cmd::Verify(args) => verify::verify(&repo, args),
+        Cmd::BootTest(args) => boottest::boot_test(&repo, args),
+        Cmd::Lock { board } => build::lock(&repo, &board),
+        Cmd::HostSetup => {
+            let mut steps = progress::Steps::new(&repo.join("out/logs"))?;
+            steps.run("host setup", host::setup)
+        }
+    }
+}
+
+/// The directory holding `board-configs/`, from the current directory upwards.
+fn find_repo() -> Result<PathBuf> {
+    let cwd = std::env::current_dir().map_err(|e| Error::new(format!("no current directory: {e}")))?;
+    cwd.ancestors()
+        .find(|d| d.join("board-configs").is_dir() && d.join("Cargo.toml").is_file())
+        .map(|d| d.to_path_buf())
+        .ok_or_else(|| {
+            Error::new(format!("{} is not inside a Hearth source tree (no board-configs/ found)", cwd.display()))
+                .hint("run from the repository, or pass --repo DIR")
+        })
+}

@@ -1,0 +1,72 @@
+#!/bin/sh
+# mmdebstrap customize hook for Hearth's root filesystem. $1 is the root directory.
+# Called by hearth-image (rootfs.rs) with HEARTH_* variables set; runs after all packages are installed.
+set -eu
+root="$1"
+
+# Host files mmdebstrap copies in for debootstrap compatibility: never ship the build host's.
+rm -f "$root/etc/resolv.conf" "$root/etc/hostname"
+echo "$HEARTH_HOSTNAME" > "$root/etc/hostname"
+printf '127.0.0.1\tlocalhost\n127.0.1.1\t%s\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' "$HEARTH_HOSTNAME" > "$root/etc/hosts"
+
+# The build's local mirror is replaced by Debian's, for updates on the device.
+rm -f "$root/etc/apt/sources.list"
+cat > "$root/etc/apt/sources.list.d/debian.sources" <<SOURCES
+Types: deb
+URIs: $HEARTH_MIRROR
+Suites: $HEARTH_SUITE $HEARTH_SUITE-updates
+Components: $HEARTH_COMPONENTS
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb
+URIs: $HEARTH_SECURITY
+Suites: $HEARTH_SUITE-security
+Components: $HEARTH_COMPONENTS
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SOURCES
+
+# Our files: configuration, first-boot and self-test scripts, sysusers/tmpfiles.
+cp -dR --preserve=mode "$HEARTH_OVERLAY/." "$root/"
+chmod 0755 "$root/usr/lib/hearth/firstboot" "$root/usr/lib/hearth/selftest"
+
+# Our binaries and their units.
+for exe in "$HEARTH_BIN"/*; do
+    [ -e "$exe" ] || continue
+    install -m 0755 "$exe" "$root/usr/bin/$(basename "$exe")"
+done
+for unit in $HEARTH_UNITS; do
+    install -m 0644 "$HEARTH_UNIT_DIR/$unit" "$root/usr/lib/systemd/system/$unit"
+done
+
+# System users and groups (hearth, hearth-web, hearth-acme, hearth-admin) from sysusers.d, now, so that
+# file ownership is fixed in the image rather than decided on first boot.
+chroot "$root" systemd-sysusers
+chroot "$root" systemd-tmpfiles --create --exclude-prefix=/dev --exclude-prefix=/proc --exclude-prefix=/sys \
+    --exclude-prefix=/run --exclude-prefix=/tmp /usr/lib/tmpfiles.d/hearth.conf
+
+# Services. hearthd waits for /etc/hearth/hearth.toml (written by the preseed or the wizard).
+enable="systemd-networkd.service systemd-resolved.service systemd-timesyncd.service ssh.service
+        hearth-firstboot.service"
+for unit in $HEARTH_UNITS; do
+    case "$unit" in *.timer|*.service) enable="$enable $unit" ;; esac
+done
+# A timer's service is started by the timer, not at boot.
+for unit in $HEARTH_UNITS; do
+    case "$unit" in *.timer) enable=$(echo "$enable" | tr ' ' '\n' | grep -vx "${unit%.timer}.service" | tr '\n' ' ') ;; esac
+done
+chroot "$root" systemctl enable $enable
+chroot "$root" systemctl enable wpa_supplicant@wlan0.service
+
+# Identity is made on first boot: machine-id (systemd does it while it reads "uninitialized") and SSH host keys.
+echo uninitialized > "$root/etc/machine-id"
+rm -f "$root/var/lib/dbus/machine-id" "$root"/etc/ssh/ssh_host_*
+
+# Leftovers with build-time clocks or host data.
+rm -rf "$root"/var/log/apt/* "$root/var/log/dpkg.log" "$root/var/log/alternatives.log" "$root/var/log/bootstrap.log"
+rm -f "$root"/var/cache/debconf/*-old "$root"/var/lib/dpkg/*-old "$root/var/cache/ldconfig/aux-cache"
+rm -rf "$root"/var/lib/apt/lists/* "$root"/tmp/* "$root"/var/tmp/*
+rm -f "$root/etc/initramfs-tools/conf.d/resume" "$root/var/lib/systemd/random-seed"
+rm -f "$root/etc/ssh/sshd_config.d/.keep"
+
+# Every time stamp clamped to SOURCE_DATE_EPOCH.
+find "$root" -xdev -newermt "@$SOURCE_DATE_EPOCH" -print0 | xargs -0r touch --no-dereference --date="@$SOURCE_DATE_EPOCH"

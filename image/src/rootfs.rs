@@ -1,0 +1,50 @@
+//! The root filesystem: mmdebstrap (arm64 under qemu-user) from the local repository of locked packages,
+//! then `image/hooks/customize.sh` adds the overlay, our binaries and units, users, and removes
+//! everything that would differ between two builds.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::binaries::Binaries;
+use crate::build::Ctx;
+use crate::error::{Context, Result};
+use crate::lock::Lock;
+use crate::progress::Step;
+use crate::run::run;
+
+pub fn build(ctx: &Ctx, lock: &Lock, repo_dir: &Path, bins: &Binaries, step: &Step) -> Result<()> {
+    let rootfs = ctx.work.join("rootfs");
+    if rootfs.exists() {
+        step.status("removing the previous root filesystem");
+        std::fs::remove_dir_all(&rootfs).ctx(|| format!("removing {}", rootfs.display()))?;
+    }
+    let image_dir = ctx.repo.join("image");
+    let include: Vec<String> = lock.packages.iter().map(|p| p.spec()).collect();
+    let debian = &ctx.spec.debian;
+    step.status(&format!("mmdebstrap {} {} ({} packages; ~13 min under qemu-user)", debian.suite, ctx.spec.architecture, include.len()));
+    run(
+        Command::new("mmdebstrap")
+            .env("SOURCE_DATE_EPOCH", ctx.epoch.to_string())
+            .env("HEARTH_HOSTNAME", &ctx.spec.hostname)
+            .env("HEARTH_MIRROR", &debian.mirror)
+            .env("HEARTH_SECURITY", &debian.security_mirror)
+            .env("HEARTH_SUITE", &debian.suite)
+            .env("HEARTH_COMPONENTS", debian.components.join(" "))
+            .env("HEARTH_OVERLAY", image_dir.join("overlay"))
+            .env("HEARTH_UNIT_DIR", image_dir.join("units"))
+            .env("HEARTH_UNITS", bins.units.join(" "))
+            .env("HEARTH_BIN", &bins.dir)
+            .args(["--mode=root", "--variant=essential"])
+            .arg(format!("--architectures={}", ctx.spec.architecture))
+            .arg("--hook-dir=/usr/share/mmdebstrap/hooks/file-mirror-automount")
+            // Debian's raspi-firmware and our overlay's /etc/default file must not stop dpkg at a prompt.
+            .args(["--dpkgopt=force-confold", "--dpkgopt=force-confdef"])
+            .arg("--aptopt=Acquire::Languages \"none\"")
+            .arg(format!("--include={}", include.join(",")))
+            .arg(format!("--customize-hook={} \"$1\"", image_dir.join("hooks/customize.sh").display()))
+            .arg(&debian.suite)
+            .arg(&rootfs)
+            .arg(format!("deb [trusted=yes] file://{} ./", repo_dir.display())),
+        &step.log,
+    )
+}

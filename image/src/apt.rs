@@ -168,6 +168,17 @@ pub fn local_repo(cache: &Path, lock: &Lock, lock_name: &str, req: &Request, ste
     }
     let packages = output(Command::new("apt-ftparchive").current_dir(&tmp).args(["packages", "."]), &step.log)?;
     std::fs::write(tmp.join("Packages"), packages).ctx(|| "writing Packages".into())?;
+    // mmdebstrap selects Essential packages with ?archive(^suite$) or ?codename(^suite$): say which suite this is.
+    let release = output(
+        Command::new("apt-ftparchive")
+            .current_dir(&tmp)
+            .arg(format!("-oAPT::FTPArchive::Release::Suite={}", lock.suite))
+            .arg(format!("-oAPT::FTPArchive::Release::Codename={}", lock.suite))
+            .arg(format!("-oAPT::FTPArchive::Release::Architectures={}", lock.architecture))
+            .args(["release", "."]),
+        &step.log,
+    )?;
+    std::fs::write(tmp.join("Release"), release).ctx(|| "writing Release".into())?;
     std::fs::write(tmp.join(".complete"), "").ctx(|| "marking repository complete".into())?;
     let _ = std::fs::remove_dir_all(&repo);
     std::fs::rename(&tmp, &repo).ctx(|| format!("moving repository to {}", repo.display()))?;

@@ -135,7 +135,7 @@ fn build_once(repo: &Path, board: &Board, spec: &ImageSpec, out: &Path) -> Resul
         epoch,
         version: env!("CARGO_PKG_VERSION").to_string(),
     };
-    eprintln!("building {} (SOURCE_DATE_EPOCH={epoch}, cache {})", ctx.image_name(), ctx.cache.display());
+    eprintln!("building {} for {} (SOURCE_DATE_EPOCH={epoch}, cache {})", ctx.image_name(), board.description, ctx.cache.display());
     steps.run("host setup", host::setup)?;
     std::fs::create_dir_all(&ctx.cache).ctx(|| format!("creating cache {}", ctx.cache.display()))?;
     let (c, p) = (tools::components(), tools::packages());

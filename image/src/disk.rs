@@ -121,8 +121,13 @@ pub fn write_image(image: &Path, disk_id: u32, parts: &[(Partition, &Path)], tot
     out.sync_all().ctx(|| format!("syncing {}", image.display()))
 }
 
-/// Reads the ext4 superblock of a partition: (label, uuid).
-pub fn ext4_identity(image: &Path, part: &Partition) -> Result<(String, String)> {
+fn fmt_uuid(u: &[u8]) -> String {
+    let h: String = u.iter().map(|x| format!("{x:02x}")).collect();
+    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+}
+
+/// Reads the ext4 superblock of a partition: (label, uuid, hash seed).
+pub fn ext4_identity(image: &Path, part: &Partition) -> Result<(String, String, String)> {
     let mut f = File::open(image).ctx(|| format!("opening {}", image.display()))?;
     let mut sb = [0u8; 1024];
     f.seek(SeekFrom::Start(part.offset() + 1024)).ctx(|| "seeking to the ext4 superblock".into())?;
@@ -130,11 +135,9 @@ pub fn ext4_identity(image: &Path, part: &Partition) -> Result<(String, String)>
     if sb[0x38..0x3a] != [0x53, 0xef] {
         return Err(Error::new("the root partition holds no ext2/3/4 filesystem (bad superblock magic)"));
     }
-    let u = &sb[0x68..0x78];
-    let h: String = u.iter().map(|x| format!("{x:02x}")).collect();
-    let uuid = format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32]);
     let label = String::from_utf8_lossy(&sb[0x78..0x88]).trim_end_matches('\0').to_string();
-    Ok((label, uuid))
+    // s_hash_seed is four little-endian u32 words; mke2fs prints/accepts it as the UUID of those bytes.
+    Ok((label, fmt_uuid(&sb[0x68..0x78]), fmt_uuid(&sb[0xec..0xfc])))
 }
 
 /// Reads the FAT32 boot sector of a partition: (label, volume id as 8 upper-case hex digits).

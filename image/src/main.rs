@@ -8,6 +8,7 @@ mod boottest;
 mod build;
 mod disk;
 mod error;
+mod fat;
 mod host;
 mod lock;
 mod manifest;

@@ -40,10 +40,6 @@ impl Steps {
         Ok(Steps { log_dir: log_dir.to_path_buf(), number: 0, started: Instant::now(), timings: vec![] })
     }
 
-    pub fn log_dir(&self) -> &Path {
-        &self.log_dir
-    }
-
     pub fn run<T>(&mut self, name: &str, f: impl FnOnce(&Step) -> Result<T>) -> Result<T> {
         self.number += 1;
         let slug: String =

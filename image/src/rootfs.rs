@@ -7,19 +7,19 @@ use std::process::Command;
 
 use crate::binaries::Binaries;
 use crate::build::Ctx;
-use crate::error::{Context, Result};
+use crate::error::Result;
 use crate::lock::Lock;
 use crate::progress::Step;
-use crate::run::run;
+use crate::run::{remove_tree, run};
 
 pub fn build(ctx: &Ctx, lock: &Lock, repo_dir: &Path, bins: &Binaries, step: &Step) -> Result<()> {
     let rootfs = ctx.work.join("rootfs");
-    if rootfs.exists() {
-        step.status("removing the previous root filesystem");
-        std::fs::remove_dir_all(&rootfs).ctx(|| format!("removing {}", rootfs.display()))?;
-    }
+    step.status("removing the previous root filesystem");
+    remove_tree(&rootfs, &step.log)?;
     let image_dir = ctx.repo.join("image");
-    let include: Vec<String> = lock.packages.iter().map(|p| p.spec()).collect();
+    // Names only: the local repository holds exactly one (the locked) version of each. The leading comma
+    // stops mmdebstrap from reading versions such as 1.69~deb13u1 as apt patterns.
+    let include: Vec<String> = lock.packages.iter().map(|p| p.name.clone()).collect();
     let debian = &ctx.spec.debian;
     step.status(&format!("mmdebstrap {} {} ({} packages; ~13 min under qemu-user)", debian.suite, ctx.spec.architecture, include.len()));
     run(
@@ -40,7 +40,7 @@ pub fn build(ctx: &Ctx, lock: &Lock, repo_dir: &Path, bins: &Binaries, step: &St
             // Debian's raspi-firmware and our overlay's /etc/default file must not stop dpkg at a prompt.
             .args(["--dpkgopt=force-confold", "--dpkgopt=force-confdef"])
             .arg("--aptopt=Acquire::Languages \"none\"")
-            .arg(format!("--include={}", include.join(",")))
+            .arg(format!("--include=,{}", include.join(",")))
             .arg(format!("--customize-hook={} \"$1\"", image_dir.join("hooks/customize.sh").display()))
             .arg(&debian.suite)
             .arg(&rootfs)

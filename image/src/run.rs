@@ -77,3 +77,20 @@ pub fn have(program: &str) -> bool {
         .map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
         .unwrap_or(false)
 }
+
+/// Unmounts whatever a failed earlier run left mounted below `dir` (mmdebstrap's file-mirror-automount
+/// hook, /proc, /sys), deepest first, then removes `dir`.
+pub fn remove_tree(dir: &Path, log: &Path) -> Result<()> {
+    let prefix = format!("{}/", dir.display());
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    let mut below: Vec<&str> =
+        mounts.lines().filter_map(|l| l.split_whitespace().nth(1)).filter(|m| m.starts_with(&prefix)).collect();
+    below.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    for m in below {
+        run(Command::new("umount").arg("--lazy").arg(m), log)?;
+    }
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::new(format!("removing {}: {e}", dir.display()))),
+        _ => Ok(()),
+    }
+}

@@ -9,7 +9,7 @@ use crate::apt;
 use crate::error::{Context, Error, Result};
 use crate::lock::{Lock, Request};
 use crate::progress::Step;
-use crate::run::run;
+use crate::run::{remove_tree, run};
 
 pub const PACKAGES: &[&str] = &["e2fsprogs", "mtools", "dosfstools", "xz-utils"];
 pub const LOCK_NAME: &str = "tools-amd64";
@@ -34,15 +34,17 @@ pub fn ensure(cache: &Path, lock: &Lock, req: &Request, epoch: u64, step: &Step)
     }
     let repo = apt::local_repo(cache, lock, LOCK_NAME, req, step)?;
     step.status("mmdebstrap tools chroot (amd64, native)");
-    let _ = std::fs::remove_dir_all(&root);
+    remove_tree(&root, &step.log)?;
     std::fs::create_dir_all(&root).ctx(|| format!("creating {}", root.display()))?;
-    let include: Vec<String> = lock.packages.iter().map(|p| p.spec()).collect();
+    // Names only: the local repository holds exactly one (the locked) version of each. The leading comma
+    // stops mmdebstrap from reading versions such as 1.69~deb13u1 as apt patterns.
+    let include: Vec<String> = lock.packages.iter().map(|p| p.name.clone()).collect();
     let result = run(
         Command::new("mmdebstrap")
             .env("SOURCE_DATE_EPOCH", epoch.to_string())
             .args(["--mode=root", "--variant=essential", "--architectures=amd64"])
             .arg("--hook-dir=/usr/share/mmdebstrap/hooks/file-mirror-automount")
-            .arg(format!("--include={}", include.join(",")))
+            .arg(format!("--include=,{}", include.join(",")))
             .arg("--customize-hook=mkdir -p \"$1/work\"")
             .arg(&lock.suite)
             .arg(&root)
@@ -50,7 +52,7 @@ pub fn ensure(cache: &Path, lock: &Lock, req: &Request, epoch: u64, step: &Step)
         &step.log,
     );
     if let Err(e) = result {
-        let _ = std::fs::remove_dir_all(&root);
+        let _ = remove_tree(&root, &step.log);
         return Err(e);
     }
     std::fs::write(root.join(".hearth-complete"), "").ctx(|| "marking tools chroot complete".into())?;

@@ -15,14 +15,20 @@ pub fn self_signed(names: &[String]) -> Result<PemPair, rcgen::Error> {
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
     let mut params = CertificateParams::new(names.to_vec())?;
     let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, names.first().cloned().unwrap_or_default());
+    dn.push(
+        DnType::CommonName,
+        names.first().cloned().unwrap_or_default(),
+    );
     dn.push(DnType::OrganizationName, "Hearth");
     params.distinguished_name = dn;
     let now = std::time::SystemTime::now();
     params.not_before = (now - std::time::Duration::from_secs(3600)).into();
     params.not_after = (now + std::time::Duration::from_secs(10 * 365 * 86_400)).into();
     let cert = params.self_signed(&key)?;
-    Ok(PemPair { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+    Ok(PemPair {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    })
 }
 
 #[cfg(test)]

@@ -75,7 +75,10 @@ pub struct ListenConfig {
 
 impl Default for ListenConfig {
     fn default() -> Self {
-        ListenConfig { c2s: default_c2s(), c2s_direct_tls: default_c2s_direct_tls() }
+        ListenConfig {
+            c2s: default_c2s(),
+            c2s_direct_tls: default_c2s_direct_tls(),
+        }
     }
 }
 
@@ -113,7 +116,10 @@ pub struct RegistrationConfig {
 
 impl Default for RegistrationConfig {
     fn default() -> Self {
-        RegistrationConfig { policy: RegistrationPolicy::default(), open_per_ip_per_hour: default_open_per_hour() }
+        RegistrationConfig {
+            policy: RegistrationPolicy::default(),
+            open_per_ip_per_hour: default_open_per_hour(),
+        }
     }
 }
 
@@ -312,12 +318,15 @@ impl Config {
                 ConfigError(format!("{origin}: {msg}"))
             }
         })?;
-        config.validate().map_err(|e| ConfigError(format!("{origin}: {e}")))?;
+        config
+            .validate()
+            .map_err(|e| ConfigError(format!("{origin}: {e}")))?;
         Ok(config)
     }
 
     fn validate(&self) -> Result<(), String> {
-        crate::jid::validate_domain(&self.domain).map_err(|e| format!("domain {:?} is not usable: {e}", self.domain))?;
+        crate::jid::validate_domain(&self.domain)
+            .map_err(|e| format!("domain {:?} is not usable: {e}", self.domain))?;
         if self.workers == 0 {
             return Err("workers must be at least 1".into());
         }
@@ -328,14 +337,20 @@ impl Config {
             return Err("limits.max_depth below 8 would break ordinary clients".into());
         }
         if self.listen.c2s.is_empty() && self.listen.c2s_direct_tls.is_empty() {
-            return Err("[listen] has no c2s or c2s_direct_tls address: no client could connect".into());
+            return Err(
+                "[listen] has no c2s or c2s_direct_tls address: no client could connect".into(),
+            );
         }
         if self.auth.scram_iterations < 4096 {
             return Err("auth.scram_iterations must be at least 4096 (RFC 7677)".into());
         }
-        for (key, name) in [("services.muc", &self.services.muc), ("services.upload", &self.services.upload)] {
+        for (key, name) in [
+            ("services.muc", &self.services.muc),
+            ("services.upload", &self.services.upload),
+        ] {
             if let Some(name) = name {
-                crate::jid::validate_domain(name).map_err(|e| format!("{key} {name:?} is not usable: {e}"))?;
+                crate::jid::validate_domain(name)
+                    .map_err(|e| format!("{key} {name:?} is not usable: {e}"))?;
             }
         }
         Ok(())
@@ -356,7 +371,8 @@ impl Config {
 
     /// Writes the config atomically (temp file, fsync, rename), so a power cut leaves the old or the new file.
     pub fn write_atomically(&self, path: &Path) -> Result<(), ConfigError> {
-        let text = toml::to_string_pretty(self).map_err(|e| ConfigError(format!("cannot serialise config: {e}")))?;
+        let text = toml::to_string_pretty(self)
+            .map_err(|e| ConfigError(format!("cannot serialise config: {e}")))?;
         crate::fsutil::write_atomically(path, text.as_bytes(), 0o640)
             .map_err(|e| ConfigError(format!("cannot write {}: {e}", path.display())))
     }
@@ -366,7 +382,10 @@ impl Config {
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
-    let col = before.rfind('\n').map(|i| before.len() - i).unwrap_or(before.len() + 1);
+    let col = before
+        .rfind('\n')
+        .map(|i| before.len() - i)
+        .unwrap_or(before.len() + 1);
     (line, col)
 }
 
@@ -399,18 +418,26 @@ mod tests {
         let text = format!("{MINIMAL}[registration]\npolicy = \"sometimes\"\n");
         let e = Config::parse(&text, "hearth.toml").unwrap_err().to_string();
         assert!(e.contains("hearth.toml:6:"), "{e}");
-        assert!(e.contains("closed") && e.contains("invite") && e.contains("open"), "{e}");
+        assert!(
+            e.contains("closed") && e.contains("invite") && e.contains("open"),
+            "{e}"
+        );
     }
 
     #[test]
     fn bad_domain_is_refused() {
-        let e = Config::parse("domain = \"not a domain\"\n[tls]\ncert=\"a\"\nkey=\"b\"\n", "x").unwrap_err();
+        let e = Config::parse(
+            "domain = \"not a domain\"\n[tls]\ncert=\"a\"\nkey=\"b\"\n",
+            "x",
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("domain"), "{e}");
     }
 
     #[test]
     fn acme_and_web_sections_are_left_to_their_programs() {
-        let text = format!("{MINIMAL}[acme]\nemail = \"a@b.c\"\nwhatever = 1\n[web]\nanything = true\n");
+        let text =
+            format!("{MINIMAL}[acme]\nemail = \"a@b.c\"\nwhatever = 1\n[web]\nanything = true\n");
         let c = Config::parse(&text, "t").unwrap();
         assert!(c.acme.unwrap().contains_key("whatever"));
     }
@@ -421,6 +448,9 @@ mod tests {
         let c = Config::parse(&text, "t").unwrap();
         let again = Config::parse(&toml::to_string_pretty(&c).unwrap(), "t2").unwrap();
         assert_eq!(c, again);
-        assert_eq!(again.certificate_names(), vec!["example.test", "groups.example.test"]);
+        assert_eq!(
+            again.certificate_names(),
+            vec!["example.test", "groups.example.test"]
+        );
     }
 }

@@ -35,8 +35,13 @@ pub fn normalize_local(local: &str) -> Result<String, JidError> {
     if local.len() > MAX_PART {
         return Err(JidError("the user name is too long"));
     }
-    if local.chars().any(|c| LOCAL_FORBIDDEN.contains(&c) || c.is_control() || c.is_whitespace()) {
-        return Err(JidError("the user name contains a space or one of \" & ' / : < > @"));
+    if local
+        .chars()
+        .any(|c| LOCAL_FORBIDDEN.contains(&c) || c.is_control() || c.is_whitespace())
+    {
+        return Err(JidError(
+            "the user name contains a space or one of \" & ' / : < > @",
+        ));
     }
     Ok(local.to_lowercase())
 }
@@ -57,10 +62,17 @@ pub fn validate_domain(domain: &str) -> Result<(), JidError> {
     }
     for label in domain.split('.') {
         if label.is_empty() || label.len() > 63 {
-            return Err(JidError("each dot-separated part of the domain must have 1 to 63 characters"));
+            return Err(JidError(
+                "each dot-separated part of the domain must have 1 to 63 characters",
+            ));
         }
-        if !label.chars().all(|c| c.is_alphanumeric() || c == '-') || label.starts_with('-') || label.ends_with('-') {
-            return Err(JidError("the domain may contain only letters, digits, dots and inner hyphens"));
+        if !label.chars().all(|c| c.is_alphanumeric() || c == '-')
+            || label.starts_with('-')
+            || label.ends_with('-')
+        {
+            return Err(JidError(
+                "the domain may contain only letters, digits, dots and inner hyphens",
+            ));
         }
     }
     Ok(())
@@ -83,19 +95,33 @@ impl Jid {
         let resource = match resource {
             Some("") => return Err(JidError("the resource after '/' is empty")),
             Some(r) if r.len() > MAX_PART => return Err(JidError("the resource is too long")),
-            Some(r) if r.chars().any(char::is_control) => return Err(JidError("the resource contains control characters")),
+            Some(r) if r.chars().any(char::is_control) => {
+                return Err(JidError("the resource contains control characters"))
+            }
             Some(r) => Some(r.to_string()),
             None => None,
         };
-        Ok(Jid { local, domain, resource })
+        Ok(Jid {
+            local,
+            domain,
+            resource,
+        })
     }
 
     pub fn bare(&self) -> Jid {
-        Jid { local: self.local.clone(), domain: self.domain.clone(), resource: None }
+        Jid {
+            local: self.local.clone(),
+            domain: self.domain.clone(),
+            resource: None,
+        }
     }
 
     pub fn with_resource(&self, resource: &str) -> Jid {
-        Jid { local: self.local.clone(), domain: self.domain.clone(), resource: Some(resource.to_string()) }
+        Jid {
+            local: self.local.clone(),
+            domain: self.domain.clone(),
+            resource: Some(resource.to_string()),
+        }
     }
 
     pub fn is_bare(&self) -> bool {
@@ -144,12 +170,23 @@ mod tests {
         assert_eq!(j.to_string(), "alice@example.test/Phone 1");
         assert_eq!(j.bare().to_string(), "alice@example.test");
         assert_eq!(Jid::parse("example.test").unwrap().local, None);
-        assert_eq!(Jid::parse("a@b/c/d").unwrap().resource.as_deref(), Some("c/d"));
+        assert_eq!(
+            Jid::parse("a@b/c/d").unwrap().resource.as_deref(),
+            Some("c/d")
+        );
     }
 
     #[test]
     fn rejects_bad_jids() {
-        for bad in ["", "@example.test", "a b@example.test", "alice@", "alice@exa mple", "alice@example.test/", "a@-x.test"] {
+        for bad in [
+            "",
+            "@example.test",
+            "a b@example.test",
+            "alice@",
+            "alice@exa mple",
+            "alice@example.test/",
+            "a@-x.test",
+        ] {
             assert!(Jid::parse(bad).is_err(), "{bad:?} accepted");
         }
     }

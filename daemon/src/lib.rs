@@ -1,7 +1,25 @@
 //! `hearthd`: Hearth's XMPP server, as a library so `hearthctl`, `hearth-web` and `hearth-acme`
 //! share its configuration, storage and control protocol instead of re-implementing them.
 
+pub mod c2s;
+pub mod certs;
 pub mod config;
+pub mod control;
+pub mod dev;
 pub mod fsutil;
 pub mod jid;
-pub mod certs;
+pub mod listener;
+pub mod logging;
+pub mod modules;
+pub mod privileges;
+pub mod router;
+pub mod routing;
+pub mod sasl;
+pub mod server;
+pub mod setup;
+pub mod stanza;
+pub mod storage;
+pub mod throttle;
+pub mod timefmt;
+pub mod tls;
+pub mod xml;

@@ -39,10 +39,18 @@ impl StoredCredential {
     /// Fails with `malformed-request` for a password SASLprep rejects or that is empty,
     /// `mechanism-too-weak` below [`MIN_ITERATIONS`], `temporary-auth-failure` if the OS has no
     /// randomness to give.
-    pub fn derive(hash: ScramHash, password: &str, iterations: u32) -> Result<StoredCredential, SaslError> {
+    pub fn derive(
+        hash: ScramHash,
+        password: &str,
+        iterations: u32,
+    ) -> Result<StoredCredential, SaslError> {
         let mut salt = vec![0u8; SALT_LEN];
-        getrandom::getrandom(&mut salt)
-            .map_err(|_| SaslError::new(SaslCondition::TemporaryAuthFailure, "no randomness available"))?;
+        getrandom::getrandom(&mut salt).map_err(|_| {
+            SaslError::new(
+                SaslCondition::TemporaryAuthFailure,
+                "no randomness available",
+            )
+        })?;
         StoredCredential::derive_with_salt(hash, password, salt, iterations)
     }
 
@@ -60,22 +68,34 @@ impl StoredCredential {
             ));
         }
         let password = prep_password(password)?;
-        let (stored_key, server_key) = keys(hash, &salted_password(hash, &password, &salt, iterations));
-        Ok(StoredCredential { hash, salt, iterations, stored_key, server_key })
+        let (stored_key, server_key) =
+            keys(hash, &salted_password(hash, &password, &salt, iterations));
+        Ok(StoredCredential {
+            hash,
+            salt,
+            iterations,
+            stored_key,
+            server_key,
+        })
     }
 
     /// Constant-time check of a plaintext password (PLAIN, XEP-0077 password changes).
     ///
     /// A password SASLprep rejects, or a corrupt record (zero iterations), never matches.
     pub fn verify_password(&self, password: &str) -> bool {
-        let Ok(password) = prep_password(password) else { return false };
+        let Ok(password) = prep_password(password) else {
+            return false;
+        };
         if self.iterations == 0 {
             return false;
         }
-        let (stored_key, server_key) =
-            keys(self.hash, &salted_password(self.hash, &password, &self.salt, self.iterations));
+        let (stored_key, server_key) = keys(
+            self.hash,
+            &salted_password(self.hash, &password, &self.salt, self.iterations),
+        );
         // Both keys, combined without short-circuit, so timing says nothing about which differed.
-        let ok = stored_key.as_slice().ct_eq(&self.stored_key) & server_key.as_slice().ct_eq(&self.server_key);
+        let ok = stored_key.as_slice().ct_eq(&self.stored_key)
+            & server_key.as_slice().ct_eq(&self.server_key);
         ok.into()
     }
 }
@@ -106,8 +126,12 @@ pub(crate) fn unknown_user_secret() -> Result<&'static [u8; 32], SaslError> {
         return Ok(secret);
     }
     let mut fresh = [0u8; 32];
-    getrandom::getrandom(&mut fresh)
-        .map_err(|_| SaslError::new(SaslCondition::TemporaryAuthFailure, "no randomness available"))?;
+    getrandom::getrandom(&mut fresh).map_err(|_| {
+        SaslError::new(
+            SaslCondition::TemporaryAuthFailure,
+            "no randomness available",
+        )
+    })?;
     Ok(UNKNOWN_USER_SECRET.get_or_init(|| fresh))
 }
 
@@ -117,10 +141,21 @@ pub(crate) fn unknown_user_secret() -> Result<&'static [u8; 32], SaslError> {
 /// Keyed by the name as the account lookup sees it (JID localpart rules, i.e. lowercased):
 /// otherwise "Mallory" and "mallory" would get different fake salts while a real user's
 /// variants share one, and comparing the two would reveal who exists.
-pub(crate) fn fake_credential(hash: ScramHash, secret: &[u8; 32], username: &str) -> StoredCredential {
+pub(crate) fn fake_credential(
+    hash: ScramHash,
+    secret: &[u8; 32],
+    username: &str,
+) -> StoredCredential {
     let name = crate::jid::normalize_local(username).unwrap_or_else(|_| username.to_owned());
     let derive = |label: &str, len: usize| {
-        let input = [label.as_bytes(), b"\0", hash.name().as_bytes(), b"\0", name.as_bytes()].concat();
+        let input = [
+            label.as_bytes(),
+            b"\0",
+            hash.name().as_bytes(),
+            b"\0",
+            name.as_bytes(),
+        ]
+        .concat();
         let mut out = hmac(ScramHash::Sha256, secret, &input);
         out.truncate(len);
         out
@@ -139,7 +174,9 @@ fn prep_password(password: &str) -> Result<String, SaslError> {
     match stringprep::saslprep(password) {
         Ok(p) if !p.is_empty() => Ok(p.into_owned()),
         Ok(_) => Err(SaslError::malformed("the password is empty")),
-        Err(_) => Err(SaslError::malformed("the password contains characters SASLprep forbids")),
+        Err(_) => Err(SaslError::malformed(
+            "the password contains characters SASLprep forbids",
+        )),
     }
 }
 
@@ -147,8 +184,12 @@ fn prep_password(password: &str) -> Result<String, SaslError> {
 fn salted_password(hash: ScramHash, password: &str, salt: &[u8], iterations: u32) -> Vec<u8> {
     let mut out = vec![0u8; hash.output_len()];
     match hash {
-        ScramHash::Sha1 => pbkdf2::pbkdf2_hmac::<Sha1>(password.as_bytes(), salt, iterations, &mut out),
-        ScramHash::Sha256 => pbkdf2::pbkdf2_hmac::<Sha256>(password.as_bytes(), salt, iterations, &mut out),
+        ScramHash::Sha1 => {
+            pbkdf2::pbkdf2_hmac::<Sha1>(password.as_bytes(), salt, iterations, &mut out)
+        }
+        ScramHash::Sha256 => {
+            pbkdf2::pbkdf2_hmac::<Sha256>(password.as_bytes(), salt, iterations, &mut out)
+        }
     }
     out
 }
@@ -198,7 +239,8 @@ mod tests {
     fn rfc_5802_example_keys() {
         // Salt and the client/server keys follow from the example exchange in RFC 5802 §5.
         let salt = B64.decode("QSXCR+Q6sek8bf92").unwrap();
-        let cred = StoredCredential::derive_with_salt(ScramHash::Sha1, "pencil", salt, 4096).unwrap();
+        let cred =
+            StoredCredential::derive_with_salt(ScramHash::Sha1, "pencil", salt, 4096).unwrap();
         assert_eq!(cred.stored_key.len(), 20);
         assert!(cred.verify_password("pencil"));
         assert!(!cred.verify_password("pencil "));
@@ -207,8 +249,10 @@ mod tests {
 
     #[test]
     fn derive_is_salted_and_checks_passwords() {
-        let a = StoredCredential::derive(ScramHash::Sha256, "correct horse", DEFAULT_ITERATIONS).unwrap();
-        let b = StoredCredential::derive(ScramHash::Sha256, "correct horse", DEFAULT_ITERATIONS).unwrap();
+        let a = StoredCredential::derive(ScramHash::Sha256, "correct horse", DEFAULT_ITERATIONS)
+            .unwrap();
+        let b = StoredCredential::derive(ScramHash::Sha256, "correct horse", DEFAULT_ITERATIONS)
+            .unwrap();
         assert_eq!(a.salt.len(), 16);
         assert_ne!(a.salt, b.salt, "salts are random");
         assert_ne!(a.stored_key, b.stored_key);
@@ -222,16 +266,22 @@ mod tests {
     fn passwords_are_saslprepped() {
         // RFC 4013: U+00A0 NO-BREAK SPACE maps to a space, U+00AD SOFT HYPHEN maps to nothing,
         // and "Ⅸ" (U+2168) normalises (NFKC) to "IX".
-        let cred = StoredCredential::derive(ScramHash::Sha1, "a\u{a0}b\u{ad}c\u{2168}", MIN_ITERATIONS).unwrap();
+        let cred =
+            StoredCredential::derive(ScramHash::Sha1, "a\u{a0}b\u{ad}c\u{2168}", MIN_ITERATIONS)
+                .unwrap();
         assert!(cred.verify_password("a bcIX"));
         // A control character is prohibited: neither stored nor accepted.
         assert_eq!(
-            StoredCredential::derive(ScramHash::Sha1, "a\u{7}b", MIN_ITERATIONS).unwrap_err().condition(),
+            StoredCredential::derive(ScramHash::Sha1, "a\u{7}b", MIN_ITERATIONS)
+                .unwrap_err()
+                .condition(),
             "malformed-request"
         );
         assert!(!cred.verify_password("a\u{7}b"));
         assert_eq!(
-            StoredCredential::derive(ScramHash::Sha1, "\u{ad}", MIN_ITERATIONS).unwrap_err().condition(),
+            StoredCredential::derive(ScramHash::Sha1, "\u{ad}", MIN_ITERATIONS)
+                .unwrap_err()
+                .condition(),
             "malformed-request"
         );
     }
@@ -239,22 +289,37 @@ mod tests {
     #[test]
     fn the_unknown_user_secret_is_fixed_once_in_use() {
         let in_use = *unknown_user_secret().unwrap();
-        assert!(!init_unknown_user_secret([7; 32]), "too late: fake salts were already handed out");
+        assert!(
+            !init_unknown_user_secret([7; 32]),
+            "too late: fake salts were already handed out"
+        );
         assert_eq!(*unknown_user_secret().unwrap(), in_use);
         let a = fake_credential(ScramHash::Sha1, &in_use, "mallory");
-        assert_eq!((a.salt.len(), a.stored_key.len(), a.iterations), (16, 20, DEFAULT_ITERATIONS));
-        assert_ne!(a.salt, fake_credential(ScramHash::Sha1, &[7; 32], "mallory").salt);
-        assert_eq!(a, fake_credential(ScramHash::Sha1, &in_use, "MALLORY"), "case variants look like one account");
+        assert_eq!(
+            (a.salt.len(), a.stored_key.len(), a.iterations),
+            (16, 20, DEFAULT_ITERATIONS)
+        );
+        assert_ne!(
+            a.salt,
+            fake_credential(ScramHash::Sha1, &[7; 32], "mallory").salt
+        );
+        assert_eq!(
+            a,
+            fake_credential(ScramHash::Sha1, &in_use, "MALLORY"),
+            "case variants look like one account"
+        );
     }
 
     #[test]
     fn weak_or_corrupt_records_are_refused() {
         let err = StoredCredential::derive(ScramHash::Sha256, "pencil", 1000).unwrap_err();
         assert_eq!(err.condition(), "mechanism-too-weak");
-        let mut cred = StoredCredential::derive(ScramHash::Sha256, "pencil", MIN_ITERATIONS).unwrap();
+        let mut cred =
+            StoredCredential::derive(ScramHash::Sha256, "pencil", MIN_ITERATIONS).unwrap();
         cred.iterations = 0;
         assert!(!cred.verify_password("pencil"));
-        let mut cred = StoredCredential::derive(ScramHash::Sha256, "pencil", MIN_ITERATIONS).unwrap();
+        let mut cred =
+            StoredCredential::derive(ScramHash::Sha256, "pencil", MIN_ITERATIONS).unwrap();
         cred.stored_key.truncate(5);
         assert!(!cred.verify_password("pencil"));
     }

@@ -19,7 +19,8 @@ pub mod scram;
 mod scram_msg;
 
 pub use credential::{
-    init_unknown_user_secret, set_unknown_user_iterations, StoredCredential, DEFAULT_ITERATIONS, MIN_ITERATIONS,
+    init_unknown_user_secret, set_unknown_user_iterations, StoredCredential, DEFAULT_ITERATIONS,
+    MIN_ITERATIONS,
 };
 pub use plain::{check_plain_password, parse_plain, PlainCredentials};
 pub use scram::{ClientFirst, ScramServer};
@@ -169,10 +170,22 @@ impl Mechanism {
     /// Exact, case-sensitive match: RFC 4422 §3.1 names are upper case.
     pub fn from_name(name: &str) -> Option<Mechanism> {
         Some(match name {
-            SCRAM_SHA_256_PLUS => Mechanism::Scram { hash: ScramHash::Sha256, plus: true },
-            SCRAM_SHA_1_PLUS => Mechanism::Scram { hash: ScramHash::Sha1, plus: true },
-            SCRAM_SHA_256 => Mechanism::Scram { hash: ScramHash::Sha256, plus: false },
-            SCRAM_SHA_1 => Mechanism::Scram { hash: ScramHash::Sha1, plus: false },
+            SCRAM_SHA_256_PLUS => Mechanism::Scram {
+                hash: ScramHash::Sha256,
+                plus: true,
+            },
+            SCRAM_SHA_1_PLUS => Mechanism::Scram {
+                hash: ScramHash::Sha1,
+                plus: true,
+            },
+            SCRAM_SHA_256 => Mechanism::Scram {
+                hash: ScramHash::Sha256,
+                plus: false,
+            },
+            SCRAM_SHA_1 => Mechanism::Scram {
+                hash: ScramHash::Sha1,
+                plus: false,
+            },
             PLAIN => Mechanism::Plain,
             _ => return None,
         })
@@ -180,10 +193,22 @@ impl Mechanism {
 
     pub fn name(self) -> &'static str {
         match self {
-            Mechanism::Scram { hash: ScramHash::Sha256, plus: true } => SCRAM_SHA_256_PLUS,
-            Mechanism::Scram { hash: ScramHash::Sha1, plus: true } => SCRAM_SHA_1_PLUS,
-            Mechanism::Scram { hash: ScramHash::Sha256, plus: false } => SCRAM_SHA_256,
-            Mechanism::Scram { hash: ScramHash::Sha1, plus: false } => SCRAM_SHA_1,
+            Mechanism::Scram {
+                hash: ScramHash::Sha256,
+                plus: true,
+            } => SCRAM_SHA_256_PLUS,
+            Mechanism::Scram {
+                hash: ScramHash::Sha1,
+                plus: true,
+            } => SCRAM_SHA_1_PLUS,
+            Mechanism::Scram {
+                hash: ScramHash::Sha256,
+                plus: false,
+            } => SCRAM_SHA_256,
+            Mechanism::Scram {
+                hash: ScramHash::Sha1,
+                plus: false,
+            } => SCRAM_SHA_1,
             Mechanism::Plain => PLAIN,
         }
     }
@@ -200,7 +225,12 @@ pub fn decode_payload(text: &str) -> Result<Vec<u8>, SaslError> {
     }
     base64::engine::general_purpose::STANDARD
         .decode(text)
-        .map_err(|_| SaslError::new(SaslCondition::IncorrectEncoding, "the data is not valid base64"))
+        .map_err(|_| {
+            SaslError::new(
+                SaslCondition::IncorrectEncoding,
+                "the data is not valid base64",
+            )
+        })
 }
 
 /// Encodes `<challenge/>`/`<success/>` data; empty data becomes `=` as RFC 6120 §6.4.6 asks.
@@ -216,7 +246,9 @@ pub(crate) fn prep_username(name: &str) -> Result<String, SaslError> {
     match stringprep::saslprep(name) {
         Ok(prepped) if !prepped.is_empty() => Ok(prepped.into_owned()),
         Ok(_) => Err(SaslError::malformed("the user name is empty")),
-        Err(_) => Err(SaslError::malformed("the user name contains characters SASLprep forbids")),
+        Err(_) => Err(SaslError::malformed(
+            "the user name contains characters SASLprep forbids",
+        )),
     }
 }
 
@@ -226,10 +258,19 @@ mod tests {
 
     #[test]
     fn offers_plus_only_with_channel_binding_and_plain_only_when_allowed() {
-        assert_eq!(mechanisms(false, false), vec!["SCRAM-SHA-256", "SCRAM-SHA-1"]);
+        assert_eq!(
+            mechanisms(false, false),
+            vec!["SCRAM-SHA-256", "SCRAM-SHA-1"]
+        );
         assert_eq!(
             mechanisms(true, true),
-            vec!["SCRAM-SHA-256-PLUS", "SCRAM-SHA-1-PLUS", "SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"]
+            vec![
+                "SCRAM-SHA-256-PLUS",
+                "SCRAM-SHA-1-PLUS",
+                "SCRAM-SHA-256",
+                "SCRAM-SHA-1",
+                "PLAIN"
+            ]
         );
     }
 
@@ -249,7 +290,10 @@ mod tests {
         let err = SaslError::new(SaslCondition::TemporaryAuthFailure, "x");
         assert_eq!(err.condition(), "temporary-auth-failure");
         assert_eq!(SaslCondition::InvalidAuthzid.as_str(), "invalid-authzid");
-        assert_eq!(SaslError::not_authorized().to_string(), "not-authorized: authentication failed");
+        assert_eq!(
+            SaslError::not_authorized().to_string(),
+            "not-authorized: authentication failed"
+        );
     }
 
     #[test]
@@ -257,8 +301,18 @@ mod tests {
         assert_eq!(decode_payload("=").unwrap(), b"");
         assert_eq!(decode_payload("").unwrap(), b"");
         assert_eq!(decode_payload("bixuPXVzZXIs").unwrap(), b"n,n=user,");
-        for bad in ["bixuPXVzZXI", "bix uPXVzZXIs", "bixuPXVzZXIs\n", "b!==", "bR=="] {
-            assert_eq!(decode_payload(bad).unwrap_err().condition(), "incorrect-encoding", "{bad:?}");
+        for bad in [
+            "bixuPXVzZXI",
+            "bix uPXVzZXIs",
+            "bixuPXVzZXIs\n",
+            "b!==",
+            "bR==",
+        ] {
+            assert_eq!(
+                decode_payload(bad).unwrap_err().condition(),
+                "incorrect-encoding",
+                "{bad:?}"
+            );
         }
         assert_eq!(encode_payload(b""), "=");
         assert_eq!(encode_payload(b"v=x"), "dj14");

@@ -37,12 +37,15 @@ pub fn parse_plain(msg: &[u8]) -> Result<PlainCredentials, SaslError> {
     if msg.len() > MAX_MESSAGE_LEN {
         return Err(SaslError::malformed("the message is too long"));
     }
-    let text = std::str::from_utf8(msg).map_err(|_| SaslError::malformed("the message is not UTF-8"))?;
+    let text =
+        std::str::from_utf8(msg).map_err(|_| SaslError::malformed("the message is not UTF-8"))?;
     let mut fields = text.split('\0');
     let (Some(authzid), Some(authcid), Some(password), None) =
         (fields.next(), fields.next(), fields.next(), fields.next())
     else {
-        return Err(SaslError::malformed("PLAIN needs exactly authzid NUL authcid NUL password"));
+        return Err(SaslError::malformed(
+            "PLAIN needs exactly authzid NUL authcid NUL password",
+        ));
     };
     if password.is_empty() {
         return Err(SaslError::malformed("the password is empty"));
@@ -57,13 +60,18 @@ pub fn parse_plain(msg: &[u8]) -> Result<PlainCredentials, SaslError> {
 /// Checks a PLAIN password; for an unknown user (`None`) it still runs one full derivation,
 /// against the same fake credential SCRAM would show, so the response time does not reveal
 /// which names exist.
-pub fn check_plain_password(cred: Option<&StoredCredential>, username: &str, password: &str) -> bool {
+pub fn check_plain_password(
+    cred: Option<&StoredCredential>,
+    username: &str,
+    password: &str,
+) -> bool {
     match cred {
         Some(cred) => cred.verify_password(password),
         None => {
             if let Ok(secret) = unknown_user_secret() {
                 // No password matches a fake credential; the work is the point.
-                let _ = fake_credential(ScramHash::Sha256, secret, username).verify_password(password);
+                let _ =
+                    fake_credential(ScramHash::Sha256, secret, username).verify_password(password);
             }
             false
         }
@@ -79,23 +87,38 @@ mod tests {
     fn bob_logs_in_with_plain() {
         let creds = parse_plain(b"\0bob\0hunter2 and more").unwrap();
         assert_eq!(creds.authzid, None);
-        assert_eq!((creds.username.as_str(), creds.password.as_str()), ("bob", "hunter2 and more"));
-        let cred = StoredCredential::derive(ScramHash::Sha256, "hunter2 and more", DEFAULT_ITERATIONS).unwrap();
+        assert_eq!(
+            (creds.username.as_str(), creds.password.as_str()),
+            ("bob", "hunter2 and more")
+        );
+        let cred =
+            StoredCredential::derive(ScramHash::Sha256, "hunter2 and more", DEFAULT_ITERATIONS)
+                .unwrap();
         assert!(check_plain_password(Some(&cred), "bob", &creds.password));
         assert!(!check_plain_password(Some(&cred), "bob", "hunter2"));
         assert!(!check_plain_password(None, "bob", &creds.password));
-        assert!(!format!("{creds:?}").contains("hunter2"), "Debug hides the password");
+        assert!(
+            !format!("{creds:?}").contains("hunter2"),
+            "Debug hides the password"
+        );
     }
 
     #[test]
     fn authzid_and_saslprep() {
         let creds = parse_plain("bob@example.org\0B\u{ad}ob\u{a0}\0p\u{e4}ss".as_bytes()).unwrap();
         assert_eq!(creds.authzid.as_deref(), Some("bob@example.org"));
-        assert_eq!(creds.username, "Bob ", "soft hyphen dropped, no-break space mapped; case kept");
+        assert_eq!(
+            creds.username, "Bob ",
+            "soft hyphen dropped, no-break space mapped; case kept"
+        );
         // The password stays as sent; verification SASLpreps both sides.
         assert_eq!(creds.password, "p\u{e4}ss");
-        let cred = StoredCredential::derive(ScramHash::Sha1, "pa\u{308}ss", DEFAULT_ITERATIONS).unwrap();
-        assert!(cred.verify_password(&creds.password), "NFKC: a + combining diaeresis is \u{e4}");
+        let cred =
+            StoredCredential::derive(ScramHash::Sha1, "pa\u{308}ss", DEFAULT_ITERATIONS).unwrap();
+        assert!(
+            cred.verify_password(&creds.password),
+            "NFKC: a + combining diaeresis is \u{e4}"
+        );
     }
 
     #[test]
@@ -119,7 +142,12 @@ mod tests {
         ];
         for msg in bad {
             let err = parse_plain(msg).expect_err(&String::from_utf8_lossy(msg));
-            assert_eq!(err.condition(), "malformed-request", "{:?}", String::from_utf8_lossy(msg));
+            assert_eq!(
+                err.condition(),
+                "malformed-request",
+                "{:?}",
+                String::from_utf8_lossy(msg)
+            );
         }
     }
 }

@@ -64,13 +64,21 @@ impl ScramServer {
     /// `cb_data`: the `tls-exporter` data of this TLS session (RFC 9266) when it can give it
     /// (TLS 1.3), else None. `plus`: the client chose the -PLUS mechanism.
     pub fn new(hash: ScramHash, plus: bool, cb_data: Option<Vec<u8>>) -> ScramServer {
-        ScramServer { hash, plus, cb_data, state: State::AwaitClientFirst, fixed_server_nonce: None }
+        ScramServer {
+            hash,
+            plus,
+            cb_data,
+            state: State::AwaitClientFirst,
+            fixed_server_nonce: None,
+        }
     }
 
     /// Parses client-first-message and applies the channel binding rules of RFC 5802 §6.
     pub fn client_first(&mut self, msg: &[u8]) -> Result<ClientFirst, SaslError> {
         let State::AwaitClientFirst = std::mem::replace(&mut self.state, State::Finished) else {
-            return Err(SaslError::malformed("client-first-message was already received"));
+            return Err(SaslError::malformed(
+                "client-first-message was already received",
+            ));
         };
         if self.plus && self.cb_data.is_none() {
             return Err(SaslError::new(
@@ -82,13 +90,19 @@ impl ScramServer {
         let bound = match (parsed.cb_flag, self.plus) {
             (CbFlag::Bound(CB_TYPE), true) => true,
             (CbFlag::Bound(_), true) => {
-                return Err(SaslError::malformed("only tls-exporter channel binding is supported"))
+                return Err(SaslError::malformed(
+                    "only tls-exporter channel binding is supported",
+                ))
             }
             (CbFlag::Bound(_), false) => {
-                return Err(SaslError::malformed("channel binding requires a -PLUS mechanism"))
+                return Err(SaslError::malformed(
+                    "channel binding requires a -PLUS mechanism",
+                ))
             }
             (CbFlag::None | CbFlag::ClientOnly, true) => {
-                return Err(SaslError::malformed("a -PLUS mechanism requires channel binding"))
+                return Err(SaslError::malformed(
+                    "a -PLUS mechanism requires channel binding",
+                ))
             }
             // The client could bind but thinks we cannot, yet we can: someone stripped -PLUS
             // from our mechanism list on the way (RFC 5802 §6 "MUST fail").
@@ -105,8 +119,12 @@ impl ScramServer {
             Some(fixed) => fixed.clone(),
             None => {
                 let mut raw = [0u8; NONCE_BYTES];
-                getrandom::getrandom(&mut raw)
-                    .map_err(|_| SaslError::new(SaslCondition::TemporaryAuthFailure, "no randomness available"))?;
+                getrandom::getrandom(&mut raw).map_err(|_| {
+                    SaslError::new(
+                        SaslCondition::TemporaryAuthFailure,
+                        "no randomness available",
+                    )
+                })?;
                 B64.encode(raw)
             }
         };
@@ -118,7 +136,10 @@ impl ScramServer {
             username: parsed.username.clone(),
             secret,
         };
-        Ok(ClientFirst { username: parsed.username, authzid: parsed.authzid })
+        Ok(ClientFirst {
+            username: parsed.username,
+            authzid: parsed.authzid,
+        })
     }
 
     /// Returns server-first-message. `cred` is the account's credential for this hash, or None
@@ -129,8 +150,14 @@ impl ScramServer {
     ///
     /// Called out of order it returns an empty message and the exchange is over.
     pub fn server_first(&mut self, cred: Option<&StoredCredential>) -> Vec<u8> {
-        let State::AwaitServerFirst { gs2_header, bound, client_first_bare, nonce, username, secret } =
-            std::mem::replace(&mut self.state, State::Finished)
+        let State::AwaitServerFirst {
+            gs2_header,
+            bound,
+            client_first_bare,
+            nonce,
+            username,
+            secret,
+        } = std::mem::replace(&mut self.state, State::Finished)
         else {
             return Vec::new();
         };
@@ -138,23 +165,44 @@ impl ScramServer {
             Some(c) if c.hash == self.hash && c.iterations > 0 => (c.clone(), true),
             _ => (fake_credential(self.hash, secret, &username), false),
         };
-        let server_first = format!("r={nonce},s={},i={}", B64.encode(&cred.salt), cred.iterations);
+        let server_first = format!(
+            "r={nonce},s={},i={}",
+            B64.encode(&cred.salt),
+            cred.iterations
+        );
         let auth_prefix = format!("{client_first_bare},{server_first}");
-        self.state = State::AwaitClientFinal { gs2_header, bound, nonce, auth_prefix, cred, known_user };
+        self.state = State::AwaitClientFinal {
+            gs2_header,
+            bound,
+            nonce,
+            auth_prefix,
+            cred,
+            known_user,
+        };
         server_first.into_bytes()
     }
 
     /// Verifies client-final-message; on success returns server-final-message (`v=…`), which
     /// the caller sends in `<success/>`.
     pub fn client_final(&mut self, msg: &[u8]) -> Result<Vec<u8>, SaslError> {
-        let State::AwaitClientFinal { gs2_header, bound, nonce, auth_prefix, cred, known_user } =
-            std::mem::replace(&mut self.state, State::Finished)
+        let State::AwaitClientFinal {
+            gs2_header,
+            bound,
+            nonce,
+            auth_prefix,
+            cred,
+            known_user,
+        } = std::mem::replace(&mut self.state, State::Finished)
         else {
-            return Err(SaslError::malformed("client-final-message came out of order"));
+            return Err(SaslError::malformed(
+                "client-final-message came out of order",
+            ));
         };
         let parsed = parse_client_final(msg)?;
         if parsed.nonce != nonce {
-            return Err(SaslError::malformed("the nonce is not the one of this exchange"));
+            return Err(SaslError::malformed(
+                "the nonce is not the one of this exchange",
+            ));
         }
         if parsed.proof.len() != self.hash.output_len() {
             return Err(SaslError::malformed("the proof has the wrong length"));
@@ -166,15 +214,24 @@ impl ScramServer {
             expected_cb.extend_from_slice(self.cb_data.as_deref().unwrap_or_default());
         }
         if !bool::from(parsed.channel_binding.ct_eq(&expected_cb)) {
-            return Err(SaslError::new(SaslCondition::NotAuthorized, "channel binding does not match"));
+            return Err(SaslError::new(
+                SaslCondition::NotAuthorized,
+                "channel binding does not match",
+            ));
         }
 
         // RFC 5802 §3: recover ClientKey from the proof and check H(ClientKey) == StoredKey.
         let auth_message = format!("{auth_prefix},{}", parsed.without_proof);
         let client_signature = hmac(self.hash, &cred.stored_key, auth_message.as_bytes());
-        let client_key: Vec<u8> = parsed.proof.iter().zip(&client_signature).map(|(p, s)| p ^ s).collect();
+        let client_key: Vec<u8> = parsed
+            .proof
+            .iter()
+            .zip(&client_signature)
+            .map(|(p, s)| p ^ s)
+            .collect();
         // Unknown users run the same computation, then fail on `known_user`: same timing.
-        let ok = h(self.hash, &client_key).ct_eq(&cred.stored_key) & Choice::from(u8::from(known_user));
+        let ok =
+            h(self.hash, &client_key).ct_eq(&cred.stored_key) & Choice::from(u8::from(known_user));
         if !bool::from(ok) {
             return Err(SaslError::not_authorized());
         }
@@ -234,7 +291,13 @@ mod tests {
     impl Client {
         fn new(hash: ScramHash, gs2_header: &str, user: &str, password: &'static str) -> Client {
             let first_bare = format!("n={user},r=cl13nt+n0nce");
-            Client { hash, password, gs2_header: gs2_header.into(), cb_data: Vec::new(), first_bare }
+            Client {
+                hash,
+                password,
+                gs2_header: gs2_header.into(),
+                cb_data: Vec::new(),
+                first_bare,
+            }
         }
         fn bound(mut self, cb_data: &[u8]) -> Client {
             self.cb_data = cb_data.to_vec();
@@ -245,12 +308,18 @@ mod tests {
         }
         fn mac(&self, key: &[u8], data: &[u8]) -> Vec<u8> {
             match self.hash {
-                ScramHash::Sha1 => {
-                    Hmac::<Sha1>::new_from_slice(key).unwrap().chain_update(data).finalize().into_bytes().to_vec()
-                }
-                ScramHash::Sha256 => {
-                    Hmac::<Sha256>::new_from_slice(key).unwrap().chain_update(data).finalize().into_bytes().to_vec()
-                }
+                ScramHash::Sha1 => Hmac::<Sha1>::new_from_slice(key)
+                    .unwrap()
+                    .chain_update(data)
+                    .finalize()
+                    .into_bytes()
+                    .to_vec(),
+                ScramHash::Sha256 => Hmac::<Sha256>::new_from_slice(key)
+                    .unwrap()
+                    .chain_update(data)
+                    .finalize()
+                    .into_bytes()
+                    .to_vec(),
             }
         }
         /// Returns client-final-message and the server-final-message it expects.
@@ -263,12 +332,18 @@ mod tests {
             let iterations: u32 = attrs[2].strip_prefix("i=").unwrap().parse().unwrap();
             let mut salted = vec![0u8; self.hash.output_len()];
             match self.hash {
-                ScramHash::Sha1 => {
-                    pbkdf2::pbkdf2_hmac::<Sha1>(self.password.as_bytes(), &salt, iterations, &mut salted)
-                }
-                ScramHash::Sha256 => {
-                    pbkdf2::pbkdf2_hmac::<Sha256>(self.password.as_bytes(), &salt, iterations, &mut salted)
-                }
+                ScramHash::Sha1 => pbkdf2::pbkdf2_hmac::<Sha1>(
+                    self.password.as_bytes(),
+                    &salt,
+                    iterations,
+                    &mut salted,
+                ),
+                ScramHash::Sha256 => pbkdf2::pbkdf2_hmac::<Sha256>(
+                    self.password.as_bytes(),
+                    &salt,
+                    iterations,
+                    &mut salted,
+                ),
             }
             let client_key = self.mac(&salted, b"Client Key");
             let stored_key = match self.hash {
@@ -279,18 +354,33 @@ mod tests {
             let without_proof = format!("c={},r={nonce}", B64.encode(cbind));
             let auth_message = format!("{},{sf},{without_proof}", self.first_bare);
             let signature = self.mac(&stored_key, auth_message.as_bytes());
-            let proof: Vec<u8> = client_key.iter().zip(&signature).map(|(k, s)| k ^ s).collect();
+            let proof: Vec<u8> = client_key
+                .iter()
+                .zip(&signature)
+                .map(|(k, s)| k ^ s)
+                .collect();
             let server_sig = self.mac(&self.mac(&salted, b"Server Key"), auth_message.as_bytes());
             let final_msg = format!("{without_proof},p={}", B64.encode(proof));
-            (final_msg.into_bytes(), format!("v={}", B64.encode(server_sig)).into_bytes())
+            (
+                final_msg.into_bytes(),
+                format!("v={}", B64.encode(server_sig)).into_bytes(),
+            )
         }
     }
 
     /// Runs a whole exchange; `cred` is what the database returns for the user.
-    fn run(server: &mut ScramServer, client: &Client, cred: Option<&StoredCredential>) -> Result<(), SaslError> {
+    fn run(
+        server: &mut ScramServer,
+        client: &Client,
+        cred: Option<&StoredCredential>,
+    ) -> Result<(), SaslError> {
         server.client_first(&client.first())?;
         let (final_msg, expected) = client.answer(&server.server_first(cred));
-        assert_eq!(server.client_final(&final_msg)?, expected, "server signature");
+        assert_eq!(
+            server.client_final(&final_msg)?,
+            expected,
+            "server signature"
+        );
         Ok(())
     }
 
@@ -302,9 +392,21 @@ mod tests {
         let cred = StoredCredential::derive_with_salt(hash, "pencil", unb64(salt), 4096).unwrap();
         let mut server = ScramServer::new(hash, false, None).with_server_nonce(snonce);
         let first = server.client_first(msgs[0].as_bytes()).unwrap();
-        assert_eq!(first, ClientFirst { username: "user".into(), authzid: None });
-        assert_eq!(String::from_utf8(server.server_first(Some(&cred))).unwrap(), msgs[1]);
-        assert_eq!(String::from_utf8(server.client_final(msgs[2].as_bytes()).unwrap()).unwrap(), msgs[3]);
+        assert_eq!(
+            first,
+            ClientFirst {
+                username: "user".into(),
+                authzid: None
+            }
+        );
+        assert_eq!(
+            String::from_utf8(server.server_first(Some(&cred))).unwrap(),
+            msgs[1]
+        );
+        assert_eq!(
+            String::from_utf8(server.client_final(msgs[2].as_bytes()).unwrap()).unwrap(),
+            msgs[3]
+        );
     }
 
     #[test]
@@ -350,7 +452,13 @@ mod tests {
                 run(&mut ScramServer::new(hash, false, cb), &client, Some(&cred)).unwrap();
             }
             // -PLUS over TLS 1.3, with an authzid the caller will compare to alice's JID.
-            let client = Client::new(hash, "p=tls-exporter,a=alice@example.org,", "alice", "sw0rdfish").bound(EXPORTER);
+            let client = Client::new(
+                hash,
+                "p=tls-exporter,a=alice@example.org,",
+                "alice",
+                "sw0rdfish",
+            )
+            .bound(EXPORTER);
             let mut server = ScramServer::new(hash, true, Some(EXPORTER.to_vec()));
             let first = server.client_first(&client.first()).unwrap();
             assert_eq!(first.authzid.as_deref(), Some("alice@example.org"));
@@ -358,7 +466,12 @@ mod tests {
             assert_eq!(server.client_final(&final_msg).unwrap(), expected);
             // A client that can bind, on a server that cannot (TLS 1.2): fine.
             let client = Client::new(hash, "y,,", "alice", "sw0rdfish");
-            run(&mut ScramServer::new(hash, false, None), &client, Some(&cred)).unwrap();
+            run(
+                &mut ScramServer::new(hash, false, None),
+                &client,
+                Some(&cred),
+            )
+            .unwrap();
         }
     }
 
@@ -366,15 +479,25 @@ mod tests {
     fn a_man_in_the_middle_is_caught_by_channel_binding() {
         let cred = cred(ScramHash::Sha256, "sw0rdfish");
         // The client's TLS session ends at the attacker: its exporter value differs from ours.
-        let client =
-            Client::new(ScramHash::Sha256, "p=tls-exporter,,", "alice", "sw0rdfish").bound(b"the attacker's session");
-        let err = run(&mut ScramServer::new(ScramHash::Sha256, true, Some(EXPORTER.to_vec())), &client, Some(&cred))
-            .unwrap_err();
+        let client = Client::new(ScramHash::Sha256, "p=tls-exporter,,", "alice", "sw0rdfish")
+            .bound(b"the attacker's session");
+        let err = run(
+            &mut ScramServer::new(ScramHash::Sha256, true, Some(EXPORTER.to_vec())),
+            &client,
+            Some(&cred),
+        )
+        .unwrap_err();
         assert_eq!(err.condition(), "not-authorized");
         // The attacker strips -PLUS from the offer; the client says "y": refused at once.
         let client = Client::new(ScramHash::Sha256, "y,,", "alice", "sw0rdfish");
         let mut server = ScramServer::new(ScramHash::Sha256, false, Some(EXPORTER.to_vec()));
-        assert_eq!(server.client_first(&client.first()).unwrap_err().condition(), "not-authorized");
+        assert_eq!(
+            server
+                .client_first(&client.first())
+                .unwrap_err()
+                .condition(),
+            "not-authorized"
+        );
     }
 
     #[test]
@@ -383,12 +506,28 @@ mod tests {
         let cases: [(bool, bool, &[u8], &str); 5] = [
             (true, true, b"n,,n=alice,r=abc", "malformed-request"),
             (true, true, b"y,,n=alice,r=abc", "malformed-request"),
-            (true, true, b"p=tls-unique,,n=alice,r=abc", "malformed-request"),
-            (false, true, b"p=tls-exporter,,n=alice,r=abc", "malformed-request"),
-            (true, false, b"p=tls-exporter,,n=alice,r=abc", "invalid-mechanism"),
+            (
+                true,
+                true,
+                b"p=tls-unique,,n=alice,r=abc",
+                "malformed-request",
+            ),
+            (
+                false,
+                true,
+                b"p=tls-exporter,,n=alice,r=abc",
+                "malformed-request",
+            ),
+            (
+                true,
+                false,
+                b"p=tls-exporter,,n=alice,r=abc",
+                "invalid-mechanism",
+            ),
         ];
         for (plus, cb, msg, condition) in cases {
-            let mut server = ScramServer::new(ScramHash::Sha256, plus, cb.then(|| EXPORTER.to_vec()));
+            let mut server =
+                ScramServer::new(ScramHash::Sha256, plus, cb.then(|| EXPORTER.to_vec()));
             assert_eq!(
                 server.client_first(msg).unwrap_err().condition(),
                 condition,
@@ -402,8 +541,16 @@ mod tests {
     fn a_wrong_password_is_refused() {
         let cred = cred(ScramHash::Sha256, "sw0rdfish");
         let client = Client::new(ScramHash::Sha256, "n,,", "alice", "swordfish");
-        let err = run(&mut ScramServer::new(ScramHash::Sha256, false, None), &client, Some(&cred)).unwrap_err();
-        assert_eq!((err.condition(), err.text()), ("not-authorized", "authentication failed"));
+        let err = run(
+            &mut ScramServer::new(ScramHash::Sha256, false, None),
+            &client,
+            Some(&cred),
+        )
+        .unwrap_err();
+        assert_eq!(
+            (err.condition(), err.text()),
+            ("not-authorized", "authentication failed")
+        );
     }
 
     #[test]
@@ -415,21 +562,40 @@ mod tests {
             let server_first = String::from_utf8(server.server_first(None)).unwrap();
             let (final_msg, _) = client.answer(server_first.as_bytes());
             let err = server.client_final(&final_msg).unwrap_err();
-            assert_eq!((err.condition(), err.text()), ("not-authorized", "authentication failed"));
+            assert_eq!(
+                (err.condition(), err.text()),
+                ("not-authorized", "authentication failed")
+            );
             server_first.split_once(",s=").unwrap().1.to_owned()
         };
         let first = probe(ScramHash::Sha256, "mallory");
-        assert_eq!(first, probe(ScramHash::Sha256, "mallory"), "stable across attempts");
-        assert_eq!(unb64(first.split_once(',').unwrap().0).len(), 16, "salt as long as a real one");
+        assert_eq!(
+            first,
+            probe(ScramHash::Sha256, "mallory"),
+            "stable across attempts"
+        );
+        assert_eq!(
+            unb64(first.split_once(',').unwrap().0).len(),
+            16,
+            "salt as long as a real one"
+        );
         assert!(first.ends_with(&format!(",i={}", crate::sasl::DEFAULT_ITERATIONS)));
-        assert_ne!(first, probe(ScramHash::Sha256, "trudy"), "each name has its own salt");
+        assert_ne!(
+            first,
+            probe(ScramHash::Sha256, "trudy"),
+            "each name has its own salt"
+        );
         assert_ne!(first, probe(ScramHash::Sha1, "mallory"), "and each hash");
         // A credential for the other hash counts as none.
         let mut server = ScramServer::new(ScramHash::Sha1, false, None);
         let client = Client::new(ScramHash::Sha1, "n,,", "alice", "sw0rdfish");
         server.client_first(&client.first()).unwrap();
-        let (final_msg, _) = client.answer(&server.server_first(Some(&cred(ScramHash::Sha256, "sw0rdfish"))));
-        assert_eq!(server.client_final(&final_msg).unwrap_err().condition(), "not-authorized");
+        let (final_msg, _) =
+            client.answer(&server.server_first(Some(&cred(ScramHash::Sha256, "sw0rdfish"))));
+        assert_eq!(
+            server.client_final(&final_msg).unwrap_err().condition(),
+            "not-authorized"
+        );
     }
 
     #[test]
@@ -438,7 +604,8 @@ mod tests {
         let client = Client::new(ScramHash::Sha256, "n,,", "alice", "sw0rdfish");
         // A fixed server nonce, so every fresh exchange expects the same genuine answer.
         let start = || {
-            let mut server = ScramServer::new(ScramHash::Sha256, false, None).with_server_nonce("s3rv3r");
+            let mut server =
+                ScramServer::new(ScramHash::Sha256, false, None).with_server_nonce("s3rv3r");
             server.client_first(&client.first()).unwrap();
             let sf = server.server_first(Some(&cred));
             (server, String::from_utf8(client.answer(&sf).0).unwrap())
@@ -448,13 +615,19 @@ mod tests {
         let nonce = head.split_once(",r=").unwrap().1;
         let cases = [
             (format!("c=biws,r={nonce}x,p={proof}"), "malformed-request"), // longer nonce
-            (format!("c=biws,r=cl13nt+n0nce,p={proof}"), "malformed-request"), // client half only
+            (
+                format!("c=biws,r=cl13nt+n0nce,p={proof}"),
+                "malformed-request",
+            ), // client half only
             (format!("c=biws,r={nonce},p=dj14"), "malformed-request"),     // proof too short
             (format!("c=biws,r={nonce},p=="), "malformed-request"),
             (format!("c=eSws,r={nonce},p={proof}"), "not-authorized"), // "y,," instead of "n,,"
             (format!("c=biwsdGxz,r={nonce},p={proof}"), "not-authorized"), // binding data added
             (format!("c=biws,r={nonce},x=1,p={proof}"), "not-authorized"), // proof covers the extension
-            (format!("{head},p={}", B64.encode([0u8; 32])), "not-authorized"),
+            (
+                format!("{head},p={}", B64.encode([0u8; 32])),
+                "not-authorized",
+            ),
         ];
         for (msg, condition) in cases {
             let (mut server, _) = start();
@@ -465,14 +638,20 @@ mod tests {
         }
         let (mut server, good) = start();
         assert!(server.client_final(good.as_bytes()).is_ok());
-        assert!(server.client_final(good.as_bytes()).is_err(), "no replay on the same exchange");
+        assert!(
+            server.client_final(good.as_bytes()).is_err(),
+            "no replay on the same exchange"
+        );
     }
 
     #[test]
     fn calls_out_of_order_fail_without_panicking() {
         let mut server = ScramServer::new(ScramHash::Sha1, false, None);
         assert!(server.server_first(None).is_empty());
-        assert!(server.client_first(b"n,,n=user,r=abc").is_err(), "finished after misuse");
+        assert!(
+            server.client_first(b"n,,n=user,r=abc").is_err(),
+            "finished after misuse"
+        );
         let mut server = ScramServer::new(ScramHash::Sha1, false, None);
         assert!(server.client_final(b"c=biws,r=abc,p=dj14").is_err());
         let mut server = ScramServer::new(ScramHash::Sha1, false, None);

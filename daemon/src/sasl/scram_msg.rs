@@ -48,8 +48,12 @@ pub(crate) struct ClientFinalMsg<'a> {
 /// `gs2-header client-first-message-bare`, where bare is `n=user,r=nonce[,extensions]`.
 pub(crate) fn parse_client_first(msg: &[u8]) -> Result<ClientFirstMsg<'_>, SaslError> {
     let text = as_text(msg)?;
-    let (flag, rest) = text.split_once(',').ok_or(SaslError::malformed("the GS2 header is missing"))?;
-    let (authz, bare) = rest.split_once(',').ok_or(SaslError::malformed("the GS2 header is incomplete"))?;
+    let (flag, rest) = text
+        .split_once(',')
+        .ok_or(SaslError::malformed("the GS2 header is missing"))?;
+    let (authz, bare) = rest
+        .split_once(',')
+        .ok_or(SaslError::malformed("the GS2 header is incomplete"))?;
     let cb_flag = match flag {
         "n" => CbFlag::None,
         "y" => CbFlag::ClientOnly,
@@ -62,7 +66,11 @@ pub(crate) fn parse_client_first(msg: &[u8]) -> Result<ClientFirstMsg<'_>, SaslE
         "" => None,
         _ => match authz.strip_prefix("a=") {
             Some(name) => Some(unescape_saslname(name)?),
-            None => return Err(SaslError::malformed("the authorization identity is invalid")),
+            None => {
+                return Err(SaslError::malformed(
+                    "the authorization identity is invalid",
+                ))
+            }
         },
     };
     let gs2_header = &text[..flag.len() + authz.len() + 2];
@@ -70,36 +78,63 @@ pub(crate) fn parse_client_first(msg: &[u8]) -> Result<ClientFirstMsg<'_>, SaslE
     let mut attrs = bare.split(',');
     let first = attrs.next().unwrap_or_default();
     if first.starts_with("m=") {
-        return Err(SaslError::malformed("SCRAM extensions (m=) are not supported"));
+        return Err(SaslError::malformed(
+            "SCRAM extensions (m=) are not supported",
+        ));
     }
-    let user = first.strip_prefix("n=").ok_or(SaslError::malformed("the user name (n=) must come first"))?;
-    let client_nonce = attrs
-        .next()
-        .and_then(|a| a.strip_prefix("r="))
-        .ok_or(SaslError::malformed("the nonce (r=) must follow the user name"))?;
+    let user = first
+        .strip_prefix("n=")
+        .ok_or(SaslError::malformed("the user name (n=) must come first"))?;
+    let client_nonce =
+        attrs
+            .next()
+            .and_then(|a| a.strip_prefix("r="))
+            .ok_or(SaslError::malformed(
+                "the nonce (r=) must follow the user name",
+            ))?;
     check_nonce(client_nonce)?;
     attrs.try_for_each(check_extension)?;
     let username = prep_username(&unescape_saslname(user)?)?;
-    Ok(ClientFirstMsg { cb_flag, gs2_header, authzid, bare, username, client_nonce })
+    Ok(ClientFirstMsg {
+        cb_flag,
+        gs2_header,
+        authzid,
+        bare,
+        username,
+        client_nonce,
+    })
 }
 
 /// `c=cbind,r=nonce[,extensions],p=proof`.
 pub(crate) fn parse_client_final(msg: &[u8]) -> Result<ClientFinalMsg<'_>, SaslError> {
     let text = as_text(msg)?;
-    let (without_proof, last) = text.rsplit_once(',').ok_or(SaslError::malformed("the message is incomplete"))?;
-    let proof = last.strip_prefix("p=").ok_or(SaslError::malformed("the proof (p=) must come last"))?;
+    let (without_proof, last) = text
+        .rsplit_once(',')
+        .ok_or(SaslError::malformed("the message is incomplete"))?;
+    let proof = last
+        .strip_prefix("p=")
+        .ok_or(SaslError::malformed("the proof (p=) must come last"))?;
     let mut attrs = without_proof.split(',');
     let cbind = attrs
         .next()
         .and_then(|a| a.strip_prefix("c="))
-        .ok_or(SaslError::malformed("the channel binding (c=) must come first"))?;
+        .ok_or(SaslError::malformed(
+            "the channel binding (c=) must come first",
+        ))?;
     let nonce = attrs
         .next()
         .and_then(|a| a.strip_prefix("r="))
-        .ok_or(SaslError::malformed("the nonce (r=) must follow the channel binding"))?;
+        .ok_or(SaslError::malformed(
+            "the nonce (r=) must follow the channel binding",
+        ))?;
     check_nonce(nonce)?;
     attrs.try_for_each(check_extension)?;
-    Ok(ClientFinalMsg { channel_binding: decode(cbind)?, nonce, without_proof, proof: decode(proof)? })
+    Ok(ClientFinalMsg {
+        channel_binding: decode(cbind)?,
+        nonce,
+        without_proof,
+        proof: decode(proof)?,
+    })
 }
 
 /// Length, UTF-8 (RFC 5802 §7: "UTF8-char"), and no NUL, which no production allows.
@@ -107,7 +142,8 @@ fn as_text(msg: &[u8]) -> Result<&str, SaslError> {
     if msg.len() > MAX_MESSAGE_LEN {
         return Err(SaslError::malformed("the message is too long"));
     }
-    let text = std::str::from_utf8(msg).map_err(|_| SaslError::malformed("the message is not UTF-8"))?;
+    let text =
+        std::str::from_utf8(msg).map_err(|_| SaslError::malformed("the message is not UTF-8"))?;
     if text.contains('\0') {
         return Err(SaslError::malformed("the message contains a NUL character"));
     }
@@ -116,13 +152,18 @@ fn as_text(msg: &[u8]) -> Result<&str, SaslError> {
 
 /// cb-name = 1*(ALPHA / DIGIT / "." / "-")
 fn is_cb_name(name: &str) -> bool {
-    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
 }
 
 /// printable = %x21-2B / %x2D-7E, at least one: ',' is already excluded by the split.
 fn check_nonce(nonce: &str) -> Result<(), SaslError> {
     if nonce.is_empty() || !nonce.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
-        return Err(SaslError::malformed("the nonce is empty or not printable ASCII"));
+        return Err(SaslError::malformed(
+            "the nonce is empty or not printable ASCII",
+        ));
     }
     Ok(())
 }
@@ -132,12 +173,16 @@ fn check_nonce(nonce: &str) -> Result<(), SaslError> {
 fn check_extension(attr: &str) -> Result<(), SaslError> {
     let bytes = attr.as_bytes();
     match bytes {
-        [b'm', b'=', ..] => Err(SaslError::malformed("SCRAM extensions (m=) are not supported")),
-        [b'a' | b'n' | b'r' | b'c' | b's' | b'i' | b'p' | b'v' | b'e', b'=', ..] => {
-            Err(SaslError::malformed("an attribute is out of order or repeated"))
-        }
+        [b'm', b'=', ..] => Err(SaslError::malformed(
+            "SCRAM extensions (m=) are not supported",
+        )),
+        [b'a' | b'n' | b'r' | b'c' | b's' | b'i' | b'p' | b'v' | b'e', b'=', ..] => Err(
+            SaslError::malformed("an attribute is out of order or repeated"),
+        ),
         [letter, b'=', _, ..] if letter.is_ascii_alphabetic() => Ok(()),
-        _ => Err(SaslError::malformed("an attribute is not of the form x=value")),
+        _ => Err(SaslError::malformed(
+            "an attribute is not of the form x=value",
+        )),
     }
 }
 
@@ -154,7 +199,11 @@ fn unescape_saslname(name: &str) -> Result<String, SaslError> {
         match escape {
             Some("=2C") => out.push(','),
             Some("=3D") => out.push('='),
-            _ => return Err(SaslError::malformed("a name contains '=' that is not =2C or =3D")),
+            _ => {
+                return Err(SaslError::malformed(
+                    "a name contains '=' that is not =2C or =3D",
+                ))
+            }
         }
         rest = &rest[pos + 3..];
     }
@@ -165,7 +214,8 @@ fn unescape_saslname(name: &str) -> Result<String, SaslError> {
 /// Base64 inside SCRAM attributes; failures are grammar errors, not `incorrect-encoding`,
 /// which RFC 6120 keeps for the outer XML payload.
 fn decode(value: &str) -> Result<Vec<u8>, SaslError> {
-    B64.decode(value).map_err(|_| SaslError::malformed("an attribute is not valid base64"))
+    B64.decode(value)
+        .map_err(|_| SaslError::malformed("an attribute is not valid base64"))
 }
 
 #[cfg(test)]
@@ -176,26 +226,46 @@ mod tests {
     fn parses_a_plain_client_first_message() {
         let m = parse_client_first(b"n,,n=user,r=fyko+d2lbbFgONRv9qkxdawL").unwrap();
         assert_eq!(m.cb_flag, CbFlag::None);
-        assert_eq!((m.gs2_header, m.bare), ("n,,", "n=user,r=fyko+d2lbbFgONRv9qkxdawL"));
-        assert_eq!((m.username.as_str(), m.client_nonce, m.authzid), ("user", "fyko+d2lbbFgONRv9qkxdawL", None));
+        assert_eq!(
+            (m.gs2_header, m.bare),
+            ("n,,", "n=user,r=fyko+d2lbbFgONRv9qkxdawL")
+        );
+        assert_eq!(
+            (m.username.as_str(), m.client_nonce, m.authzid),
+            ("user", "fyko+d2lbbFgONRv9qkxdawL", None)
+        );
     }
 
     #[test]
     fn parses_authzid_escapes_binding_and_extensions() {
-        let m = parse_client_first(b"p=tls-exporter,a=odd=2Cname=3D,n=a=2Cb=3Dc,r=x,x=ignored").unwrap();
+        let m = parse_client_first(b"p=tls-exporter,a=odd=2Cname=3D,n=a=2Cb=3Dc,r=x,x=ignored")
+            .unwrap();
         assert_eq!(m.cb_flag, CbFlag::Bound("tls-exporter"));
         assert_eq!(m.gs2_header, "p=tls-exporter,a=odd=2Cname=3D,");
-        assert_eq!((m.authzid.as_deref(), m.username.as_str()), (Some("odd,name="), "a,b=c"));
-        let m = parse_client_first("y,a=juliet@example.org,n=j\u{fc}rgen\u{ad},r=x".as_bytes()).unwrap();
-        assert_eq!((m.cb_flag, m.authzid.as_deref()), (CbFlag::ClientOnly, Some("juliet@example.org")));
+        assert_eq!(
+            (m.authzid.as_deref(), m.username.as_str()),
+            (Some("odd,name="), "a,b=c")
+        );
+        let m = parse_client_first("y,a=juliet@example.org,n=j\u{fc}rgen\u{ad},r=x".as_bytes())
+            .unwrap();
+        assert_eq!(
+            (m.cb_flag, m.authzid.as_deref()),
+            (CbFlag::ClientOnly, Some("juliet@example.org"))
+        );
         assert_eq!(m.username, "j\u{fc}rgen", "SASLprep drops the soft hyphen");
     }
 
     #[test]
     fn parses_a_client_final_message() {
         let m = parse_client_final(b"c=biws,r=abc,p=dj14").unwrap();
-        assert_eq!((m.channel_binding.as_slice(), m.nonce), (&b"n,,"[..], "abc"));
-        assert_eq!((m.without_proof, m.proof.as_slice()), ("c=biws,r=abc", &b"v=x"[..]));
+        assert_eq!(
+            (m.channel_binding.as_slice(), m.nonce),
+            (&b"n,,"[..], "abc")
+        );
+        assert_eq!(
+            (m.without_proof, m.proof.as_slice()),
+            ("c=biws,r=abc", &b"v=x"[..])
+        );
     }
 
     /// Hostile or broken client-first messages: every one is refused, none panics.
@@ -236,7 +306,12 @@ mod tests {
         ];
         for msg in bad {
             let err = parse_client_first(msg).expect_err(&String::from_utf8_lossy(msg));
-            assert_eq!(err.condition(), "malformed-request", "{:?}", String::from_utf8_lossy(msg));
+            assert_eq!(
+                err.condition(),
+                "malformed-request",
+                "{:?}",
+                String::from_utf8_lossy(msg)
+            );
         }
     }
 
@@ -257,7 +332,12 @@ mod tests {
         ];
         for msg in bad {
             let err = parse_client_final(msg).expect_err(&String::from_utf8_lossy(msg));
-            assert_eq!(err.condition(), "malformed-request", "{:?}", String::from_utf8_lossy(msg));
+            assert_eq!(
+                err.condition(),
+                "malformed-request",
+                "{:?}",
+                String::from_utf8_lossy(msg)
+            );
         }
     }
 
@@ -265,7 +345,10 @@ mod tests {
     /// outcome. Cheap stand-in for a fuzzer.
     #[test]
     fn mutated_messages_never_panic() {
-        let samples: [&[u8]; 2] = [b"p=tls-exporter,a=a=2Cb,n=us=3Der,r=abc,x=y", b"c=biws,r=abc,x=1,p=dj14"];
+        let samples: [&[u8]; 2] = [
+            b"p=tls-exporter,a=a=2Cb,n=us=3Der,r=abc,x=y",
+            b"c=biws,r=abc,x=1,p=dj14",
+        ];
         for sample in samples {
             for cut in 0..=sample.len() {
                 let _ = parse_client_first(&sample[..cut]);

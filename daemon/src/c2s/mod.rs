@@ -1,0 +1,20 @@
+//! Client-to-server streams: negotiation (TLS, SASL, bind) then the bound session.
+
+mod negotiate;
+mod sasl_exchange;
+mod session;
+pub mod stream;
+
+pub use negotiate::serve;
+
+use crate::config::LimitsConfig;
+use crate::xml::XmlLimits;
+
+pub fn xml_limits(l: &LimitsConfig) -> XmlLimits {
+    XmlLimits {
+        max_stanza_bytes: l.max_stanza_bytes,
+        max_depth: l.max_depth,
+        max_attributes: l.max_attributes,
+        max_name_bytes: l.max_name_bytes,
+    }
+}

@@ -1,0 +1,302 @@
+//! The control socket: line-delimited JSON requests from `hearthctl` and `hearth-web`.
+//!
+//! The same `execute` runs requests against a live server (through the socket) or straight
+//! against the database when `hearthd` is stopped, so both paths behave alike.
+
+use crate::config::Config;
+use crate::jid::normalize_local;
+use crate::router::Kick;
+use crate::server::Server;
+use crate::storage::{Storage, StorageError};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::sync::Arc;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+
+/// Longest request line accepted; requests are small, a longer line is an error, not a buffer.
+const MAX_LINE: usize = 64 * 1024;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Request {
+    Status,
+    UserAdd {
+        user: String,
+        password: String,
+        #[serde(default)]
+        admin: bool,
+    },
+    UserDel {
+        user: String,
+    },
+    UserPasswd {
+        user: String,
+        password: String,
+    },
+    UserList,
+    InviteCreate {
+        #[serde(default = "one")]
+        uses: u32,
+        #[serde(default = "week")]
+        expires_secs: i64,
+        #[serde(default)]
+        note: String,
+    },
+    InviteList,
+    InviteRevoke {
+        id: i64,
+    },
+    ReloadCerts,
+}
+
+fn one() -> u32 {
+    1
+}
+fn week() -> i64 {
+    7 * 86_400
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Response {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub data: serde_json::Value,
+}
+
+impl Response {
+    pub fn ok(data: serde_json::Value) -> Response {
+        Response {
+            ok: true,
+            error: None,
+            data,
+        }
+    }
+    pub fn err(msg: impl Into<String>) -> Response {
+        Response {
+            ok: false,
+            error: Some(msg.into()),
+            data: serde_json::Value::Null,
+        }
+    }
+}
+
+fn storage_err(e: StorageError) -> Response {
+    Response::err(e.to_string())
+}
+
+/// `xmpp:` URI and web landing address of an invite token.
+pub fn invite_links(domain: &str, token: &str) -> (String, String) {
+    (
+        format!("xmpp:{domain}?register;preauth={token}"),
+        format!("https://{domain}/invite/{token}"),
+    )
+}
+
+/// Runs one request. `live` is the running server when there is one.
+pub async fn execute(
+    config: &Config,
+    storage: &Storage,
+    live: Option<&Arc<Server>>,
+    req: Request,
+) -> Response {
+    let iterations = config.auth.scram_iterations;
+    let user_of = |u: &str| {
+        normalize_local(u.split('@').next().unwrap_or(u))
+            .map_err(|e| Response::err(format!("bad user name {u:?}: {e}")))
+    };
+    match req {
+        Request::Status => {
+            let users = match storage.list_users().await {
+                Ok(u) => u.len(),
+                Err(e) => return storage_err(e),
+            };
+            let mut data = serde_json::json!({ "domain": config.domain, "users": users, "running": live.is_some() });
+            if let Some(s) = live {
+                let (sessions, online) = s.router.counts();
+                data["sessions"] = sessions.into();
+                data["online_users"] = online.into();
+                data["uptime_secs"] = s.started.elapsed().as_secs().into();
+            }
+            Response::ok(data)
+        }
+        Request::UserAdd {
+            user,
+            password,
+            admin,
+        } => {
+            let user = match user_of(&user) {
+                Ok(u) => u,
+                Err(r) => return r,
+            };
+            if password.chars().count() < crate::modules::register::MIN_PASSWORD {
+                return Response::err(format!(
+                    "the password needs at least {} characters",
+                    crate::modules::register::MIN_PASSWORD
+                ));
+            }
+            match storage
+                .create_user(&user, &password, iterations, admin)
+                .await
+            {
+                Ok(()) => {
+                    Response::ok(serde_json::json!({ "jid": format!("{user}@{}", config.domain) }))
+                }
+                Err(e) => storage_err(e),
+            }
+        }
+        Request::UserDel { user } => {
+            let user = match user_of(&user) {
+                Ok(u) => u,
+                Err(r) => return r,
+            };
+            match storage.delete_user(&user).await {
+                Ok(()) => {
+                    kick_all(live, config, &user);
+                    Response::ok(serde_json::Value::Null)
+                }
+                Err(e) => storage_err(e),
+            }
+        }
+        Request::UserPasswd { user, password } => {
+            let user = match user_of(&user) {
+                Ok(u) => u,
+                Err(r) => return r,
+            };
+            if password.chars().count() < crate::modules::register::MIN_PASSWORD {
+                return Response::err(format!(
+                    "the password needs at least {} characters",
+                    crate::modules::register::MIN_PASSWORD
+                ));
+            }
+            match storage.set_password(&user, &password, iterations).await {
+                Ok(()) => Response::ok(serde_json::Value::Null),
+                Err(e) => storage_err(e),
+            }
+        }
+        Request::UserList => match storage.list_users().await {
+            Ok(u) => Response::ok(serde_json::to_value(u).unwrap_or_default()),
+            Err(e) => storage_err(e),
+        },
+        Request::InviteCreate {
+            uses,
+            expires_secs,
+            note,
+        } => {
+            if expires_secs <= 0 {
+                return Response::err("an invite must expire in the future");
+            }
+            match storage.create_invite(uses, expires_secs, &note).await {
+                Ok(inv) => {
+                    let (uri, url) = invite_links(&config.domain, &inv.token);
+                    Response::ok(serde_json::json!({
+                        "id": inv.id, "token": inv.token, "uri": uri, "url": url,
+                        "expires_at": inv.expires_at, "uses": inv.uses,
+                    }))
+                }
+                Err(e) => storage_err(e),
+            }
+        }
+        Request::InviteList => match storage.list_invites().await {
+            Ok(l) => Response::ok(serde_json::to_value(l).unwrap_or_default()),
+            Err(e) => storage_err(e),
+        },
+        Request::InviteRevoke { id } => match storage.revoke_invite(id).await {
+            Ok(()) => Response::ok(serde_json::Value::Null),
+            Err(e) => storage_err(e),
+        },
+        Request::ReloadCerts => match live {
+            Some(s) => match s.tls.reload() {
+                Ok(()) => {
+                    log::info!("certificate reloaded");
+                    Response::ok(serde_json::Value::Null)
+                }
+                Err(e) => Response::err(e),
+            },
+            None => {
+                Response::err("hearthd is not running; it reads the certificate when it starts")
+            }
+        },
+    }
+}
+
+fn kick_all(live: Option<&Arc<Server>>, config: &Config, user: &str) {
+    if let Some(s) = live {
+        for session in s.router.sessions_of(&format!("{user}@{}", config.domain)) {
+            session.shared.kick(Kick::AccountGone);
+        }
+    }
+}
+
+/// Listens on the control socket until shutdown.
+pub fn serve(server: Arc<Server>, path: &Path) -> Result<(), String> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    let _ = std::fs::remove_file(path);
+    let listener = UnixListener::bind(path)
+        .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // Owner and group (hearth-admin) only: this socket can create accounts.
+        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660));
+    }
+    tokio::spawn(async move {
+        let mut shutdown = server.shutdown_signal();
+        loop {
+            let conn = tokio::select! {
+                c = listener.accept() => c,
+                _ = shutdown.changed() => break,
+            };
+            if let Ok((stream, _)) = conn {
+                tokio::spawn(handle_client(server.clone(), stream));
+            }
+        }
+    });
+    Ok(())
+}
+
+async fn handle_client(server: Arc<Server>, stream: UnixStream) {
+    let (rd, mut wr) = stream.into_split();
+    let mut lines = BufReader::new(rd.take(MAX_LINE as u64 * 16));
+    let mut line = String::new();
+    loop {
+        line.clear();
+        match lines.read_line(&mut line).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        let resp = if line.len() > MAX_LINE {
+            Response::err("request too long")
+        } else {
+            match serde_json::from_str::<Request>(line.trim()) {
+                Ok(req) => execute(&server.config, &server.storage, Some(&server), req).await,
+                Err(e) => Response::err(format!("bad request: {e}")),
+            }
+        };
+        let mut out = serde_json::to_string(&resp).unwrap_or_else(|_| "{\"ok\":false}".into());
+        out.push('\n');
+        if wr.write_all(out.as_bytes()).await.is_err() {
+            break;
+        }
+    }
+}
+
+use tokio::io::AsyncReadExt;
+
+/// Sends one request to a running `hearthd`. Err when nothing listens on the socket.
+pub async fn request(path: &Path, req: &Request) -> std::io::Result<Response> {
+    let stream = UnixStream::connect(path).await?;
+    let (rd, mut wr) = stream.into_split();
+    let mut line = serde_json::to_string(req).map_err(std::io::Error::other)?;
+    line.push('\n');
+    wr.write_all(line.as_bytes()).await?;
+    let mut reader = BufReader::new(rd);
+    let mut answer = String::new();
+    reader.read_line(&mut answer).await?;
+    serde_json::from_str(&answer)
+        .map_err(|e| std::io::Error::other(format!("bad answer from hearthd: {e}")))
+}

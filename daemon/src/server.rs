@@ -1,0 +1,67 @@
+//! The running server: configuration, storage, TLS, the session table and the modules, shared
+//! by every connection task.
+
+use crate::config::Config;
+use crate::modules::Modules;
+use crate::router::Router;
+use crate::storage::Storage;
+use crate::throttle::Throttle;
+use crate::tls::TlsStore;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+pub struct Server {
+    pub config: Config,
+    pub storage: Storage,
+    pub tls: TlsStore,
+    pub router: Router,
+    pub modules: Modules,
+    pub ip_failures: Throttle,
+    pub account_failures: Throttle,
+    pub registrations: Throttle,
+    pub started: Instant,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Server {
+    pub fn new(config: Config) -> Result<Arc<Server>, String> {
+        let tls = TlsStore::load(&config.tls.cert, &config.tls.key)?;
+        let storage = Storage::open(&config.database_path()).map_err(|e| {
+            format!(
+                "cannot open database {}: {e}",
+                config.database_path().display()
+            )
+        })?;
+        let lockout = Duration::from_secs(config.auth.lockout_secs);
+        Ok(Arc::new(Server {
+            ip_failures: Throttle::new(config.auth.max_failures_per_ip, lockout),
+            account_failures: Throttle::new(config.auth.max_failures_per_account, lockout),
+            registrations: Throttle::new(
+                config.registration.open_per_ip_per_hour,
+                Duration::from_secs(3600),
+            ),
+            modules: Modules::new(&config),
+            config,
+            storage,
+            tls,
+            router: Router::default(),
+            started: Instant::now(),
+            shutdown: watch::channel(false).0,
+        }))
+    }
+
+    pub fn domain(&self) -> &str {
+        &self.config.domain
+    }
+
+    /// Tells every task to finish; connections close their streams politely.
+    pub fn begin_shutdown(&self) {
+        let _ = self.shutdown.send(true);
+    }
+
+    /// A receiver that changes to `true` at shutdown.
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+}

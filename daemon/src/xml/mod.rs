@@ -1,0 +1,22 @@
+//! The one XML tree type used everywhere (`Element`), its serialiser, and the hardened
+//! incremental stream reader.
+
+mod element;
+mod reader;
+
+pub use element::{escape_attr, escape_text, Element, Node};
+pub use reader::{ReadProgress, XmlError, XmlEvent, XmlLimits, XmlReader};
+
+/// Namespaces the core needs by name; modules keep their own.
+pub mod ns {
+    pub const CLIENT: &str = "jabber:client";
+    pub const SERVER: &str = "jabber:server";
+    pub const STREAMS: &str = "http://etherx.jabber.org/streams";
+    pub const STREAM_ERRORS: &str = "urn:ietf:params:xml:ns:xmpp-streams";
+    pub const STANZA_ERRORS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
+    pub const TLS: &str = "urn:ietf:params:xml:ns:xmpp-tls";
+    pub const SASL: &str = "urn:ietf:params:xml:ns:xmpp-sasl";
+    pub const BIND: &str = "urn:ietf:params:xml:ns:xmpp-bind";
+    pub const SESSION: &str = "urn:ietf:params:xml:ns:xmpp-session";
+    pub const SASL_CB: &str = "urn:xmpp:sasl-cb:0";
+}

@@ -1,0 +1,173 @@
+#!/usr/bin/env python3
+"""A slixmpp client driven by JSON lines, so Rust tests can play a real XMPP user.
+
+Commands arrive on stdin, one JSON object per line, each with an "id". Replies go to stdout as
+{"reply": id, "ok": bool, ...}; everything the client receives is printed as
+{"event": "...", ...} lines in between. The test decides what to wait for.
+"""
+
+import argparse
+import asyncio
+import json
+import logging
+import ssl
+import sys
+
+import slixmpp
+from slixmpp.exceptions import IqError, IqTimeout
+
+
+def emit(obj):
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+class Agent(slixmpp.ClientXMPP):
+    def __init__(self, args):
+        super().__init__(args.jid, args.password)
+        self.args = args
+        ctx = ssl.create_default_context(cafile=args.ca_file)
+        if args.tls13_only:
+            ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+        self.ssl_context = ctx
+        self.enable_direct_tls = args.direct_tls
+        self.enable_starttls = not args.direct_tls
+        self.enable_plaintext = False
+        if args.mechanism:
+            self.plugin["feature_mechanisms"].use_mech = args.mechanism
+        self.register_plugin("xep_0030")
+        self.register_plugin("xep_0199")
+        self.register_plugin("xep_0054")
+        self.register_plugin("xep_0077")
+        self.connected_future = None
+        self.add_event_handler("session_start", self.on_session_start)
+        self.add_event_handler("failed_auth", self.on_failed_auth)
+        self.add_event_handler("disconnected", self.on_disconnected)
+        self.add_event_handler("message", self.on_message)
+        self.add_event_handler("presence", self.on_presence)
+        self.add_event_handler("roster_update", self.on_roster_update)
+        self.add_event_handler("stream_error", self.on_stream_error)
+        # Let the test answer subscription requests itself.
+        self.roster.auto_authorize = False
+        self.roster.auto_subscribe = False
+
+    def settle(self, ok, **extra):
+        if self.connected_future and not self.connected_future.done():
+            self.connected_future.set_result((ok, extra))
+
+    async def on_session_start(self, _):
+        self.settle(True, jid=str(self.boundjid))
+
+    def on_failed_auth(self, _):
+        self.settle(False, error="auth-failed")
+
+    def on_disconnected(self, reason):
+        emit({"event": "disconnected", "reason": str(reason)})
+        self.settle(False, error="disconnected")
+
+    def on_stream_error(self, err):
+        emit({"event": "stream_error", "condition": err["condition"], "text": err["text"]})
+
+    def on_message(self, msg):
+        delay = msg.xml.find("{urn:xmpp:delay}delay")
+        emit({
+            "event": "message", "from": str(msg["from"]), "to": str(msg["to"]), "type": msg["type"],
+            "body": msg["body"], "delayed": delay is not None,
+        })
+
+    def on_presence(self, pres):
+        emit({"event": "presence", "from": str(pres["from"]), "type": pres["type"], "status": pres["status"]})
+
+    def on_roster_update(self, iq):
+        items = {str(j): dict(i) for j, i in iq["roster"]["items"].items()}
+        emit({"event": "roster_push", "items": {k: {"subscription": v.get("subscription"), "ask": v.get("ask")} for k, v in items.items()}})
+
+
+async def run_command(agent, cmd):
+    c = cmd["cmd"]
+    if c == "connect":
+        agent.connected_future = asyncio.get_event_loop().create_future()
+        agent.connect(agent.args.host, agent.args.port)
+        try:
+            ok, extra = await asyncio.wait_for(agent.connected_future, cmd.get("timeout", 20))
+        except asyncio.TimeoutError:
+            return {"ok": False, "error": "timeout"}
+        return {"ok": ok, **extra}
+    if c == "presence":
+        agent.send_presence(pstatus=cmd.get("status"), ppriority=cmd.get("priority"))
+        return {"ok": True}
+    if c == "unavailable":
+        agent.send_presence(ptype="unavailable")
+        return {"ok": True}
+    if c == "message":
+        agent.send_message(mto=cmd["to"], mbody=cmd["body"], mtype=cmd.get("type", "chat"))
+        return {"ok": True}
+    if c == "subscribe":
+        agent.send_presence(pto=cmd["to"], ptype="subscribe")
+        return {"ok": True}
+    if c == "authorize":
+        agent.send_presence(pto=cmd["to"], ptype="subscribed")
+        return {"ok": True}
+    if c == "roster":
+        try:
+            iq = await agent.get_roster(timeout=10)
+        except (IqError, IqTimeout) as e:
+            return {"ok": False, "error": str(e)}
+        items = {}
+        for jid, item in iq["roster"]["items"].items():
+            items[str(jid)] = {"subscription": item["subscription"], "name": item["name"], "ask": item["ask"]}
+        return {"ok": True, "items": items, "ver": iq["roster"]["ver"]}
+    if c == "ping":
+        try:
+            await agent.plugin["xep_0199"].ping(jid=cmd.get("to"), timeout=10)
+            return {"ok": True}
+        except (IqError, IqTimeout) as e:
+            return {"ok": False, "error": str(e)}
+    if c == "disco":
+        try:
+            info = await agent.plugin["xep_0030"].get_info(jid=cmd.get("to", agent.boundjid.domain), timeout=10)
+            return {"ok": True, "features": list(info["disco_info"]["features"])}
+        except (IqError, IqTimeout) as e:
+            return {"ok": False, "error": str(e)}
+    if c == "raw":
+        agent.send_raw(cmd["xml"])
+        return {"ok": True}
+    if c == "disconnect":
+        agent.disconnect()
+        await asyncio.sleep(0.2)
+        return {"ok": True}
+    return {"ok": False, "error": f"unknown command {c}"}
+
+
+async def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--jid", required=True)
+    p.add_argument("--password", required=True)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--ca-file", required=True)
+    p.add_argument("--direct-tls", action="store_true")
+    p.add_argument("--tls13-only", action="store_true")
+    p.add_argument("--mechanism")
+    p.add_argument("--debug", action="store_true")
+    args = p.parse_args()
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.ERROR, stream=sys.stderr)
+    agent = Agent(args)
+    loop = asyncio.get_event_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    emit({"event": "ready"})
+    while True:
+        line = await reader.readline()
+        if not line:
+            break
+        cmd = json.loads(line)
+        try:
+            result = await run_command(agent, cmd)
+        except Exception as e:  # report, don't die: the test wants to see it
+            result = {"ok": False, "error": f"{type(e).__name__}: {e}"}
+        emit({"reply": cmd.get("id"), **result})
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

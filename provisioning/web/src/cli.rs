@@ -1,0 +1,125 @@
+//! Command line: flags for people (grouped, with examples) and the `preseed` subcommand.
+
+use clap::{Args as ClapArgs, Parser, Subcommand};
+use hearthd::setup::{self, Preseed};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+const EXAMPLES: &str = "\
+Examples:
+  hearth-web                                   serve on ports 80 and 443 (as the systemd unit does)
+  hearth-web --listen 127.0.0.1:8080 --listen-tls 127.0.0.1:8443 \\
+      --state-dir /tmp/hw --config /tmp/hw/hearth.toml --data-dir /tmp/hw/data --boot-dir /tmp/hw/boot
+                                               try it unprivileged on your own machine
+  hearth-web preseed --file /boot/firmware/hearth-setup.toml
+                                               set the box up from the boot partition, no browser
+
+Until the box is set up, the wizard asks for the setup code printed on the console and written to
+SETUP-CODE.txt in --boot-dir. Afterwards the same address serves the admin pages.";
+
+#[derive(Parser, Debug)]
+#[command(name = "hearth-web", version, about = "Hearth's setup wizard, admin pages and invite pages", after_help = EXAMPLES)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Serve the wizard / admin pages (the default when no command is given).
+    Serve(ServeArgs),
+    /// Apply hearth-setup.toml from the boot partition, then remove its secrets from the file.
+    Preseed(PreseedArgs),
+}
+
+#[derive(ClapArgs, Debug, Clone)]
+pub struct ServeArgs {
+    /// Plain-HTTP address (repeatable): the wizard, ACME challenges, redirects to HTTPS.
+    #[arg(long, value_name = "ADDR", default_value = "[::]:80", help_heading = "Network")]
+    pub listen: Vec<SocketAddr>,
+    /// HTTPS address (repeatable); answers once a certificate exists.
+    #[arg(long, value_name = "ADDR", default_value = "[::]:443", help_heading = "Network")]
+    pub listen_tls: Vec<SocketAddr>,
+    /// Port put in redirects to HTTPS, if the outside sees another one than --listen-tls.
+    #[arg(long, value_name = "PORT", help_heading = "Network")]
+    pub https_port: Option<u16>,
+
+    /// The shared config file; its existence means "this box is set up".
+    #[arg(long, value_name = "FILE", default_value = hearthd::config::DEFAULT_CONFIG_PATH, help_heading = "Files")]
+    pub config: PathBuf,
+    /// hearth-web's own state: the resumable wizard, the setup code.
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/hearth/web", help_heading = "Files")]
+    pub state_dir: PathBuf,
+    /// Where the wizard puts the database and certificates (written into the config).
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/hearth", help_heading = "Files")]
+    pub data_dir: PathBuf,
+    /// The boot partition, where SETUP-CODE.txt is written for the owner.
+    #[arg(long, value_name = "DIR", default_value = "/boot/firmware", help_heading = "Files")]
+    pub boot_dir: PathBuf,
+    /// The certificate agent run by "Renew now".
+    #[arg(long, value_name = "PROGRAM", default_value = "hearth-acme", help_heading = "Files")]
+    pub hearth_acme: PathBuf,
+
+    /// For tests: answer DNS for NAME with IP in the reachability check (like curl's --resolve).
+    #[arg(long, value_name = "NAME=IP", value_parser = parse_resolve, hide = true)]
+    pub resolve: Vec<(String, IpAddr)>,
+    /// For tests: probe this port instead of 80 in the reachability check.
+    #[arg(long, value_name = "PORT", hide = true)]
+    pub probe_port: Option<u16>,
+}
+
+fn parse_resolve(s: &str) -> Result<(String, IpAddr), String> {
+    let (name, ip) = s.split_once('=').ok_or("expected NAME=IP")?;
+    Ok((name.to_string(), ip.parse().map_err(|e| format!("{ip:?} is not an IP address: {e}"))?))
+}
+
+#[derive(ClapArgs, Debug, Clone)]
+pub struct PreseedArgs {
+    /// The preseed file, e.g. /boot/firmware/hearth-setup.toml.
+    #[arg(long, value_name = "FILE")]
+    pub file: PathBuf,
+    /// Where to write the config.
+    #[arg(long, value_name = "FILE", default_value = hearthd::config::DEFAULT_CONFIG_PATH)]
+    pub config: PathBuf,
+    /// Where to put the database and certificates.
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/hearth")]
+    pub data_dir: PathBuf,
+}
+
+/// `hearth-web preseed`: set the box up from the file, then scrub the secrets from it. Running it
+/// on every boot is harmless: a set-up box or a file without a password is left alone.
+pub async fn preseed(p: PreseedArgs) -> Result<(), String> {
+    if !p.file.exists() {
+        println!("no {} found: the setup wizard will ask the questions", p.file.display());
+        return Ok(());
+    }
+    let preseed = Preseed::load(&p.file).map_err(|e| e.to_string())?;
+    let outcome = if p.config.exists() {
+        println!("{} exists: this box is set up already; not applying {}", p.config.display(), p.file.display());
+        Ok(())
+    } else {
+        match preseed.answers(&p.data_dir, &p.config) {
+            Some(answers) => setup::apply(&answers).await.map(|o| {
+                println!("set up {} with admin {} ({} certificate)", o.config.domain, o.admin_jid, answers.certificate.as_str());
+            }),
+            None if preseed.server.is_some() => {
+                println!("{} has no admin password (already used?): the setup wizard will ask", p.file.display());
+                Ok(())
+            }
+            None => {
+                println!("{} has no [server] section: the setup wizard will ask the questions", p.file.display());
+                Ok(())
+            }
+        }
+    };
+    // Scrub even when applying failed: a password must not stay on a partition any PC can read.
+    match setup::scrub_file(&p.file) {
+        Ok(true) => println!("removed the secrets from {}", p.file.display()),
+        Ok(false) => {}
+        Err(e) => eprintln!("hearth-web: {e}"),
+    }
+    outcome.map_err(|e| e.to_string())
+}

@@ -1,0 +1,40 @@
+#!/bin/sh
+# CI stage for the SD-card image (issue 5): build it twice and compare SHA-256 (diffoscope on a
+# difference), verify it against the board file, boot it under QEMU -M virt and -M raspi3b with a preseed
+# until XMPP answers, and print how long each part took. Needs root (mmdebstrap, chroot, binfmt).
+#
+# HEARTH_CLIENT_TEST: optional command run against each booted image once XMPP is ready (the slixmpp
+#   client test); it gets HEARTH_XMPP_PORT, HEARTH_DOMAIN, HEARTH_ADMIN, HEARTH_ADMIN_PASSWORD.
+# HEARTH_CACHE: download cache and tools chroot (default /var/cache/hearth-image), kept between runs.
+# HEARTH_IMAGE_MACHINES: QEMU machines to boot (default "virt raspi3b").
+set -eu
+cd "$(dirname "$0")/.."
+start=$(date +%s)
+stamp() { echo "$(( $(date +%s) - $1 ))"; }
+
+cargo build --release -p hearth-image
+bin=target/release/hearth-image
+
+t=$(date +%s)
+"$bin" build --verify
+build_s=$(stamp "$t")
+
+img=$(ls out/hearth-*-rpi-arm64.img | head -n 1)
+t=$(date +%s)
+"$bin" verify "$img"
+verify_s=$(stamp "$t")
+
+boots=""
+for machine in ${HEARTH_IMAGE_MACHINES:-virt raspi3b}; do
+    t=$(date +%s)
+    if [ -n "${HEARTH_CLIENT_TEST:-}" ]; then
+        "$bin" boot-test "$img" --machine "$machine" --hook "$HEARTH_CLIENT_TEST"
+    else
+        "$bin" boot-test "$img" --machine "$machine"
+    fi
+    boots="$boots boot-test-$machine=$(stamp "$t")s"
+done
+
+echo "test-image timings: build+rebuild+compare=${build_s}s verify=${verify_s}s${boots} total=$(stamp "$start")s"
+echo "image: $img ($(du -m "$img" | cut -f1) MiB; $(du -m "$img.xz" | cut -f1) MiB as .xz)"
+cat out/SHA256SUMS

@@ -13,6 +13,8 @@ import logging
 import ssl
 import sys
 
+import xml.etree.ElementTree as ET
+
 import slixmpp
 from slixmpp.exceptions import IqError, IqTimeout
 
@@ -39,6 +41,9 @@ class Agent(slixmpp.ClientXMPP):
         self.register_plugin("xep_0199")
         self.register_plugin("xep_0054")
         self.register_plugin("xep_0077")
+        if args.register:
+            self.plugin["xep_0077"].force_registration = True
+            self.add_event_handler("register", self.on_register)
         self.connected_future = None
         self.add_event_handler("session_start", self.on_session_start)
         self.add_event_handler("failed_auth", self.on_failed_auth)
@@ -48,8 +53,35 @@ class Agent(slixmpp.ClientXMPP):
         self.add_event_handler("roster_update", self.on_roster_update)
         self.add_event_handler("stream_error", self.on_stream_error)
         # Let the test answer subscription requests itself.
-        self.roster.auto_authorize = False
+        self.roster.auto_authorize = None
         self.roster.auto_subscribe = False
+
+    async def on_register(self, _form):
+        """In-band registration (XEP-0077), after an XEP-0401 preauth token when given."""
+        try:
+            if self.args.token:
+                # slixmpp holds back IQs other than register/bind before login; the XEP-0401
+                # preauth IQ must go out before registration, so let it through.
+                self._always_send_everything = True
+                pre = self.Iq()
+                pre["type"] = "set"
+                pre.xml.append(ET.Element("{urn:xmpp:pars:0}preauth", token=self.args.token))
+                await pre.send(timeout=10)
+            iq = self.Iq()
+            iq["type"] = "set"
+            iq["register"]["username"] = self.boundjid.user
+            iq["register"]["password"] = self.password
+            await iq.send(timeout=10)
+            self._always_send_everything = False
+            emit({"event": "registered"})
+        except IqError as e:
+            emit({"event": "register_failed", "condition": e.iq["error"]["condition"], "text": e.iq["error"]["text"]})
+            self.settle(False, error="register-failed", condition=e.iq["error"]["condition"])
+            self.disconnect()
+        except IqTimeout:
+            emit({"event": "register_failed", "condition": "timeout", "text": ""})
+            self.settle(False, error="register-failed", condition="timeout")
+            self.disconnect()
 
     def settle(self, ok, **extra):
         if self.connected_future and not self.connected_future.done():
@@ -113,10 +145,16 @@ async def run_command(agent, cmd):
             iq = await agent.get_roster(timeout=10)
         except (IqError, IqTimeout) as e:
             return {"ok": False, "error": str(e)}
+        # An up-to-date client gets an empty result (XEP-0237); report the client's view, which
+        # the server keeps current with pushes.
         items = {}
-        for jid, item in iq["roster"]["items"].items():
-            items[str(jid)] = {"subscription": item["subscription"], "name": item["name"], "ask": item["ask"]}
-        return {"ok": True, "items": items, "ver": iq["roster"]["ver"]}
+        for jid in agent.client_roster:
+            item = agent.client_roster[jid]
+            if item["subscription"] == "remove":
+                continue
+            items[str(jid)] = {"subscription": item["subscription"], "name": item["name"],
+                               "ask": "subscribe" if item["pending_out"] else ""}
+        return {"ok": True, "items": items, "ver": iq["roster"]["ver"] if iq["roster"] else None}
     if c == "ping":
         try:
             await agent.plugin["xep_0199"].ping(jid=cmd.get("to"), timeout=10)
@@ -149,6 +187,8 @@ async def main():
     p.add_argument("--direct-tls", action="store_true")
     p.add_argument("--tls13-only", action="store_true")
     p.add_argument("--mechanism")
+    p.add_argument("--register", action="store_true", help="register the account in-band first")
+    p.add_argument("--token", help="XEP-0401 preauth token for --register")
     p.add_argument("--debug", action="store_true")
     args = p.parse_args()
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.ERROR, stream=sys.stderr)

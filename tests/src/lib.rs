@@ -1,0 +1,4 @@
+//! Shared harness for Hearth's end-to-end tests: real processes, real peers.
+
+pub mod agent;
+pub mod server;

@@ -2,11 +2,15 @@
 //!
 //! When `hearthd` runs, it is the one writer of the database, so requests go over its control
 //! socket. Before it has ever run (first boot) or while it is stopped, the database is opened
-//! directly through `hearthd::storage`, the same code the server uses.
+//! directly through `hearthd::storage`, the same code the server uses. Reads that the control
+//! protocol does not offer (password check, invite check) and web registration with an invite
+//! use the database directly in both cases; SQLite's WAL and busy timeout make that safe.
 
 use hearthd::config::Config;
 use hearthd::sasl::{ScramHash, StoredCredential};
 use hearthd::storage::{InviteInfo, Storage, StorageError, UserInfo};
+use hearthd::control::Request;
+use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -62,6 +66,10 @@ pub fn invite_url(domain: &str, token: &str) -> String {
     format!("https://{domain}/invite/{token}")
 }
 
+fn decode<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> Result<T> {
+    serde_json::from_value(v).map_err(|e| BackendError(format!("The chat server sent an answer this page does not understand: {e}")))
+}
+
 /// Opens the database once and keeps it: the storage thread is cheap when idle.
 #[derive(Default)]
 pub struct Backend {
@@ -87,19 +95,45 @@ impl Backend {
         *self.db.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
+    /// Sends a request to a running hearthd. `None` when it is not running (nothing listens on
+    /// the socket): the caller then uses the database directly.
+    async fn via_control(&self, config: &Config, req: Request) -> Option<Result<serde_json::Value>> {
+        match hearthd::control::request(&config.control_socket, &req).await {
+            Ok(r) if r.ok => Some(Ok(r.data)),
+            Ok(r) => Some(Err(BackendError(capitalize(&r.error.unwrap_or_else(|| "the chat server refused".into()))))),
+            Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::ConnectionRefused) => None,
+            Err(e) => Some(Err(BackendError(format!("The chat server did not answer on {}: {e}", config.control_socket.display())))),
+        }
+    }
+
     pub async fn users(&self, config: &Config) -> Result<Vec<UserInfo>> {
+        if let Some(r) = self.via_control(config, Request::UserList).await {
+            return r.and_then(decode);
+        }
         Ok(self.storage(config)?.list_users().await?)
     }
 
     pub async fn add_user(&self, config: &Config, name: &str, password: &str, admin: bool) -> Result<()> {
+        let req = Request::UserAdd { user: name.to_string(), password: password.to_string(), admin };
+        if let Some(r) = self.via_control(config, req).await {
+            return r.map(|_| ());
+        }
         Ok(self.storage(config)?.create_user(name, password, config.auth.scram_iterations, admin).await?)
     }
 
     pub async fn set_password(&self, config: &Config, name: &str, password: &str) -> Result<()> {
+        let req = Request::UserPasswd { user: name.to_string(), password: password.to_string() };
+        if let Some(r) = self.via_control(config, req).await {
+            return r.map(|_| ());
+        }
         Ok(self.storage(config)?.set_password(name, password, config.auth.scram_iterations).await?)
     }
 
+    /// Through hearthd when it runs, so the account's open sessions are closed too.
     pub async fn delete_user(&self, config: &Config, name: &str) -> Result<()> {
+        if let Some(r) = self.via_control(config, Request::UserDel { user: name.to_string() }).await {
+            return r.map(|_| ());
+        }
         Ok(self.storage(config)?.delete_user(name).await?)
     }
 
@@ -116,6 +150,10 @@ impl Backend {
     }
 
     pub async fn create_invite(&self, config: &Config, note: &str) -> Result<Invite> {
+        let req = Request::InviteCreate { uses: 1, expires_secs: INVITE_VALID_SECS, note: note.to_string() };
+        if let Some(r) = self.via_control(config, req).await {
+            return r.and_then(decode);
+        }
         let n = self.storage(config)?.create_invite(1, INVITE_VALID_SECS, note).await?;
         Ok(Invite {
             id: n.id,
@@ -127,10 +165,16 @@ impl Backend {
     }
 
     pub async fn invites(&self, config: &Config) -> Result<Vec<InviteInfo>> {
+        if let Some(r) = self.via_control(config, Request::InviteList).await {
+            return r.and_then(decode);
+        }
         Ok(self.storage(config)?.list_invites().await?)
     }
 
     pub async fn revoke_invite(&self, config: &Config, id: i64) -> Result<()> {
+        if let Some(r) = self.via_control(config, Request::InviteRevoke { id }).await {
+            return r.map(|_| ());
+        }
         Ok(self.storage(config)?.revoke_invite(id).await?)
     }
 
@@ -162,6 +206,6 @@ impl Backend {
 
     /// Whether `hearthd` answers on its control socket.
     pub async fn hearthd_running(&self, config: &Config) -> bool {
-        tokio::net::UnixStream::connect(&config.control_socket).await.is_ok()
+        matches!(self.via_control(config, Request::Status).await, Some(Ok(_)))
     }
 }

@@ -56,8 +56,8 @@ pub async fn check(domain: &str, challenge_dir: &Path, settings: &ProbeSettings)
                 ok = true;
                 break;
             }
-            Ok(_) => last = format!("{} answered, but it is not this box", addr.ip()),
-            Err(e) => last = format!("{}: {e}", addr.ip()),
+            Ok(_) => last = "something answered on port 80, but it is not this box".to_string(),
+            Err(e) => last = e,
         }
     }
     let _ = std::fs::remove_file(&file);

@@ -1,5 +1,5 @@
 //! Shared harness for Hearth's end-to-end tests: real processes, real peers.
 
 pub mod agent;
-pub mod browser;
+pub mod raw;
 pub mod server;

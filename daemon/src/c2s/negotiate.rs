@@ -18,6 +18,9 @@ use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
+/// How long a stream that ended in an error keeps swallowing input, so the peer reads the error.
+pub(super) const LINGER: Duration = Duration::from_secs(2);
+
 pub(super) type TlsRead = ReadHalf<TlsStream<TcpStream>>;
 pub(super) type TlsWrite = WriteHalf<TlsStream<TcpStream>>;
 
@@ -248,13 +251,16 @@ where
             Ok(()) => stream::send(wr, &stream::header(domain, id)).await.ok(),
             Err((cond, text)) => {
                 stream::fail(wr, Some((domain, id)), cond, Some(&text)).await;
+                reader.discard_input(LINGER).await;
                 None
             }
         },
         Ok(_) => None,
         Err(e) => {
             if let Some(cond) = e.condition() {
+                log::info!("stream closed with {cond} before login: {e}");
                 stream::fail(wr, Some((domain, id)), cond, Some(&e.to_string())).await;
+                reader.discard_input(LINGER).await;
             }
             None
         }
@@ -284,7 +290,9 @@ where
         Ok(XmlEvent::StreamStart(_)) => None,
         Err(e) => {
             if let Some(cond) = e.condition() {
+                log::info!("stream closed with {cond} before login: {e}");
                 stream::fail(wr, None, cond, Some(&e.to_string())).await;
+                reader.discard_input(LINGER).await;
             }
             None
         }

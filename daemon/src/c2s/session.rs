@@ -51,12 +51,16 @@ pub async fn run(server: Arc<Server>, bound: Bound) {
     }
     let progress = reader.progress();
     let (in_tx, mut inbound) = mpsc::channel::<Result<XmlEvent, XmlError>>(1);
-    let reader_task = tokio::spawn(async move {
+    let mut reader_task = tokio::spawn(async move {
         let mut reader = reader;
         loop {
             let ev = reader.next().await;
             let more = matches!(ev, Ok(XmlEvent::Stanza(_)));
+            let failed = matches!(&ev, Err(e) if e.condition().is_some());
             if in_tx.send(ev).await.is_err() || !more {
+                if failed {
+                    reader.discard_input(super::negotiate::LINGER).await;
+                }
                 break;
             }
         }
@@ -134,11 +138,14 @@ pub async fn run(server: Arc<Server>, bound: Bound) {
     };
 
     server.router.unbind(&jid, handle.id);
-    reader_task.abort();
     if let Some((condition, text)) = &close {
         log::info!("{peer}: {jid} closed with {condition}: {text}");
         stream::fail(&mut writer, None, condition, Some(text)).await;
+        // The reader task swallows late input after a parse error; give it that moment.
+        let _ = tokio::time::timeout(super::negotiate::LINGER, &mut reader_task).await;
+        reader_task.abort();
     } else {
+        reader_task.abort();
         log::info!("{peer}: {jid} logged out");
         let _ = tokio::time::timeout(Duration::from_secs(5), writer.shutdown()).await;
     }

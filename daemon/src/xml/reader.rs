@@ -234,6 +234,25 @@ impl<R: AsyncRead + Unpin> XmlReader<R> {
         }
     }
 
+    /// Reads and throws away what the peer still sends, for at most `max` or 16 MiB. Called
+    /// after a stream error so that closing the socket with unread input (which makes the kernel
+    /// send a TCP reset) does not destroy the error before the peer reads it.
+    pub async fn discard_input(&mut self, max: std::time::Duration) {
+        use tokio::io::AsyncReadExt;
+        let inner = &mut self.reader.get_mut().get_mut().inner;
+        let mut scratch = [0u8; 4096];
+        let mut total = 0usize;
+        let _ = tokio::time::timeout(max, async {
+            while total < 16 << 20 {
+                match inner.read(&mut scratch).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => total += n,
+                }
+            }
+        })
+        .await;
+    }
+
     /// Gives the socket back (for STARTTLS). Anything buffered is dropped: a client may not
     /// send before `<proceed/>`.
     pub fn into_inner(self) -> R {

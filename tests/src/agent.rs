@@ -10,14 +10,23 @@ use std::time::{Duration, Instant};
 
 /// The venv python made by scripts/install-test-deps.sh.
 pub fn venv_python() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace").to_path_buf();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace")
+        .to_path_buf();
     let py = root.join("target/venv/bin/python");
-    assert!(py.exists(), "{} is missing: run scripts/install-test-deps.sh (scripts/test.sh does)", py.display());
+    assert!(
+        py.exists(),
+        "{} is missing: run scripts/install-test-deps.sh (scripts/test.sh does)",
+        py.display()
+    );
     py
 }
 
 pub fn peer_script(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("peers").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("peers")
+        .join(name)
 }
 
 pub struct Agent {
@@ -33,7 +42,14 @@ impl Agent {
     pub fn spawn(jid: &str, password: &str, port: u16, ca: &Path, extra: &[&str]) -> Agent {
         let mut child = Command::new(venv_python())
             .arg(peer_script("xmpp_agent.py"))
-            .args(["--jid", jid, "--password", password, "--port", &port.to_string()])
+            .args([
+                "--jid",
+                jid,
+                "--password",
+                password,
+                "--port",
+                &port.to_string(),
+            ])
             .arg("--ca-file")
             .arg(ca)
             .args(extra)
@@ -54,7 +70,14 @@ impl Agent {
                 }
             }
         });
-        let mut a = Agent { jid: jid.to_string(), child, stdin, lines, events: VecDeque::new(), next_id: 0 };
+        let mut a = Agent {
+            jid: jid.to_string(),
+            child,
+            stdin,
+            lines,
+            events: VecDeque::new(),
+            next_id: 0,
+        };
         a.expect_event("ready", Duration::from_secs(30), |_| true);
         a
     }
@@ -68,7 +91,9 @@ impl Agent {
         self.stdin.flush().expect("flush");
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let v = self.recv_until(deadline).unwrap_or_else(|| panic!("{}: no reply to {cmd}", self.jid));
+            let v = self
+                .recv_until(deadline)
+                .unwrap_or_else(|| panic!("{}: no reply to {cmd}", self.jid));
             if v.get("reply") == Some(&json!(id)) {
                 return v;
             }
@@ -109,15 +134,28 @@ impl Agent {
     }
 
     /// Waits for an event of `kind` that satisfies `pred`; panics after `timeout`.
-    pub fn expect_event(&mut self, kind: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+    pub fn expect_event(
+        &mut self,
+        kind: &str,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
         match self.wait_event(kind, timeout, pred) {
             Some(v) => v,
-            None => panic!("{}: no matching {kind} event within {timeout:?}; seen: {:?}", self.jid, self.events),
+            None => panic!(
+                "{}: no matching {kind} event within {timeout:?}; seen: {:?}",
+                self.jid, self.events
+            ),
         }
     }
 
     /// Like `expect_event`, but None on timeout.
-    pub fn wait_event(&mut self, kind: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Option<Value> {
+    pub fn wait_event(
+        &mut self,
+        kind: &str,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Option<Value> {
         let matches = |v: &Value| v.get("event") == Some(&json!(kind)) && pred(v);
         if let Some(i) = self.events.iter().position(matches) {
             return self.events.remove(i);

@@ -14,18 +14,29 @@ pub const DOMAIN: &str = "hearth.test";
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
     // target/debug/deps/<test> → target/debug
-    exe.parent().and_then(Path::parent).expect("target dir").to_path_buf()
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_path_buf()
 }
 
 pub fn binary(name: &str) -> PathBuf {
     let p = bin_dir().join(name);
-    assert!(p.exists(), "{} is missing: run `cargo build --workspace --bins` first (scripts/test.sh does)", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first (scripts/test.sh does)",
+        p.display()
+    );
     p
 }
 
 /// A free loopback port (bound then released; good enough for tests on one machine).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 pub struct TestServer {
@@ -55,13 +66,25 @@ impl TestServer {
             sock = dir.path().join("control.sock"),
         );
         std::fs::write(&config_path, config).expect("write config");
-        let mut s = TestServer { dir, config_path, cert_path, key_path, c2s_port, direct_port, child: None };
+        let mut s = TestServer {
+            dir,
+            config_path,
+            cert_path,
+            key_path,
+            c2s_port,
+            direct_port,
+            child: None,
+        };
         s.spawn();
         s
     }
 
     fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).expect("log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("log");
         let child = Command::new(binary("hearthd"))
             .arg("--config")
             .arg(&self.config_path)
@@ -93,10 +116,19 @@ impl TestServer {
     fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!("hearthd exited with {status} during start-up:\n{}", self.log());
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "hearthd exited with {status} during start-up:\n{}",
+                    self.log()
+                );
             }
-            if TcpStream::connect(("127.0.0.1", self.c2s_port)).is_ok() && self.dir.path().join("control.sock").exists() {
+            if TcpStream::connect(("127.0.0.1", self.c2s_port)).is_ok()
+                && self.dir.path().join("control.sock").exists()
+            {
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -115,7 +147,10 @@ impl TestServer {
     /// Polite stop: SIGTERM and wait.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGTERM);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
             let _ = c.wait();
         }
     }
@@ -132,7 +167,11 @@ impl TestServer {
     }
 
     pub fn sighup(&self) {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), nix::sys::signal::Signal::SIGHUP).expect("SIGHUP");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.pid()),
+            nix::sys::signal::Signal::SIGHUP,
+        )
+        .expect("SIGHUP");
     }
 
     /// Runs `hearthctl --config … ARGS`, feeding `stdin`.
@@ -147,7 +186,12 @@ impl TestServer {
             .spawn()
             .expect("spawn hearthctl");
         if let Some(input) = stdin {
-            child.stdin.as_mut().expect("stdin").write_all(input.as_bytes()).expect("write stdin");
+            child
+                .stdin
+                .as_mut()
+                .expect("stdin")
+                .write_all(input.as_bytes())
+                .expect("write stdin");
         }
         drop(child.stdin.take());
         child.wait_with_output().expect("hearthctl output")
@@ -155,17 +199,33 @@ impl TestServer {
 
     pub fn add_user(&self, name: &str, password: &str) {
         let out = self.hearthctl(&["user", "add", name], Some(&format!("{password}\n")));
-        assert!(out.status.success(), "user add {name}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "user add {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// A slixmpp agent for `user` (not yet connected).
     pub fn agent(&self, user: &str, password: &str) -> crate::agent::Agent {
-        crate::agent::Agent::spawn(&format!("{user}@{DOMAIN}"), password, self.c2s_port, &self.cert_path, &[])
+        crate::agent::Agent::spawn(
+            &format!("{user}@{DOMAIN}"),
+            password,
+            self.c2s_port,
+            &self.cert_path,
+            &[],
+        )
     }
 
     /// The same over direct TLS (XEP-0368).
     pub fn agent_direct_tls(&self, user: &str, password: &str) -> crate::agent::Agent {
-        crate::agent::Agent::spawn(&format!("{user}@{DOMAIN}"), password, self.direct_port, &self.cert_path, &["--direct-tls"])
+        crate::agent::Agent::spawn(
+            &format!("{user}@{DOMAIN}"),
+            password,
+            self.direct_port,
+            &self.cert_path,
+            &["--direct-tls"],
+        )
     }
 }
 

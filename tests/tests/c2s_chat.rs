@@ -30,30 +30,54 @@ fn two_friends_subscribe_chat_go_offline_and_survive_a_restart() {
     assert_eq!(req["from"], json!(alice_jid));
     bob.cmd(json!({"cmd": "authorize", "to": alice_jid}));
     bob.cmd(json!({"cmd": "subscribe", "to": alice_jid}));
-    alice.expect_event("presence", T, |p| p["type"] == "subscribe" && p["from"] == json!(bob_jid));
+    alice.expect_event("presence", T, |p| {
+        p["type"] == "subscribe" && p["from"] == json!(bob_jid)
+    });
     alice.cmd(json!({"cmd": "authorize", "to": bob_jid}));
 
     // Each now sees the other online.
-    alice.expect_event("presence", T, |p| p["type"] == "available" && p["from"].as_str().unwrap().starts_with(&bob_jid));
-    bob.expect_event("presence", T, |p| p["type"] == "available" && p["from"].as_str().unwrap().starts_with(&alice_jid));
+    alice.expect_event("presence", T, |p| {
+        p["type"] == "available" && p["from"].as_str().unwrap().starts_with(&bob_jid)
+    });
+    bob.expect_event("presence", T, |p| {
+        p["type"] == "available" && p["from"].as_str().unwrap().starts_with(&alice_jid)
+    });
     let roster = alice.cmd(json!({"cmd": "roster"}));
-    assert_eq!(roster["items"][&bob_jid]["subscription"], json!("both"), "{roster}");
+    assert_eq!(
+        roster["items"][&bob_jid]["subscription"],
+        json!("both"),
+        "{roster}"
+    );
     let roster = bob.cmd(json!({"cmd": "roster"}));
-    assert_eq!(roster["items"][&alice_jid]["subscription"], json!("both"), "{roster}");
+    assert_eq!(
+        roster["items"][&alice_jid]["subscription"],
+        json!("both"),
+        "{roster}"
+    );
 
     // Messages to the full JID and to the bare JID both arrive.
     alice.message(&bob_full, "to your phone");
     let m = bob.expect_event("message", T, |m| m["body"] == "to your phone");
-    assert!(m["from"].as_str().unwrap().starts_with(&format!("{alice_jid}/")), "{m}");
+    assert!(
+        m["from"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{alice_jid}/")),
+        "{m}"
+    );
     alice.message(&bob_jid, "to you, wherever");
-    bob.expect_event("message", T, |m| m["body"] == "to you, wherever" && m["delayed"] == json!(false));
+    bob.expect_event("message", T, |m| {
+        m["body"] == "to you, wherever" && m["delayed"] == json!(false)
+    });
     bob.message(&alice_jid, "hello back");
     alice.expect_event("message", T, |m| m["body"] == "hello back");
 
     // bob logs out: alice sees him go.
     bob.disconnect();
     drop(bob);
-    alice.expect_event("presence", T, |p| p["type"] == "unavailable" && p["from"].as_str().unwrap().starts_with(&bob_jid));
+    alice.expect_event("presence", T, |p| {
+        p["type"] == "unavailable" && p["from"].as_str().unwrap().starts_with(&bob_jid)
+    });
 
     // What alice writes now waits for bob.
     alice.message(&bob_jid, "while you were out 1");
@@ -64,7 +88,11 @@ fn two_friends_subscribe_chat_go_offline_and_survive_a_restart() {
     bob.connect();
     bob.presence();
     let first = bob.expect_event("message", T, |m| m["body"] == "while you were out 1");
-    assert_eq!(first["delayed"], json!(true), "offline messages carry a delay stamp: {first}");
+    assert_eq!(
+        first["delayed"],
+        json!(true),
+        "offline messages carry a delay stamp: {first}"
+    );
     bob.expect_event("message", T, |m| m["body"] == "while you were out 2");
     // Delivered once: a second login gets nothing again.
     bob.disconnect();
@@ -72,7 +100,10 @@ fn two_friends_subscribe_chat_go_offline_and_survive_a_restart() {
     let mut bob = server.agent("bob", "bob-password");
     bob.connect();
     bob.presence();
-    assert!(bob.bodies(Duration::from_secs(2)).is_empty(), "offline messages are delivered once");
+    assert!(
+        bob.bodies(Duration::from_secs(2)).is_empty(),
+        "offline messages are delivered once"
+    );
     drop(bob);
     drop(alice);
 
@@ -81,7 +112,11 @@ fn two_friends_subscribe_chat_go_offline_and_survive_a_restart() {
     let mut alice = server.agent("alice", "alice-password");
     alice.connect();
     let roster = alice.cmd(json!({"cmd": "roster"}));
-    assert_eq!(roster["items"][&bob_jid]["subscription"], json!("both"), "{roster}");
+    assert_eq!(
+        roster["items"][&bob_jid]["subscription"],
+        json!("both"),
+        "{roster}"
+    );
 }
 
 #[test]
@@ -96,7 +131,10 @@ fn messages_to_unknown_accounts_bounce_and_iq_payloads_nobody_handles_get_servic
     // exercises the same path through a plugin that reports errors.
     let r = alice.cmd(json!({"cmd": "ping", "to": format!("nobody@{DOMAIN}/x")}));
     assert_eq!(r["ok"], json!(false), "{r}");
-    assert!(r["error"].as_str().unwrap().contains("service-unavailable"), "{r}");
+    assert!(
+        r["error"].as_str().unwrap().contains("service-unavailable"),
+        "{r}"
+    );
     alice.message(&format!("nobody@{DOMAIN}"), "hello?");
     let bounce = alice.expect_event("message", T, |m| m["type"] == "error");
     assert_eq!(bounce["from"], json!(format!("nobody@{DOMAIN}")));

@@ -13,14 +13,35 @@ fn scram_sha256_login_over_starttls_and_direct_tls() {
     let server = TestServer::start("");
     server.add_user("alice", "correct horse battery");
     let jid = format!("alice@{DOMAIN}");
-    let mut starttls = Agent::spawn(&jid, "correct horse battery", server.c2s_port, &server.cert_path, &["--mechanism", "SCRAM-SHA-256"]);
+    let mut starttls = Agent::spawn(
+        &jid,
+        "correct horse battery",
+        server.c2s_port,
+        &server.cert_path,
+        &["--mechanism", "SCRAM-SHA-256"],
+    );
     let r = starttls.connect();
-    assert!(r["jid"].as_str().unwrap().starts_with(&format!("{jid}/")), "{r}");
+    assert!(
+        r["jid"].as_str().unwrap().starts_with(&format!("{jid}/")),
+        "{r}"
+    );
     assert_eq!(starttls.cmd(json!({"cmd": "ping"}))["ok"], json!(true));
 
-    let mut direct = Agent::spawn(&jid, "correct horse battery", server.direct_port, &server.cert_path, &["--direct-tls", "--mechanism", "SCRAM-SHA-256"]);
+    let mut direct = Agent::spawn(
+        &jid,
+        "correct horse battery",
+        server.direct_port,
+        &server.cert_path,
+        &["--direct-tls", "--mechanism", "SCRAM-SHA-256"],
+    );
     direct.connect();
-    let mut sha1 = Agent::spawn(&jid, "correct horse battery", server.c2s_port, &server.cert_path, &["--mechanism", "SCRAM-SHA-1"]);
+    let mut sha1 = Agent::spawn(
+        &jid,
+        "correct horse battery",
+        server.c2s_port,
+        &server.cert_path,
+        &["--mechanism", "SCRAM-SHA-1"],
+    );
     sha1.connect();
 }
 
@@ -40,16 +61,33 @@ fn wrong_password_and_unknown_user_are_refused() {
 fn plain_is_refused_unless_enabled_and_never_before_tls() {
     let server = TestServer::start("");
     server.add_user("alice", "correct horse battery");
-    let mut plain = Agent::spawn(&format!("alice@{DOMAIN}"), "correct horse battery", server.c2s_port, &server.cert_path, &["--mechanism", "PLAIN"]);
-    assert_eq!(plain.try_connect()["ok"], json!(false), "PLAIN must not be offered by default");
+    let mut plain = Agent::spawn(
+        &format!("alice@{DOMAIN}"),
+        "correct horse battery",
+        server.c2s_port,
+        &server.cert_path,
+        &["--mechanism", "PLAIN"],
+    );
+    assert_eq!(
+        plain.try_connect()["ok"],
+        json!(false),
+        "PLAIN must not be offered by default"
+    );
 
     // Before TLS the only feature is a required STARTTLS, and SASL is refused with a stream error.
     let mut tcp = TcpStream::connect(("127.0.0.1", server.c2s_port)).unwrap();
     tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     write!(tcp, "<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='{DOMAIN}' version='1.0'>").unwrap();
     let features = read_until(&mut tcp, "</stream:features>");
-    assert!(features.contains("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/></starttls>"), "{features}");
-    assert!(!features.contains("mechanism"), "no SASL before TLS: {features}");
+    assert!(
+        features
+            .contains("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/></starttls>"),
+        "{features}"
+    );
+    assert!(
+        !features.contains("mechanism"),
+        "no SASL before TLS: {features}"
+    );
     write!(tcp, "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGFsaWNlAGNvcnJlY3QgaG9yc2UgYmF0dGVyeQ==</auth>").unwrap();
     let answer = read_until(&mut tcp, "</stream:stream>");
     assert!(answer.contains("<policy-violation"), "{answer}");
@@ -57,7 +95,13 @@ fn plain_is_refused_unless_enabled_and_never_before_tls() {
 
     let server = TestServer::start("[auth]\nallow_plain = true\n");
     server.add_user("alice", "correct horse battery");
-    let mut plain = Agent::spawn(&format!("alice@{DOMAIN}"), "correct horse battery", server.c2s_port, &server.cert_path, &["--mechanism", "PLAIN"]);
+    let mut plain = Agent::spawn(
+        &format!("alice@{DOMAIN}"),
+        "correct horse battery",
+        server.c2s_port,
+        &server.cert_path,
+        &["--mechanism", "PLAIN"],
+    );
     plain.connect();
 }
 

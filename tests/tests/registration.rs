@@ -11,16 +11,43 @@ fn register(server: &TestServer, user: &str, token: Option<&str>) -> (Value, Age
     if let Some(t) = token {
         args.extend(["--token", t]);
     }
-    let mut agent = Agent::spawn(&format!("{user}@{DOMAIN}"), "a-new-password", server.c2s_port, &server.cert_path, &args);
+    let mut agent = Agent::spawn(
+        &format!("{user}@{DOMAIN}"),
+        "a-new-password",
+        server.c2s_port,
+        &server.cert_path,
+        &args,
+    );
     let r = agent.try_connect();
     (r, agent)
 }
 
 fn invite(server: &TestServer, uses: &str) -> String {
-    let out = server.hearthctl(&["--json", "invite", "create", "--uses", uses, "--expires", "1h"], None);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = server.hearthctl(
+        &[
+            "--json",
+            "invite",
+            "create",
+            "--uses",
+            uses,
+            "--expires",
+            "1h",
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(v["uri"].as_str().unwrap().starts_with(&format!("xmpp:{DOMAIN}?register;preauth=")), "{v}");
+    assert!(
+        v["uri"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("xmpp:{DOMAIN}?register;preauth=")),
+        "{v}"
+    );
     v["token"].as_str().unwrap().to_string()
 }
 
@@ -53,7 +80,11 @@ fn invite_policy_needs_a_valid_token_and_uses_it_up() {
     let mut dave = server.agent("dave", "a-new-password");
     dave.connect();
     let list = server.hearthctl(&["invite", "list"], None);
-    assert!(String::from_utf8_lossy(&list.stdout).contains("0 of 1 uses left"), "{}", String::from_utf8_lossy(&list.stdout));
+    assert!(
+        String::from_utf8_lossy(&list.stdout).contains("0 of 1 uses left"),
+        "{}",
+        String::from_utf8_lossy(&list.stdout)
+    );
 }
 
 #[test]
@@ -72,8 +103,13 @@ fn revoked_invite_is_refused_and_multi_use_invite_counts_down() {
     let token = invite(&server, "1");
     let out = server.hearthctl(&["--json", "invite", "list"], None);
     let list: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let id = list.as_array().unwrap().last().unwrap()["id"].as_i64().unwrap();
-    assert!(server.hearthctl(&["invite", "revoke", &id.to_string()], None).status.success());
+    let id = list.as_array().unwrap().last().unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    assert!(server
+        .hearthctl(&["invite", "revoke", &id.to_string()], None)
+        .status
+        .success());
     let (r, _a) = register(&server, "ivan", Some(&token));
     assert_eq!(r["ok"], json!(false), "revoked: {r}");
 }

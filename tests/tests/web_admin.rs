@@ -14,7 +14,11 @@ const BOB_PASSWORD: &str = "bobs secret pw";
 
 fn sign_in(b: &Browser, web: &WebServer) {
     b.goto(&web.url("/admin"));
-    assert!(b.url().starts_with(&web.https_url("/admin/login")), "plain HTTP moves to HTTPS: {}", b.url());
+    assert!(
+        b.url().starts_with(&web.https_url("/admin/login")),
+        "plain HTTP moves to HTTPS: {}",
+        b.url()
+    );
     b.fill("#username", ADMIN);
     b.fill("#password", ADMIN_PASSWORD);
     b.submit("button[type=submit]");
@@ -29,7 +33,11 @@ fn wait_roster(a: &mut Agent, contact: &str, subscription: &str) {
         if r["items"][contact]["subscription"] == json!(subscription) {
             return;
         }
-        assert!(Instant::now() < deadline, "{}: {contact} never became {subscription}: {r}", a.jid);
+        assert!(
+            Instant::now() < deadline,
+            "{}: {contact} never became {subscription}: {r}",
+            a.jid
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -46,11 +54,20 @@ fn admin_pages_work_and_a_backup_restores_onto_a_fresh_box() {
     b.fill("#username", ADMIN);
     b.fill("#password", "not the password");
     b.submit("button[type=submit]");
-    assert!(b.text("#password-error").contains("wrong"), "{}", b.body_text());
+    assert!(
+        b.text("#password-error").contains("wrong"),
+        "{}",
+        b.body_text()
+    );
     b.screenshot("admin-0-login");
     sign_in(&b, &web);
     let text = b.body_text();
-    assert!(text.contains("running") && text.contains("this box (self-signed)") && text.contains(DOMAIN), "{text}");
+    assert!(
+        text.contains("running")
+            && text.contains("this box (self-signed)")
+            && text.contains(DOMAIN),
+        "{text}"
+    );
     b.screenshot_full("admin-1-overview");
 
     // Users: add bob through the running hearthd; a taken name and a short password are refused.
@@ -59,17 +76,29 @@ fn admin_pages_work_and_a_backup_restores_onto_a_fresh_box() {
     b.fill("#new_password", BOB_PASSWORD);
     b.fill("#new_password_again", BOB_PASSWORD);
     b.submit("form[action='/admin/users/add'] button[type=submit]");
-    assert!(b.body_text().contains(&format!("Added bob@{DOMAIN}")), "{}", b.body_text());
+    assert!(
+        b.body_text().contains(&format!("Added bob@{DOMAIN}")),
+        "{}",
+        b.body_text()
+    );
     b.fill("#new_name", "bob");
     b.fill("#new_password", "short");
     b.fill("#new_password_again", "short");
     b.submit("form[action='/admin/users/add'] button[type=submit]");
-    assert!(b.text("#new_password-error").contains("at least 8"), "{}", b.body_text());
+    assert!(
+        b.text("#new_password-error").contains("at least 8"),
+        "{}",
+        b.body_text()
+    );
     b.fill("#new_name", "bob");
     b.fill("#new_password", BOB_PASSWORD);
     b.fill("#new_password_again", BOB_PASSWORD);
     b.submit("form[action='/admin/users/add'] button[type=submit]");
-    assert!(b.text("#new_name-error").contains("taken"), "{}", b.body_text());
+    assert!(
+        b.text("#new_name-error").contains("taken"),
+        "{}",
+        b.body_text()
+    );
     b.screenshot_full("admin-2-users");
 
     // Invites: one made and shown with its QR code, one revoked.
@@ -77,16 +106,57 @@ fn admin_pages_work_and_a_backup_restores_onto_a_fresh_box() {
     b.fill("#note", "for Grandma");
     b.submit("form[action='/admin/invites'] button[type=submit]");
     b.find("#new-invite svg.qr");
-    let uri = b.attr("#new-invite a[href^='xmpp:']", "href").expect("invite link");
+    let uri = b
+        .attr("#new-invite a[href^='xmpp:']", "href")
+        .expect("invite link");
     b.screenshot_full("admin-3-invites");
     b.goto(&web.https_url(&format!("/invite/{}", token_of(&uri))));
-    assert!(b.body_text().contains(&format!("You are invited to chat on {DOMAIN}")), "{}", b.body_text());
+    assert!(
+        b.body_text()
+            .contains(&format!("You are invited to chat on {DOMAIN}")),
+        "{}",
+        b.body_text()
+    );
     b.screenshot_full("invite-landing");
     b.goto(&web.https_url("/admin/invites"));
     b.submit("form[action='/admin/invites/revoke'] button[type=submit]");
-    assert!(b.body_text().contains("Invite revoked"), "{}", b.body_text());
+    assert!(
+        b.body_text().contains("Invite revoked"),
+        "{}",
+        b.body_text()
+    );
     b.goto(&web.https_url(&format!("/invite/{}", token_of(&uri))));
     assert!(b.body_text().contains("revoked"), "{}", b.body_text());
+
+    // A friend whose app cannot use invites makes the account on the landing page instead.
+    b.goto(&web.https_url("/admin/invites"));
+    b.submit("form[action='/admin/invites'] button[type=submit]");
+    let uri = b
+        .attr("#new-invite a[href^='xmpp:']", "href")
+        .expect("invite link");
+    let landing = web.https_url(&format!("/invite/{}", token_of(&uri)));
+    b.goto(&landing);
+    b.fill("#username", "carol");
+    b.fill("#password", "carols secret pw");
+    b.fill("#password_again", "carols secret pw");
+    b.submit("form[action^='/invite/'] button[type=submit]");
+    assert!(
+        b.body_text()
+            .contains(&format!("Your account carol@{DOMAIN} is ready")),
+        "{}",
+        b.body_text()
+    );
+    b.screenshot_full("invite-registered");
+    b.goto(&landing);
+    assert!(
+        b.body_text().contains("used already"),
+        "one invite, one account: {}",
+        b.body_text()
+    );
+    let mut carol = hd.agent("carol", "carols secret pw");
+    carol.connect();
+    carol.disconnect();
+    drop(carol);
 
     // Real chat state worth keeping: admin and bob are contacts, and a message waits for bob.
     let mut admin = hd.agent(ADMIN, ADMIN_PASSWORD);
@@ -97,10 +167,14 @@ fn admin_pages_work_and_a_backup_restores_onto_a_fresh_box() {
     bob.presence();
     let (admin_jid, bob_jid) = (format!("{ADMIN}@{DOMAIN}"), format!("bob@{DOMAIN}"));
     admin.cmd(json!({"cmd": "subscribe", "to": bob_jid}));
-    bob.expect_event("presence", Duration::from_secs(20), |v| v["type"] == json!("subscribe"));
+    bob.expect_event("presence", Duration::from_secs(20), |v| {
+        v["type"] == json!("subscribe")
+    });
     bob.cmd(json!({"cmd": "authorize", "to": admin_jid}));
     bob.cmd(json!({"cmd": "subscribe", "to": admin_jid}));
-    admin.expect_event("presence", Duration::from_secs(20), |v| v["type"] == json!("subscribe"));
+    admin.expect_event("presence", Duration::from_secs(20), |v| {
+        v["type"] == json!("subscribe")
+    });
     admin.cmd(json!({"cmd": "authorize", "to": bob_jid}));
     wait_roster(&mut bob, &admin_jid, "both");
     wait_roster(&mut admin, &bob_jid, "both");
@@ -116,7 +190,11 @@ fn admin_pages_work_and_a_backup_restores_onto_a_fresh_box() {
     b.screenshot_full("admin-4-backup");
     b.click("form[action='/admin/backup/download'] button[type=submit]");
     let archive = b.wait_download(".tar");
-    assert!(archive.file_name().unwrap().to_string_lossy().starts_with(&format!("hearth-backup-{DOMAIN}-")));
+    assert!(archive
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .starts_with(&format!("hearth-backup-{DOMAIN}-")));
     hd.stop();
 
     // A new SD card: a fresh box, restored from the wizard.
@@ -126,22 +204,39 @@ fn admin_pages_work_and_a_backup_restores_onto_a_fresh_box() {
     b.submit("button[type=submit]");
     b.submit("a[href='/setup/restore']");
     b.submit("button[type=submit]");
-    assert!(b.text("#archive-error").contains("Choose the backup file"), "{}", b.body_text());
+    assert!(
+        b.text("#archive-error").contains("Choose the backup file"),
+        "{}",
+        b.body_text()
+    );
     b.upload("#archive", &archive);
     b.screenshot_full("wizard-restore");
     b.submit("button[type=submit]");
     let text = b.body_text();
-    assert!(text.contains("Backup restored") && text.contains("2 accounts"), "{text}\n{}", fresh.log());
+    assert!(
+        text.contains("Backup restored") && text.contains("3 accounts"),
+        "{text}\n{}",
+        fresh.log()
+    );
 
     // The restored box's hearthd: bob's contact and his waiting message are there.
     let hd2 = Hearthd::start(&fresh);
     let mut bob = hd2.agent("bob", BOB_PASSWORD);
     bob.connect();
     let r = bob.cmd(json!({"cmd": "roster"}));
-    assert_eq!(r["items"][&admin_jid]["subscription"], json!("both"), "roster after restore: {r}");
+    assert_eq!(
+        r["items"][&admin_jid]["subscription"],
+        json!("both"),
+        "roster after restore: {r}"
+    );
     bob.presence();
-    let m = bob.expect_event("message", Duration::from_secs(20), |v| v["body"] == json!("kept through the backup"));
-    assert_eq!(m["from"].as_str().unwrap().split('/').next(), Some(admin_jid.as_str()));
+    let m = bob.expect_event("message", Duration::from_secs(20), |v| {
+        v["body"] == json!("kept through the backup")
+    });
+    assert_eq!(
+        m["from"].as_str().unwrap().split('/').next(),
+        Some(admin_jid.as_str())
+    );
     let mut admin = hd2.agent(ADMIN, ADMIN_PASSWORD);
     admin.connect();
     sign_in(&b, &fresh);

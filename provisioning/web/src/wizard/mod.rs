@@ -494,7 +494,7 @@ async fn finish(app: &AppState, session: &Session, mut st: WizardState) -> Respo
     };
     log::info!("setup complete: {} with admin {}", outcome.config.domain, outcome.admin_jid);
     app.tls.set_paths(outcome.config.tls.cert.clone(), outcome.config.tls.key.clone());
-    let invite = app.backend.create_invite(&outcome.config, "first friend (setup wizard)").await;
+    let invite = app.backend.create_invite(&outcome.config, "first friend").await;
     let (invite_uri, invite_url) = match invite {
         Ok(i) => (i.uri, i.url),
         Err(e) => {

@@ -167,6 +167,21 @@ async def run_command(agent, cmd):
             return {"ok": True, "features": list(info["disco_info"]["features"])}
         except (IqError, IqTimeout) as e:
             return {"ok": False, "error": str(e)}
+    if c == "storm":
+        # Messages round-robin to the targets; after every `ack_every` a ping: its answer proves
+        # the server has handled (delivered or durably stored) everything sent before it.
+        targets, count, every = cmd["targets"], cmd["count"], cmd.get("ack_every", 10)
+        sent = 0
+        try:
+            for i in range(count):
+                agent.send_message(mto=targets[i % len(targets)], mbody=f"storm-{i}", mtype="chat")
+                sent = i + 1
+                if sent % every == 0:
+                    await agent.plugin["xep_0199"].ping(jid=agent.boundjid.domain, timeout=10)
+                    emit({"event": "acked", "upto": i})
+        except Exception as e:  # the server going away mid-storm is the point of the test
+            return {"ok": False, "sent": sent, "error": f"{type(e).__name__}: {e}"}
+        return {"ok": True, "sent": sent}
     if c == "raw":
         agent.send_raw(cmd["xml"])
         return {"ok": True}

@@ -82,18 +82,23 @@ impl Agent {
         a
     }
 
-    /// Sends a command and waits for its reply; events seen meanwhile are kept.
-    pub fn cmd(&mut self, mut cmd: Value) -> Value {
+    /// Sends a command without waiting; returns its id for `reply`.
+    pub fn start(&mut self, mut cmd: Value) -> u64 {
         self.next_id += 1;
         let id = self.next_id;
         cmd["id"] = json!(id);
         writeln!(self.stdin, "{cmd}").expect("agent stdin");
         self.stdin.flush().expect("flush");
+        id
+    }
+
+    /// Waits for the reply to command `id`; events seen meanwhile are kept.
+    pub fn reply(&mut self, id: u64) -> Value {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let v = self
                 .recv_until(deadline)
-                .unwrap_or_else(|| panic!("{}: no reply to {cmd}", self.jid));
+                .unwrap_or_else(|| panic!("{}: no reply to command {id}", self.jid));
             if v.get("reply") == Some(&json!(id)) {
                 return v;
             }
@@ -107,6 +112,24 @@ impl Agent {
             Ok(v) => Some(v),
             Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => None,
         }
+    }
+
+    /// Sends a command and waits for its reply; events seen meanwhile are kept.
+    pub fn cmd(&mut self, cmd: Value) -> Value {
+        let id = self.start(cmd);
+        self.reply(id)
+    }
+
+    /// Events of `kind` received so far (kept for later waits too).
+    pub fn seen(&mut self, kind: &str) -> Vec<Value> {
+        while let Ok(v) = self.lines.try_recv() {
+            self.events.push_back(v);
+        }
+        self.events
+            .iter()
+            .filter(|v| v["event"] == json!(kind))
+            .cloned()
+            .collect()
     }
 
     /// Connects and asserts success.

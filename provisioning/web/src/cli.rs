@@ -33,6 +33,39 @@ pub enum Command {
     Serve(ServeArgs),
     /// Apply hearth-setup.toml from the boot partition, then remove its secrets from the file.
     Preseed(PreseedArgs),
+    /// Make the setup code if there is none, write SETUP-CODE.txt and print it (first boot, as root).
+    SetupCode(SetupCodeArgs),
+}
+
+#[derive(ClapArgs, Debug, Clone)]
+pub struct SetupCodeArgs {
+    /// A set-up box needs no code: nothing is done when this file exists.
+    #[arg(long, value_name = "FILE", default_value = hearthd::config::DEFAULT_CONFIG_PATH)]
+    pub config: PathBuf,
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/hearth/web")]
+    pub state_dir: PathBuf,
+    #[arg(long, value_name = "DIR", default_value = "/boot/firmware")]
+    pub boot_dir: PathBuf,
+    /// The wizard's HTTP port, for the addresses printed with the code.
+    #[arg(long, value_name = "PORT", default_value_t = 80)]
+    pub port: u16,
+}
+
+/// `hearth-web setup-code`: the same code the service will ask for (it reads the same file).
+pub fn setup_code(a: SetupCodeArgs) -> Result<(), String> {
+    if a.config.exists() {
+        println!("{} exists: this box is set up, no setup code needed", a.config.display());
+        return Ok(());
+    }
+    let code = crate::setup_code::SetupCode::load_or_create(&a.state_dir)
+        .map_err(|e| format!("cannot store the setup code in {}: {e}", a.state_dir.display()))?;
+    let urls = crate::netinfo::urls(a.port);
+    code.write_boot_file(&a.boot_dir, &urls).map_err(|e| format!("cannot write SETUP-CODE.txt in {}: {e}", a.boot_dir.display()))?;
+    println!("Hearth setup code: {}", code.display());
+    for u in urls {
+        println!("    {u}");
+    }
+    Ok(())
 }
 
 #[derive(ClapArgs, Debug, Clone)]
@@ -96,8 +129,21 @@ pub async fn preseed(p: PreseedArgs) -> Result<(), String> {
         println!("no {} found: the setup wizard will ask the questions", p.file.display());
         return Ok(());
     }
-    let preseed = Preseed::load(&p.file).map_err(|e| e.to_string())?;
-    let outcome = if p.config.exists() {
+    let outcome = match Preseed::load(&p.file) {
+        Ok(preseed) => apply_preseed(&p, &preseed).await,
+        Err(e) => Err(e),
+    };
+    // Scrub even when applying failed: a password must not stay on a partition any PC can read.
+    match setup::scrub_file(&p.file) {
+        Ok(true) => println!("removed the secrets from {}", p.file.display()),
+        Ok(false) => {}
+        Err(e) => eprintln!("hearth-web: {e}"),
+    }
+    outcome.map_err(|e| e.to_string())
+}
+
+async fn apply_preseed(p: &PreseedArgs, preseed: &Preseed) -> Result<(), setup::SetupError> {
+    if p.config.exists() {
         println!("{} exists: this box is set up already; not applying {}", p.config.display(), p.file.display());
         Ok(())
     } else {
@@ -114,12 +160,5 @@ pub async fn preseed(p: PreseedArgs) -> Result<(), String> {
                 Ok(())
             }
         }
-    };
-    // Scrub even when applying failed: a password must not stay on a partition any PC can read.
-    match setup::scrub_file(&p.file) {
-        Ok(true) => println!("removed the secrets from {}", p.file.display()),
-        Ok(false) => {}
-        Err(e) => eprintln!("hearth-web: {e}"),
     }
-    outcome.map_err(|e| e.to_string())
 }

@@ -29,9 +29,16 @@ pub struct WebServer {
 impl WebServer {
     /// Starts `hearth-web` on a fresh state directory; `extra` flags are appended.
     pub fn start(extra: &[&str]) -> WebServer {
+        let mut s = WebServer::new(extra);
+        s.spawn();
+        s
+    }
+
+    /// The directories and ports, without starting anything yet.
+    pub fn new(extra: &[&str]) -> WebServer {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().to_path_buf();
-        let mut s = WebServer {
+        let s = WebServer {
             http_port: free_port(),
             https_port: free_port(),
             config: p.join("etc/hearth.toml"),
@@ -43,12 +50,15 @@ impl WebServer {
             child: None,
         };
         std::fs::create_dir_all(&s.boot_dir).expect("boot dir");
-        s.spawn();
         s
     }
 
-    fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).expect("log");
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("log");
         let child = Command::new(binary("hearth-web"))
             .arg("--listen")
             .arg(format!("127.0.0.1:{}", self.http_port))
@@ -83,7 +93,10 @@ impl WebServer {
 
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGTERM);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
             let _ = c.wait();
         }
     }
@@ -106,7 +119,8 @@ impl WebServer {
 
     /// The code as the owner reads it from SETUP-CODE.txt on the boot partition.
     pub fn setup_code(&self) -> String {
-        let text = std::fs::read_to_string(self.boot_dir.join("SETUP-CODE.txt")).expect("SETUP-CODE.txt written at start");
+        let text = std::fs::read_to_string(self.boot_dir.join("SETUP-CODE.txt"))
+            .expect("SETUP-CODE.txt written at start");
         let line = text.lines().next().expect("first line");
         line.rsplit(' ').next().expect("code").trim().to_string()
     }
@@ -125,14 +139,20 @@ fn wait_port(port: u16, child: &mut Child, log: &Path) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
         if let Ok(Some(status)) = child.try_wait() {
-            panic!("process exited with {status}:\n{}", std::fs::read_to_string(log).unwrap_or_default());
+            panic!(
+                "process exited with {status}:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
         }
         if TcpStream::connect(("127.0.0.1", port)).is_ok() {
             return;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    panic!("nothing listens on port {port}:\n{}", std::fs::read_to_string(log).unwrap_or_default());
+    panic!(
+        "nothing listens on port {port}:\n{}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
 }
 
 /// Walks the wizard from the setup code to the done page with the standard answers (own domain
@@ -161,7 +181,11 @@ pub fn run_wizard(b: &Browser, web: &WebServer, shots: Option<&str>) {
     b.click("input[name=mode][value=self-signed]");
     shot("5-certificate");
     b.submit("button[type=submit]");
-    assert!(b.body_text().contains("Your Hearth is ready"), "done page: {}", b.body_text());
+    assert!(
+        b.body_text().contains("Your Hearth is ready"),
+        "done page: {}",
+        b.body_text()
+    );
 }
 
 /// A running `hearthd` on the config the wizard wrote, moved to free loopback ports.
@@ -176,14 +200,22 @@ impl Hearthd {
     /// The wizard writes the box's real ports (5222…) and socket path; a test on a shared
     /// machine moves them to free loopback ports and a private socket, changing nothing else.
     pub fn start(web: &WebServer) -> Hearthd {
-        let mut config = hearthd::config::Config::load(&web.config).expect("the wizard wrote a valid config");
+        let mut config =
+            hearthd::config::Config::load(&web.config).expect("the wizard wrote a valid config");
         let c2s_port = free_port();
         config.listen.c2s = vec![format!("127.0.0.1:{c2s_port}").parse().expect("addr")];
-        config.listen.c2s_direct_tls = vec![format!("127.0.0.1:{}", free_port()).parse().expect("addr")];
+        config.listen.c2s_direct_tls =
+            vec![format!("127.0.0.1:{}", free_port()).parse().expect("addr")];
         config.control_socket = web.dir.path().join("control.sock");
-        config.write_atomically(&web.config).expect("rewrite config");
+        config
+            .write_atomically(&web.config)
+            .expect("rewrite config");
         let log = web.dir.path().join("hearthd.log");
-        let out = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("log");
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("log");
         let mut child = Command::new(binary("hearthd"))
             .arg("--config")
             .arg(&web.config)
@@ -197,7 +229,12 @@ impl Hearthd {
         while !config.control_socket.exists() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
         }
-        Hearthd { child, c2s_port, cert: config.tls.cert, log }
+        Hearthd {
+            child,
+            c2s_port,
+            cert: config.tls.cert,
+            log,
+        }
     }
 
     pub fn log(&self) -> String {
@@ -205,11 +242,20 @@ impl Hearthd {
     }
 
     pub fn agent(&self, user: &str, password: &str) -> hearth_e2e::agent::Agent {
-        hearth_e2e::agent::Agent::spawn(&format!("{user}@{DOMAIN}"), password, self.c2s_port, &self.cert, &[])
+        hearth_e2e::agent::Agent::spawn(
+            &format!("{user}@{DOMAIN}"),
+            password,
+            self.c2s_port,
+            &self.cert,
+            &[],
+        )
     }
 
     pub fn stop(&mut self) {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), nix::sys::signal::Signal::SIGTERM);
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
         let _ = self.child.wait();
     }
 }
@@ -224,9 +270,20 @@ impl Drop for Hearthd {
 /// Registers `user` with the invite `token` the way Conversations does with an invite link:
 /// a real slixmpp client presents the token (XEP-0401 preauth) and registers in-band (XEP-0077).
 /// Returns the connect reply (`ok` true once registered and logged in).
-pub fn register_with_token(hd: &Hearthd, token: &str, user: &str, password: &str) -> serde_json::Value {
+pub fn register_with_token(
+    hd: &Hearthd,
+    token: &str,
+    user: &str,
+    password: &str,
+) -> serde_json::Value {
     let args = ["--register", "--token", token];
-    let mut agent = hearth_e2e::agent::Agent::spawn(&format!("{user}@{DOMAIN}"), password, hd.c2s_port, &hd.cert, &args);
+    let mut agent = hearth_e2e::agent::Agent::spawn(
+        &format!("{user}@{DOMAIN}"),
+        password,
+        hd.c2s_port,
+        &hd.cert,
+        &args,
+    );
     let r = agent.try_connect();
     if r["ok"] == serde_json::json!(true) {
         agent.disconnect();
@@ -236,5 +293,11 @@ pub fn register_with_token(hd: &Hearthd, token: &str, user: &str, password: &str
 
 /// The token from an `xmpp:DOMAIN?register;preauth=TOKEN` URI.
 pub fn token_of(uri: &str) -> String {
-    uri.split("preauth=").nth(1).expect("preauth in the invite URI").split(';').next().unwrap_or("").to_string()
+    uri.split("preauth=")
+        .nth(1)
+        .expect("preauth in the invite URI")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .to_string()
 }

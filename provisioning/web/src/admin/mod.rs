@@ -127,15 +127,19 @@ async fn login_submit(
         return again(errors, StatusCode::TOO_MANY_REQUESTS);
     }
     let password = form.fields.get("password");
-    let username = crate::forms::check_username(&mut errors, "username", &username_in);
+    // Accept `alice@domain` too: that is how people know their account.
+    let suffix = format!("@{}", config.domain);
+    let bare = match username_in.to_lowercase().strip_suffix(&suffix) {
+        Some(local) => local.to_string(),
+        None => username_in.clone(),
+    };
+    let username = crate::forms::check_username(&mut errors, "username", &bare);
     if password.is_empty() {
         errors.insert("password", "Enter your password.");
     }
     let Some(username) = username.filter(|_| errors.is_empty()) else {
         return again(errors, StatusCode::UNPROCESSABLE_ENTITY);
     };
-    // Accept `alice@domain` too: that is how people know their account.
-    let username = username.strip_suffix(&format!("@{}", config.domain)).unwrap_or(&username).to_string();
     match app.backend.check_admin(&config, &username, password).await {
         Ok(true) => {
             app.login_limiter.succeeded();

@@ -563,4 +563,35 @@ password = "one-time-password" # removed from the file after first boot
         assert_eq!(c.tls.cert, Path::new("/var/lib/hearth/certs/fullchain.pem"));
         assert_eq!(c.acme.unwrap()["challenge"].as_str(), Some("http-01"));
     }
+
+    #[tokio::test]
+    async fn apply_configures_a_box_and_can_run_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = Preseed::parse(FULL, "t").unwrap();
+        let a = p
+            .answers(
+                &dir.path().join("data"),
+                &dir.path().join("etc/hearth.toml"),
+            )
+            .unwrap();
+        let o = apply(&a).await.unwrap();
+        assert_eq!(o.admin_jid, "admin@chat.example.org");
+        assert!(o.made_certificate && o.config.tls.key.exists());
+        let written = Config::load(&a.config_path).unwrap();
+        assert_eq!(written, o.config);
+        // A rerun (power cut before the wizard noticed) keeps the certificate, resets the password.
+        let again = Answers {
+            admin_password: "another-password".into(),
+            ..a.clone()
+        };
+        assert!(!apply(&again).await.unwrap().made_certificate);
+        let db = crate::storage::Storage::open(&written.database_path()).unwrap();
+        let cred = db
+            .credential("admin", crate::sasl::ScramHash::Sha256)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(cred.verify_password("another-password"));
+        assert!(db.user_info("admin").await.unwrap().unwrap().is_admin);
+    }
 }

@@ -29,19 +29,44 @@ pub fn ensure_installed() {
     if Path::new(CHROMIUM).exists() && Path::new(CHROMEDRIVER).exists() {
         return;
     }
-    let root = Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0\n")).unwrap_or(false);
-    assert!(root, "Chromium is missing: run `apt-get install chromium chromium-driver` as root");
-    let ok = |c: &mut Command| c.env("DEBIAN_FRONTEND", "noninteractive").status().map(|s| s.success()).unwrap_or(false);
-    assert!(ok(Command::new("apt-get").args(["update", "-qq"])), "apt-get update failed");
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0\n"))
+        .unwrap_or(false);
     assert!(
-        ok(Command::new("apt-get").args(["install", "-y", "-qq", "chromium", "chromium-driver", "fonts-dejavu-core"])),
+        root,
+        "Chromium is missing: run `apt-get install chromium chromium-driver` as root"
+    );
+    let ok = |c: &mut Command| {
+        c.env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    };
+    assert!(
+        ok(Command::new("apt-get").args(["update", "-qq"])),
+        "apt-get update failed"
+    );
+    assert!(
+        ok(Command::new("apt-get").args([
+            "install",
+            "-y",
+            "-qq",
+            "chromium",
+            "chromium-driver",
+            "fonts-dejavu-core"
+        ])),
         "apt-get install chromium chromium-driver failed"
     );
 }
 
 /// `target/screenshots/` of the workspace.
 pub fn screenshot_dir() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace").to_path_buf();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace")
+        .to_path_buf();
     let dir = root.join("target").join("screenshots");
     std::fs::create_dir_all(&dir).expect("create target/screenshots");
     dir
@@ -73,7 +98,13 @@ impl Browser {
             .expect("spawn chromedriver");
         let profile = tempfile::tempdir().expect("profile dir");
         let downloads = tempfile::tempdir().expect("download dir");
-        let mut b = Browser { driver, port, session: String::new(), _profile: profile, downloads };
+        let mut b = Browser {
+            driver,
+            port,
+            session: String::new(),
+            _profile: profile,
+            downloads,
+        };
         b.wait_driver();
         let args = vec![
             "--headless".to_string(),
@@ -102,8 +133,15 @@ impl Browser {
             },
         }}});
         let v = b.call("POST", "/session", Some(&caps));
-        b.session = v["sessionId"].as_str().unwrap_or_else(|| panic!("no WebDriver session: {v}")).to_string();
-        b.cmd("POST", "timeouts", Some(&json!({"implicit": IMPLICIT_WAIT_MS, "pageLoad": 60_000})));
+        b.session = v["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no WebDriver session: {v}"))
+            .to_string();
+        b.cmd(
+            "POST",
+            "timeouts",
+            Some(&json!({"implicit": IMPLICIT_WAIT_MS, "pageLoad": 60_000})),
+        );
         // A desktop window has a minimum width; emulate the phone's screen instead, as DevTools'
         // device mode does (mobile: the page's viewport meta tag applies).
         b.set_viewport(WIDTH, HEIGHT);
@@ -125,9 +163,13 @@ impl Browser {
 
     /// A WebDriver call; panics with the driver's message on error.
     fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Value {
-        let (status, v) = http(self.port, method, path, body).unwrap_or_else(|e| panic!("WebDriver {method} {path}: {e}"));
+        let (status, v) = http(self.port, method, path, body)
+            .unwrap_or_else(|e| panic!("WebDriver {method} {path}: {e}"));
         if status >= 400 {
-            panic!("WebDriver {method} {path} failed ({status}): {}", v["value"]);
+            panic!(
+                "WebDriver {method} {path} failed ({status}): {}",
+                v["value"]
+            );
         }
         v["value"].clone()
     }
@@ -138,8 +180,13 @@ impl Browser {
 
     /// Sets the emulated screen size (Chrome DevTools Protocol through chromedriver).
     pub fn set_viewport(&self, width: u32, height: u32) {
-        let params = json!({"width": width, "height": height, "deviceScaleFactor": 1, "mobile": true});
-        self.cmd("POST", "goog/cdp/execute", Some(&json!({"cmd": "Emulation.setDeviceMetricsOverride", "params": params})));
+        let params =
+            json!({"width": width, "height": height, "deviceScaleFactor": 1, "mobile": true});
+        self.cmd(
+            "POST",
+            "goog/cdp/execute",
+            Some(&json!({"cmd": "Emulation.setDeviceMetricsOverride", "params": params})),
+        );
     }
 
     pub fn goto(&self, url: &str) {
@@ -147,32 +194,62 @@ impl Browser {
     }
 
     pub fn url(&self) -> String {
-        self.cmd("GET", "url", None).as_str().unwrap_or_default().to_string()
+        self.cmd("GET", "url", None)
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
     }
 
     /// The first element matching `css`, waiting for it to appear.
     pub fn find(&self, css: &str) -> Element {
-        let v = self.cmd("POST", "element", Some(&json!({"using": "css selector", "value": css})));
-        Element(v[ELEMENT].as_str().unwrap_or_else(|| panic!("no element {css}: {v}")).to_string())
+        let v = self.cmd(
+            "POST",
+            "element",
+            Some(&json!({"using": "css selector", "value": css})),
+        );
+        Element(
+            v[ELEMENT]
+                .as_str()
+                .unwrap_or_else(|| panic!("no element {css}: {v}"))
+                .to_string(),
+        )
     }
 
     /// Every element matching `css` right now (no waiting beyond the implicit wait for the first).
     pub fn find_all(&self, css: &str) -> Vec<Element> {
-        let v = self.cmd("POST", "elements", Some(&json!({"using": "css selector", "value": css})));
-        v.as_array().map(|a| a.iter().filter_map(|e| e[ELEMENT].as_str().map(|s| Element(s.to_string()))).collect()).unwrap_or_default()
+        let v = self.cmd(
+            "POST",
+            "elements",
+            Some(&json!({"using": "css selector", "value": css})),
+        );
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|e| e[ELEMENT].as_str().map(|s| Element(s.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Replaces the text of the input matching `css`.
     pub fn fill(&self, css: &str, text: &str) {
         let e = self.find(css);
         self.cmd("POST", &format!("element/{}/clear", e.0), Some(&json!({})));
-        self.cmd("POST", &format!("element/{}/value", e.0), Some(&json!({ "text": text })));
+        self.cmd(
+            "POST",
+            &format!("element/{}/value", e.0),
+            Some(&json!({ "text": text })),
+        );
     }
 
     /// Chooses a file in an `<input type=file>`.
     pub fn upload(&self, css: &str, file: &Path) {
         let e = self.find(css);
-        self.cmd("POST", &format!("element/{}/value", e.0), Some(&json!({ "text": file.display().to_string() })));
+        self.cmd(
+            "POST",
+            &format!("element/{}/value", e.0),
+            Some(&json!({ "text": file.display().to_string() })),
+        );
     }
 
     pub fn click(&self, css: &str) {
@@ -209,11 +286,17 @@ impl Browser {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("the next page did not load within {PAGE_TIMEOUT:?}; still at {}", self.url());
+        panic!(
+            "the next page did not load within {PAGE_TIMEOUT:?}; still at {}",
+            self.url()
+        );
     }
 
     pub fn text_of(&self, e: &Element) -> String {
-        self.cmd("GET", &format!("element/{}/text", e.0), None).as_str().unwrap_or_default().to_string()
+        self.cmd("GET", &format!("element/{}/text", e.0), None)
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
     }
 
     /// Visible text of the first element matching `css`.
@@ -225,7 +308,9 @@ impl Browser {
     /// An attribute of the first element matching `css`.
     pub fn attr(&self, css: &str, name: &str) -> Option<String> {
         let e = self.find(css);
-        self.cmd("GET", &format!("element/{}/attribute/{name}", e.0), None).as_str().map(str::to_string)
+        self.cmd("GET", &format!("element/{}/attribute/{name}", e.0), None)
+            .as_str()
+            .map(str::to_string)
     }
 
     /// The whole page's visible text.
@@ -234,21 +319,40 @@ impl Browser {
     }
 
     pub fn execute(&self, script: &str, args: &[Value]) -> Value {
-        self.cmd("POST", "execute/sync", Some(&json!({ "script": script, "args": args })))
+        self.cmd(
+            "POST",
+            "execute/sync",
+            Some(&json!({ "script": script, "args": args })),
+        )
     }
 
     /// Saves a PNG of the viewport into `target/screenshots/NAME.png` and returns its path.
     pub fn screenshot(&self, name: &str) -> PathBuf {
         let v = self.cmd("GET", "screenshot", None);
-        let png = base64::engine::general_purpose::STANDARD.decode(v.as_str().unwrap_or_default()).expect("screenshot base64");
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(v.as_str().unwrap_or_default())
+            .expect("screenshot base64");
         let path = screenshot_dir().join(format!("{name}.png"));
         std::fs::write(&path, png).expect("write screenshot");
         path
     }
 
+    /// Saves both: `NAME.png`, the 390×844 screen as a phone shows it, and `NAME-full.png`, the
+    /// whole page at the phone's width (what the README shows).
+    pub fn screenshots(&self, name: &str) {
+        self.screenshot(name);
+        self.screenshot_full(&format!("{name}-full"));
+    }
+
     /// Saves a PNG of the whole page (all of its height, at the phone's width) for the README.
     pub fn screenshot_full(&self, name: &str) -> PathBuf {
-        let h = self.execute("return Math.ceil(document.documentElement.scrollHeight);", &[]).as_u64().unwrap_or(HEIGHT as u64);
+        let h = self
+            .execute(
+                "return Math.ceil(document.documentElement.scrollHeight);",
+                &[],
+            )
+            .as_u64()
+            .unwrap_or(HEIGHT as u64);
         self.set_viewport(WIDTH, (h as u32).clamp(HEIGHT, 6000));
         let path = self.screenshot(name);
         self.set_viewport(WIDTH, HEIGHT);
@@ -269,14 +373,22 @@ impl Browser {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        panic!("no *{suffix} was downloaded into {}", self.downloads.path().display());
+        panic!(
+            "no *{suffix} was downloaded into {}",
+            self.downloads.path().display()
+        );
     }
 }
 
 impl Drop for Browser {
     fn drop(&mut self) {
         if !self.session.is_empty() {
-            let _ = http(self.port, "DELETE", &format!("/session/{}", self.session), None);
+            let _ = http(
+                self.port,
+                "DELETE",
+                &format!("/session/{}", self.session),
+                None,
+            );
         }
         let _ = self.driver.kill();
         let _ = self.driver.wait();
@@ -286,7 +398,8 @@ impl Drop for Browser {
 /// One HTTP/1.1 request to chromedriver on loopback; returns the status and the JSON body.
 fn http(port: u16, method: &str, path: &str, body: Option<&Value>) -> Result<(u16, Value), String> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(Duration::from_secs(120))).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(120)))
+        .map_err(|e| e.to_string())?;
     let body = body.map(|b| b.to_string()).unwrap_or_default();
     let req = format!(
         "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json; charset=utf-8\r\n\
@@ -308,9 +421,16 @@ fn http(port: u16, method: &str, path: &str, body: Option<&Value>) -> Result<(u1
         raw.extend_from_slice(&buf[..n]);
     };
     let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
-    let status: u16 = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or("no HTTP status")?;
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or("no HTTP status")?;
     let mut payload = raw[split + 4..].to_vec();
-    let length = head.lines().find_map(|l| l.strip_prefix("content-length:").and_then(|v| v.trim().parse::<usize>().ok()));
+    let length = head.lines().find_map(|l| {
+        l.strip_prefix("content-length:")
+            .and_then(|v| v.trim().parse::<usize>().ok())
+    });
     let chunked = head.contains("transfer-encoding: chunked");
     loop {
         let complete = match length {
@@ -332,16 +452,30 @@ fn http(port: u16, method: &str, path: &str, body: Option<&Value>) -> Result<(u1
     } else if let Some(n) = length {
         payload.truncate(n);
     }
-    let v = if payload.is_empty() { Value::Null } else { serde_json::from_slice(&payload).map_err(|e| e.to_string())? };
+    let v = if payload.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&payload).map_err(|e| e.to_string())?
+    };
     Ok((status, v))
 }
 
 fn dechunk(mut data: &[u8]) -> Result<Vec<u8>, String> {
     let mut out = Vec::new();
     loop {
-        let end = data.windows(2).position(|w| w == b"\r\n").ok_or("bad chunk")?;
-        let size = usize::from_str_radix(String::from_utf8_lossy(&data[..end]).split(';').next().unwrap_or("").trim(), 16)
-            .map_err(|e| e.to_string())?;
+        let end = data
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .ok_or("bad chunk")?;
+        let size = usize::from_str_radix(
+            String::from_utf8_lossy(&data[..end])
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim(),
+            16,
+        )
+        .map_err(|e| e.to_string())?;
         data = &data[end + 2..];
         if size == 0 {
             return Ok(out);

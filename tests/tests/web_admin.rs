@@ -68,7 +68,7 @@ fn admin_pages_work_and_a_backup_restores_onto_a_fresh_box() {
             && text.contains(DOMAIN),
         "{text}"
     );
-    b.screenshot_full("admin-1-overview");
+    b.screenshots("admin-1-overview");
 
     // Users: add bob through the running hearthd; a taken name and a short password are refused.
     b.goto(&web.https_url("/admin/users"));
@@ -99,7 +99,7 @@ fn admin_pages_work_and_a_backup_restores_onto_a_fresh_box() {
         "{}",
         b.body_text()
     );
-    b.screenshot_full("admin-2-users");
+    b.screenshots("admin-2-users");
 
     // Invites: one made and shown with its QR code, one revoked.
     b.goto(&web.https_url("/admin/invites"));
@@ -109,7 +109,7 @@ fn admin_pages_work_and_a_backup_restores_onto_a_fresh_box() {
     let uri = b
         .attr("#new-invite a[href^='xmpp:']", "href")
         .expect("invite link");
-    b.screenshot_full("admin-3-invites");
+    b.screenshots("admin-3-invites");
     b.goto(&web.https_url(&format!("/invite/{}", token_of(&uri))));
     assert!(
         b.body_text()
@@ -117,7 +117,7 @@ fn admin_pages_work_and_a_backup_restores_onto_a_fresh_box() {
         "{}",
         b.body_text()
     );
-    b.screenshot_full("invite-landing");
+    b.screenshots("invite-landing");
     b.goto(&web.https_url("/admin/invites"));
     b.submit("form[action='/admin/invites/revoke'] button[type=submit]");
     assert!(
@@ -146,7 +146,7 @@ fn admin_pages_work_and_a_backup_restores_onto_a_fresh_box() {
         "{}",
         b.body_text()
     );
-    b.screenshot_full("invite-registered");
+    b.screenshots("invite-registered");
     b.goto(&landing);
     assert!(
         b.body_text().contains("used already"),
@@ -157,6 +157,69 @@ fn admin_pages_work_and_a_backup_restores_onto_a_fresh_box() {
     carol.connect();
     carol.disconnect();
     drop(carol);
+
+    // Carol forgot her password: the admin sets a new one, which works at once.
+    b.goto(&web.https_url("/admin/users"));
+    let row = "details[id='user-carol']";
+    let carol_form = format!("{row} form[action='/admin/users/password']");
+    b.click(&format!("{row} summary"));
+    b.fill(
+        &format!("{carol_form} input[name=password]"),
+        "carols new password",
+    );
+    b.fill(
+        &format!("{carol_form} input[name=password_again]"),
+        "carols new password",
+    );
+    b.submit(&format!("{carol_form} button[type=submit]"));
+    assert!(
+        b.body_text().contains("New password set for carol"),
+        "{}",
+        b.body_text()
+    );
+    let mut carol = hd.agent("carol", "carols new password");
+    carol.connect();
+    carol.disconnect();
+    drop(carol);
+
+    // Removing her needs the confirmation tick; without it nothing happens.
+    let delete_form = format!("{row} form[action='/admin/users/delete']");
+    b.click(&format!("{row} summary"));
+    b.submit(&format!("{delete_form} button[type=submit]"));
+    assert!(
+        b.body_text().contains("Tick \"Yes, remove carol\""),
+        "{}",
+        b.body_text()
+    );
+    b.click(&format!("{row} summary"));
+    b.click(&format!("{delete_form} input[name=confirm]"));
+    b.submit(&format!("{delete_form} button[type=submit]"));
+    assert!(
+        b.body_text().contains("Removed carol."),
+        "{}",
+        b.body_text()
+    );
+    assert!(
+        !b.body_text().contains(&format!("carol@{DOMAIN}")),
+        "{}",
+        b.body_text()
+    );
+    let mut carol = hd.agent("carol", "carols new password");
+    assert_eq!(
+        carol.try_connect()["ok"],
+        json!(false),
+        "a removed account cannot log in"
+    );
+    drop(carol);
+
+    // "Renew now" on a box without hearth-acme says so instead of failing silently.
+    b.goto(&web.https_url("/admin"));
+    b.submit("form[action='/admin/renew'] button[type=submit]");
+    assert!(
+        b.body_text().contains("is not installed on this box"),
+        "{}",
+        b.body_text()
+    );
 
     // Real chat state worth keeping: admin and bob are contacts, and a message waits for bob.
     let mut admin = hd.agent(ADMIN, ADMIN_PASSWORD);
@@ -187,7 +250,7 @@ fn admin_pages_work_and_a_backup_restores_onto_a_fresh_box() {
     // Backup: one file downloaded from the Backup page. The offline message is in the database
     // once hearthd has stored it; the admin's client disconnected after sending.
     b.goto(&web.https_url("/admin/backup"));
-    b.screenshot_full("admin-4-backup");
+    b.screenshots("admin-4-backup");
     b.click("form[action='/admin/backup/download'] button[type=submit]");
     let archive = b.wait_download(".tar");
     assert!(archive
@@ -195,6 +258,15 @@ fn admin_pages_work_and_a_backup_restores_onto_a_fresh_box() {
         .unwrap()
         .to_string_lossy()
         .starts_with(&format!("hearth-backup-{DOMAIN}-")));
+
+    // Restoring over a running chat server is refused with what to do instead.
+    b.upload("#archive", &archive);
+    b.submit("form[action='/admin/backup/restore'] button[type=submit]");
+    assert!(
+        b.text("#archive-error").contains("systemctl stop hearthd"),
+        "{}",
+        b.body_text()
+    );
     hd.stop();
 
     // A new SD card: a fresh box, restored from the wizard.
@@ -210,11 +282,11 @@ fn admin_pages_work_and_a_backup_restores_onto_a_fresh_box() {
         b.body_text()
     );
     b.upload("#archive", &archive);
-    b.screenshot_full("wizard-restore");
+    b.screenshots("wizard-restore");
     b.submit("button[type=submit]");
     let text = b.body_text();
     assert!(
-        text.contains("Backup restored") && text.contains("3 accounts"),
+        text.contains("Backup restored") && text.contains("2 accounts"),
         "{text}\n{}",
         fresh.log()
     );

@@ -46,36 +46,71 @@ fn a_preseeded_box_is_set_up_without_a_browser() {
     let file = web.boot_dir.join("hearth-setup.toml");
 
     // A typo is refused with file, line and key, and the secrets are removed all the same.
-    std::fs::write(&file, setup_toml(ADMIN_PASSWORD).replace("registration =", "registraton =")).unwrap();
+    std::fs::write(
+        &file,
+        setup_toml(ADMIN_PASSWORD).replace("registration =", "registraton ="),
+    )
+    .unwrap();
     let out = preseed(&web, &file);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("hearth-setup.toml:8") && err.contains("registraton"), "{err}");
-    assert!(!std::fs::read_to_string(&file).unwrap().contains(ADMIN_PASSWORD));
+    assert!(
+        !out.status.success() && err.contains("hearth-setup.toml:8") && err.contains("registraton"),
+        "{err}"
+    );
+    assert!(!std::fs::read_to_string(&file)
+        .unwrap()
+        .contains(ADMIN_PASSWORD));
     assert!(!web.config.exists());
 
     // The corrected file sets the box up and loses its secrets; comments and the rest stay.
     std::fs::write(&file, setup_toml(ADMIN_PASSWORD)).unwrap();
     let out = preseed(&web, &file);
     let said = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{said}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(said.contains(&format!("set up {DOMAIN} with admin {ADMIN}@{DOMAIN}")), "{said}");
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains(&format!("set up {DOMAIN} with admin {ADMIN}@{DOMAIN}")),
+        "{said}"
+    );
     let left = std::fs::read_to_string(&file).unwrap();
-    assert!(!left.contains(ADMIN_PASSWORD) && !left.contains("wifi-passphrase"), "{left}");
-    assert!(left.contains("ssid = \"MyWifi\"") && left.contains("# password: removed after first boot"), "{left}");
+    assert!(
+        !left.contains(ADMIN_PASSWORD) && !left.contains("wifi-passphrase"),
+        "{left}"
+    );
+    assert!(
+        left.contains("ssid = \"MyWifi\"") && left.contains("# password: removed after first boot"),
+        "{left}"
+    );
     assert!(web.config.exists());
 
     // Every boot runs it again; a set-up box is left alone.
     let out = preseed(&web, &file);
-    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("set up already"));
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("set up already")
+    );
 
     // hearth-web starts in admin mode: no setup code is made, the wizard is closed.
     web.spawn();
-    assert!(!web.boot_dir.join("SETUP-CODE.txt").exists(), "a set-up box needs no setup code");
+    assert!(
+        !web.boot_dir.join("SETUP-CODE.txt").exists(),
+        "a set-up box needs no setup code"
+    );
     let b = Browser::start();
     b.goto(&web.url("/setup"));
-    assert!(b.body_text().contains("already set up"), "{}", b.body_text());
+    assert!(
+        b.body_text().contains("already set up"),
+        "{}",
+        b.body_text()
+    );
     b.goto(&web.url("/"));
-    assert!(b.url().starts_with(&web.https_url("/admin/login")), "{}", b.url());
+    assert!(
+        b.url().starts_with(&web.https_url("/admin/login")),
+        "{}",
+        b.url()
+    );
     b.fill("#username", &format!("{ADMIN}@{DOMAIN}"));
     b.fill("#password", ADMIN_PASSWORD);
     b.submit("button[type=submit]");

@@ -19,9 +19,16 @@ fn owner_sets_up_the_box_in_a_browser_and_chats() {
 
     // Step 1: the setup code. Nothing else is reachable without it.
     b.goto(&web.url("/setup/admin"));
-    assert!(b.url().ends_with("/setup"), "steps need the code first: {}", b.url());
-    assert_eq!(b.execute("return [window.innerWidth, window.innerHeight];", &[]), serde_json::json!([390, 844]));
-    b.screenshot_full("wizard-1-setup-code");
+    assert!(
+        b.url().ends_with("/setup"),
+        "steps need the code first: {}",
+        b.url()
+    );
+    assert_eq!(
+        b.execute("return [window.innerWidth, window.innerHeight];", &[]),
+        serde_json::json!([390, 844])
+    );
+    b.screenshots("wizard-1-setup-code");
     b.fill("#code", &web.setup_code().to_lowercase());
     b.submit("button[type=submit]");
 
@@ -29,7 +36,7 @@ fn owner_sets_up_the_box_in_a_browser_and_chats() {
     assert!(b.url().ends_with("/setup/name"), "{}", b.url());
     b.click("input[name=kind][value=own]");
     b.fill("#domain", DOMAIN);
-    b.screenshot_full("wizard-2-name");
+    b.screenshots("wizard-2-name");
     b.submit("button[type=submit]");
 
     // Step 3: the admin account.
@@ -38,7 +45,7 @@ fn owner_sets_up_the_box_in_a_browser_and_chats() {
     b.fill("#username", ADMIN);
     b.fill("#password", ADMIN_PASSWORD);
     b.fill("#password_again", ADMIN_PASSWORD);
-    b.screenshot_full("wizard-3-admin");
+    b.screenshots("wizard-3-admin");
     b.submit("button[type=submit]");
     assert!(b.url().ends_with("/setup/join"), "{}", b.url());
 
@@ -50,41 +57,71 @@ fn owner_sets_up_the_box_in_a_browser_and_chats() {
     assert!(b.url().ends_with("/setup/join"), "resumed at {}", b.url());
 
     // Step 4: who may join (invite-only is preselected).
-    assert_eq!(b.attr("input[name=policy][value=invite]", "checked").as_deref(), Some("true"));
-    b.screenshot_full("wizard-4-join");
+    assert_eq!(
+        b.attr("input[name=policy][value=invite]", "checked")
+            .as_deref(),
+        Some("true")
+    );
+    b.screenshots("wizard-4-join");
     b.submit("button[type=submit]");
 
     // Step 5: Let's Encrypt over HTTP-01 — but the router forwards nothing.
     assert!(b.url().ends_with("/setup/certificate"), "{}", b.url());
     b.click("input[name=mode][value=acme-http-01]");
-    b.screenshot_full("wizard-5-certificate");
+    b.screenshots("wizard-5-certificate");
     b.submit("button[type=submit]");
     let text = b.body_text();
-    assert!(text.contains("Your router needs a change") && text.contains("Port forwarding"), "{text}");
+    assert!(
+        text.contains("Your router needs a change") && text.contains("Port forwarding"),
+        "{text}"
+    );
     assert!(text.contains("port 80 is closed there"), "{text}");
-    assert!(!web.config.exists(), "nothing is written before the last step succeeds");
-    b.screenshot_full("wizard-5b-router-ports");
+    assert!(
+        !web.config.exists(),
+        "nothing is written before the last step succeeds"
+    );
+    b.screenshots("wizard-5b-router-ports");
     b.submit("button[value=self-signed]");
 
     // Step 6: done, with the first invite.
     let text = b.body_text();
-    assert!(text.contains("Your Hearth is ready") && text.contains(&format!("{ADMIN}@{DOMAIN}")), "{text}");
+    assert!(
+        text.contains("Your Hearth is ready") && text.contains(&format!("{ADMIN}@{DOMAIN}")),
+        "{text}"
+    );
     b.find("svg.qr");
     let uri = b.attr("a[href^='xmpp:']", "href").expect("xmpp: link");
-    assert!(uri.starts_with(&format!("xmpp:{DOMAIN}?register;preauth=")), "{uri}");
+    assert!(
+        uri.starts_with(&format!("xmpp:{DOMAIN}?register;preauth=")),
+        "{uri}"
+    );
     let url = b.text("#invite-url");
     assert_eq!(url, format!("https://{DOMAIN}/invite/{}", token_of(&uri)));
-    b.screenshot_full("wizard-6-done");
+    b.screenshots("wizard-6-done");
 
     // The box is configured: the setup code is gone, the wizard refuses to run again.
     assert!(web.config.exists());
-    assert!(!web.boot_dir.join("SETUP-CODE.txt").exists(), "the code is retired after setup");
+    assert!(
+        !web.boot_dir.join("SETUP-CODE.txt").exists(),
+        "the code is retired after setup"
+    );
     let state = std::fs::read_to_string(web.state_dir.join("wizard.json")).unwrap();
-    assert!(!state.contains(ADMIN_PASSWORD), "the password does not stay on the card");
+    assert!(
+        !state.contains(ADMIN_PASSWORD),
+        "the password does not stay on the card"
+    );
     b.goto(&web.url("/setup/name"));
-    assert!(b.body_text().contains("This Hearth is already set up"), "{}", b.body_text());
+    assert!(
+        b.body_text().contains("This Hearth is already set up"),
+        "{}",
+        b.body_text()
+    );
     b.goto(&web.url("/setup"));
-    assert!(b.body_text().contains("This Hearth is already set up"), "{}", b.body_text());
+    assert!(
+        b.body_text().contains("This Hearth is already set up"),
+        "{}",
+        b.body_text()
+    );
 
     // The chat server starts on that config; the admin logs in with a real client.
     let hd = Hearthd::start(&web);
@@ -95,14 +132,27 @@ fn owner_sets_up_the_box_in_a_browser_and_chats() {
     // A friend's client registers with the invite token; the same token does not work twice.
     let token = token_of(&uri);
     let first = register_with_token(&hd, &token, "bob", "bobs secret pw");
-    assert_eq!(first["ok"], serde_json::json!(true), "first registration: {first}\n{}", hd.log());
+    assert_eq!(
+        first["ok"],
+        serde_json::json!(true),
+        "first registration: {first}\n{}",
+        hd.log()
+    );
     let again = register_with_token(&hd, &token, "mallory", "mallorys pw 123");
-    assert_eq!(again["ok"], serde_json::json!(false), "second use of one token: {again}");
+    assert_eq!(
+        again["ok"],
+        serde_json::json!(false),
+        "second use of one token: {again}"
+    );
     let mut bob = hd.agent("bob", "bobs secret pw");
     bob.connect();
     bob.disconnect();
     let mut mallory = hd.agent("mallory", "mallorys pw 123");
-    assert_eq!(mallory.try_connect()["ok"], serde_json::json!(false), "no account was made for the second use");
+    assert_eq!(
+        mallory.try_connect()["ok"],
+        serde_json::json!(false),
+        "no account was made for the second use"
+    );
 
     // The invite page now says the invite is used up.
     b.goto(&web.https_url(&format!("/invite/{token}")));

@@ -77,7 +77,10 @@ impl AppState {
 
     /// The HTTPS port visitors should be sent to.
     pub fn https_port(&self) -> u16 {
-        self.args.https_port.or_else(|| self.args.listen_tls.first().map(|a| a.port())).unwrap_or(443)
+        self.args
+            .https_port
+            .or_else(|| self.args.listen_tls.first().map(|a| a.port()))
+            .unwrap_or(443)
     }
 }
 
@@ -86,31 +89,50 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/", get(home))
         .merge(crate::wizard::routes())
         .merge(crate::admin::routes())
-        .route("/invite/{token}", get(crate::invite::page).post(crate::invite::register))
+        .route(
+            "/invite/{token}",
+            get(crate::invite::page).post(crate::invite::register),
+        )
         .route("/.well-known/acme-challenge/{token}", get(acme_challenge))
         .route(
             "/setup/restore",
-            get(crate::backup::wizard_page).post(crate::backup::wizard_restore).layer(DefaultBodyLimit::max(MAX_RESTORE_BYTES)),
+            get(crate::backup::wizard_page)
+                .post(crate::backup::wizard_restore)
+                .layer(DefaultBodyLimit::max(MAX_RESTORE_BYTES)),
         )
         .route(
             "/admin/backup/restore",
             post(crate::backup::admin_restore).layer(DefaultBodyLimit::max(MAX_RESTORE_BYTES)),
         )
         .fallback(not_found)
-        .layer(middleware::from_fn_with_state(state.clone(), crate::session::middleware))
-        .layer(middleware::from_fn_with_state(state.clone(), https_redirect))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::session::middleware,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            https_redirect,
+        ))
         .layer(middleware::from_fn(security_headers))
         .with_state(state)
 }
 
 async fn home(State(app): State<Arc<AppState>>) -> Redirect {
-    Redirect::to(if app.provisioned() { "/admin" } else { "/setup" })
+    Redirect::to(if app.provisioned() {
+        "/admin"
+    } else {
+        "/setup"
+    })
 }
 
 /// Once the box is set up, plain HTTP only serves ACME challenges and the wizard's last page
 /// (whose session began over HTTP); everything else moves to HTTPS, where cookies are Secure.
 async fn https_redirect(State(app): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    let tls = req.extensions().get::<ConnInfo>().map(|c| c.tls).unwrap_or(false);
+    let tls = req
+        .extensions()
+        .get::<ConnInfo>()
+        .map(|c| c.tls)
+        .unwrap_or(false);
     let path = req.uri().path();
     let exempt = path.starts_with("/.well-known/acme-challenge/") || path == "/setup/done";
     if tls || exempt || !app.provisioned() || app.tls.current().is_none() {
@@ -124,16 +146,32 @@ async fn https_redirect(State(app): State<Arc<AppState>>, req: Request, next: Ne
         .map(|a| a.host().to_string())
         .unwrap_or_else(|| "hearth.local".into());
     let port = app.https_port();
-    let port = if port == 443 { String::new() } else { format!(":{port}") };
-    let pq = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let host = if host.contains(':') && !host.starts_with('[') { format!("[{host}]") } else { host };
+    let port = if port == 443 {
+        String::new()
+    } else {
+        format!(":{port}")
+    };
+    let pq = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let host = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host
+    };
     Redirect::permanent(&format!("https://{host}{port}{pq}")).into_response()
 }
 
 /// No scripts at all, no framing, no referrer (invite tokens are in URLs), no caching of pages
 /// that show accounts and tokens.
 async fn security_headers(req: Request, next: Next) -> Response {
-    let tls = req.extensions().get::<ConnInfo>().map(|c| c.tls).unwrap_or(false);
+    let tls = req
+        .extensions()
+        .get::<ConnInfo>()
+        .map(|c| c.tls)
+        .unwrap_or(false);
     let mut resp = next.run(req).await;
     let h = resp.headers_mut();
     h.insert(
@@ -142,22 +180,38 @@ async fn security_headers(req: Request, next: Next) -> Response {
             "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
         ),
     );
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     if !h.contains_key(header::CACHE_CONTROL) {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
     if tls {
-        h.insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static("max-age=31536000"));
+        h.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000"),
+        );
     }
     resp
 }
 
 /// ACME HTTP-01: `hearth-acme` writes the token files, we only read them. Token names are
 /// base64url (RFC 8555 §8.3), which also rules out path tricks.
-async fn acme_challenge(State(app): State<Arc<AppState>>, UrlPath(token): UrlPath<String>) -> Response {
-    let valid = !token.is_empty() && token.len() <= 256 && token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+async fn acme_challenge(
+    State(app): State<Arc<AppState>>,
+    UrlPath(token): UrlPath<String>,
+) -> Response {
+    let valid = !token.is_empty()
+        && token.len() <= 256
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     if !valid {
         return (StatusCode::NOT_FOUND, "not found").into_response();
     }
@@ -169,7 +223,11 @@ async fn acme_challenge(State(app): State<Arc<AppState>>, UrlPath(token): UrlPat
 
 async fn not_found(uri: Uri) -> Response {
     log::debug!("404 {uri}");
-    message_page(StatusCode::NOT_FOUND, "Page not found", "There is no page at this address. Start again from the home page.")
+    message_page(
+        StatusCode::NOT_FOUND,
+        "Page not found",
+        "There is no page at this address. Start again from the home page.",
+    )
 }
 
 /// Renders a template; a template error becomes a plain 500 page rather than a panic.
@@ -182,7 +240,11 @@ pub fn render_status<T: Template>(status: StatusCode, t: &T) -> Response {
         Ok(html) => (status, Html(html)).into_response(),
         Err(e) => {
             log::error!("template error: {e}");
-            (StatusCode::INTERNAL_SERVER_ERROR, "The page could not be built; see the log of hearth-web.").into_response()
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "The page could not be built; see the log of hearth-web.",
+            )
+                .into_response()
         }
     }
 }
@@ -192,7 +254,13 @@ pub fn message_page(status: StatusCode, heading: &str, text: &str) -> Response {
     message_link(status, heading, text, "/", "Go to the start page")
 }
 
-pub fn message_link(status: StatusCode, heading: &str, text: &str, href: &str, link: &str) -> Response {
+pub fn message_link(
+    status: StatusCode,
+    heading: &str,
+    text: &str,
+    href: &str,
+    link: &str,
+) -> Response {
     render_status(
         status,
         &Message {
@@ -209,4 +277,3 @@ pub fn message_link(status: StatusCode, heading: &str, text: &str, href: &str, l
 pub fn see_other(to: &str) -> Response {
     Redirect::to(to).into_response()
 }
-

@@ -7,9 +7,9 @@
 //! use the database directly in both cases; SQLite's WAL and busy timeout make that safe.
 
 use hearthd::config::Config;
+use hearthd::control::Request;
 use hearthd::sasl::{ScramHash, StoredCredential};
 use hearthd::storage::{InviteInfo, Storage, StorageError, UserInfo};
-use hearthd::control::Request;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -30,7 +30,9 @@ impl std::fmt::Display for BackendError {
 impl From<StorageError> for BackendError {
     fn from(e: StorageError) -> Self {
         match e {
-            StorageError::Conflict(s) | StorageError::NotFound(s) | StorageError::Refused(s) => BackendError(capitalize(&s)),
+            StorageError::Conflict(s) | StorageError::NotFound(s) | StorageError::Refused(s) => {
+                BackendError(capitalize(&s))
+            }
             other => BackendError(format!("The account database had a problem: {other}")),
         }
     }
@@ -67,7 +69,11 @@ pub fn invite_url(domain: &str, token: &str) -> String {
 }
 
 fn decode<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> Result<T> {
-    serde_json::from_value(v).map_err(|e| BackendError(format!("The chat server sent an answer this page does not understand: {e}")))
+    serde_json::from_value(v).map_err(|e| {
+        BackendError(format!(
+            "The chat server sent an answer this page does not understand: {e}"
+        ))
+    })
 }
 
 /// Opens the database once and keeps it: the storage thread is cheap when idle.
@@ -85,7 +91,12 @@ impl Backend {
                 return Ok(s.clone());
             }
         }
-        let s = Storage::open(&path).map_err(|e| BackendError(format!("Cannot open the account database {}: {e}", path.display())))?;
+        let s = Storage::open(&path).map_err(|e| {
+            BackendError(format!(
+                "Cannot open the account database {}: {e}",
+                path.display()
+            ))
+        })?;
         *slot = Some((path, s.clone()));
         Ok(s)
     }
@@ -97,12 +108,23 @@ impl Backend {
 
     /// Sends a request to a running hearthd. `None` when it is not running (nothing listens on
     /// the socket): the caller then uses the database directly.
-    async fn via_control(&self, config: &Config, req: Request) -> Option<Result<serde_json::Value>> {
+    async fn via_control(
+        &self,
+        config: &Config,
+        req: Request,
+    ) -> Option<Result<serde_json::Value>> {
         match hearthd::control::request(&config.control_socket, &req).await {
             Ok(r) if r.ok => Some(Ok(r.data)),
-            Ok(r) => Some(Err(BackendError(capitalize(&r.error.unwrap_or_else(|| "the chat server refused".into()))))),
-            Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::ConnectionRefused) => None,
-            Err(e) => Some(Err(BackendError(format!("The chat server did not answer on {}: {e}", config.control_socket.display())))),
+            Ok(r) => Some(Err(BackendError(capitalize(
+                &r.error.unwrap_or_else(|| "the chat server refused".into()),
+            )))),
+            Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::ConnectionRefused) => {
+                None
+            }
+            Err(e) => Some(Err(BackendError(format!(
+                "The chat server did not answer on {}: {e}",
+                config.control_socket.display()
+            )))),
         }
     }
 
@@ -113,25 +135,52 @@ impl Backend {
         Ok(self.storage(config)?.list_users().await?)
     }
 
-    pub async fn add_user(&self, config: &Config, name: &str, password: &str, admin: bool) -> Result<()> {
-        let req = Request::UserAdd { user: name.to_string(), password: password.to_string(), admin };
+    pub async fn add_user(
+        &self,
+        config: &Config,
+        name: &str,
+        password: &str,
+        admin: bool,
+    ) -> Result<()> {
+        let req = Request::UserAdd {
+            user: name.to_string(),
+            password: password.to_string(),
+            admin,
+        };
         if let Some(r) = self.via_control(config, req).await {
             return r.map(|_| ());
         }
-        Ok(self.storage(config)?.create_user(name, password, config.auth.scram_iterations, admin).await?)
+        Ok(self
+            .storage(config)?
+            .create_user(name, password, config.auth.scram_iterations, admin)
+            .await?)
     }
 
     pub async fn set_password(&self, config: &Config, name: &str, password: &str) -> Result<()> {
-        let req = Request::UserPasswd { user: name.to_string(), password: password.to_string() };
+        let req = Request::UserPasswd {
+            user: name.to_string(),
+            password: password.to_string(),
+        };
         if let Some(r) = self.via_control(config, req).await {
             return r.map(|_| ());
         }
-        Ok(self.storage(config)?.set_password(name, password, config.auth.scram_iterations).await?)
+        Ok(self
+            .storage(config)?
+            .set_password(name, password, config.auth.scram_iterations)
+            .await?)
     }
 
     /// Through hearthd when it runs, so the account's open sessions are closed too.
     pub async fn delete_user(&self, config: &Config, name: &str) -> Result<()> {
-        if let Some(r) = self.via_control(config, Request::UserDel { user: name.to_string() }).await {
+        if let Some(r) = self
+            .via_control(
+                config,
+                Request::UserDel {
+                    user: name.to_string(),
+                },
+            )
+            .await
+        {
             return r.map(|_| ());
         }
         Ok(self.storage(config)?.delete_user(name).await?)
@@ -140,8 +189,12 @@ impl Backend {
     /// Whether `name` is an admin whose password is `password`. PBKDF2 runs off the async workers.
     pub async fn check_admin(&self, config: &Config, name: &str, password: &str) -> Result<bool> {
         let db = self.storage(config)?;
-        let Some(info) = db.user_info(name).await? else { return Ok(false) };
-        let Some(cred) = db.credential(name, ScramHash::Sha256).await? else { return Ok(false) };
+        let Some(info) = db.user_info(name).await? else {
+            return Ok(false);
+        };
+        let Some(cred) = db.credential(name, ScramHash::Sha256).await? else {
+            return Ok(false);
+        };
         let password = password.to_string();
         let ok = tokio::task::spawn_blocking(move || cred.verify_password(&password))
             .await
@@ -150,11 +203,18 @@ impl Backend {
     }
 
     pub async fn create_invite(&self, config: &Config, note: &str) -> Result<Invite> {
-        let req = Request::InviteCreate { uses: 1, expires_secs: INVITE_VALID_SECS, note: note.to_string() };
+        let req = Request::InviteCreate {
+            uses: 1,
+            expires_secs: INVITE_VALID_SECS,
+            note: note.to_string(),
+        };
         if let Some(r) = self.via_control(config, req).await {
             return r.and_then(decode);
         }
-        let n = self.storage(config)?.create_invite(1, INVITE_VALID_SECS, note).await?;
+        let n = self
+            .storage(config)?
+            .create_invite(1, INVITE_VALID_SECS, note)
+            .await?;
         Ok(Invite {
             id: n.id,
             uri: invite_uri(&config.domain, &n.token),
@@ -184,7 +244,13 @@ impl Backend {
     }
 
     /// Registers an account with an invite, using up one of its uses (atomically in storage).
-    pub async fn register_with_invite(&self, config: &Config, token: &str, name: &str, password: &str) -> Result<()> {
+    pub async fn register_with_invite(
+        &self,
+        config: &Config,
+        token: &str,
+        name: &str,
+        password: &str,
+    ) -> Result<()> {
         let (password, iterations) = (password.to_string(), config.auth.scram_iterations);
         // Both hashes hearthd offers, derived off the async workers (PBKDF2 is slow on purpose).
         let creds = tokio::task::spawn_blocking(move || {
@@ -196,7 +262,10 @@ impl Backend {
         .await
         .map_err(|e| BackendError(format!("password derivation failed: {e}")))?
         .map_err(|e| BackendError(format!("This password cannot be used: {}.", e.text())))?;
-        Ok(self.storage(config)?.register_with_invite(token, name, creds).await?)
+        Ok(self
+            .storage(config)?
+            .register_with_invite(token, name, creds)
+            .await?)
     }
 
     /// A consistent snapshot of the live database into `dest`.

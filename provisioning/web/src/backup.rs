@@ -34,24 +34,47 @@ fn now() -> i64 {
 
 // ---- making a backup ----
 
-pub async fn admin_page(State(app): State<Arc<AppState>>, Extension(session): Extension<Session>) -> Response {
+pub async fn admin_page(
+    State(app): State<Arc<AppState>>,
+    Extension(session): Extension<Session>,
+) -> Response {
     if let Err(r) = crate::admin::require(&app, &session) {
         return r;
     }
     let flash = crate::admin::flash(&app, &session);
-    render_status(StatusCode::OK, &BackupPage { title: "Backup", nav: "backup", csrf: session.data.csrf, flash, errors: Errors::new() })
+    render_status(
+        StatusCode::OK,
+        &BackupPage {
+            title: "Backup",
+            nav: "backup",
+            csrf: session.data.csrf,
+            flash,
+            errors: Errors::new(),
+        },
+    )
 }
 
-pub async fn admin_download(State(app): State<Arc<AppState>>, form: crate::session::PostForm) -> Response {
+pub async fn admin_download(
+    State(app): State<Arc<AppState>>,
+    form: crate::session::PostForm,
+) -> Response {
     let (_, config) = match crate::admin::require(&app, &form.session) {
         Ok(x) => x,
         Err(r) => return r,
     };
-    let staging = app.args.state_dir.join(format!(".backup-{}", crate::session::random_token(6)));
+    let staging = app
+        .args
+        .state_dir
+        .join(format!(".backup-{}", crate::session::random_token(6)));
     let result = async {
-        std::fs::create_dir_all(&staging).map_err(|e| format!("cannot create {}: {e}", staging.display()))?;
-        app.backend.snapshot(&config, &staging.join(DB)).await.map_err(|e| e.to_string())?;
-        let (config_path, staging2, cfg) = (app.args.config.clone(), staging.clone(), config.clone());
+        std::fs::create_dir_all(&staging)
+            .map_err(|e| format!("cannot create {}: {e}", staging.display()))?;
+        app.backend
+            .snapshot(&config, &staging.join(DB))
+            .await
+            .map_err(|e| e.to_string())?;
+        let (config_path, staging2, cfg) =
+            (app.args.config.clone(), staging.clone(), config.clone());
         tokio::task::spawn_blocking(move || archive(&cfg, &config_path, &staging2.join(DB)))
             .await
             .map_err(|e| e.to_string())?
@@ -61,11 +84,18 @@ pub async fn admin_download(State(app): State<Arc<AppState>>, form: crate::sessi
     match result {
         Ok(bytes) => {
             log::info!("backup downloaded ({} bytes)", bytes.len());
-            let name = format!("hearth-backup-{}-{}.tar", config.domain, crate::certinfo::date(now()));
+            let name = format!(
+                "hearth-backup-{}-{}.tar",
+                config.domain,
+                crate::certinfo::date(now())
+            );
             (
                 [
                     (header::CONTENT_TYPE, "application/x-tar".to_string()),
-                    (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{name}\"")),
+                    (
+                        header::CONTENT_DISPOSITION,
+                        format!("attachment; filename=\"{name}\""),
+                    ),
                 ],
                 bytes,
             )
@@ -73,7 +103,11 @@ pub async fn admin_download(State(app): State<Arc<AppState>>, form: crate::sessi
         }
         Err(e) => {
             log::error!("backup failed: {e}");
-            crate::admin::set_flash(&app, &form.session, format!("The backup could not be made: {e}"));
+            crate::admin::set_flash(
+                &app,
+                &form.session,
+                format!("The backup could not be made: {e}"),
+            );
             see_other("/admin/backup")
         }
     }
@@ -82,34 +116,46 @@ pub async fn admin_download(State(app): State<Arc<AppState>>, form: crate::sessi
 /// Builds the archive in memory: a home box's database is a few megabytes.
 fn archive(config: &Config, config_path: &Path, snapshot: &Path) -> Result<Vec<u8>, String> {
     let mut b = tar::Builder::new(Vec::new());
-    let manifest = serde_json::json!({ "format": FORMAT, "domain": config.domain, "created": now() });
+    let manifest =
+        serde_json::json!({ "format": FORMAT, "domain": config.domain, "created": now() });
     let mut add = |name: &str, data: &[u8]| -> Result<(), String> {
         let mut h = tar::Header::new_gnu();
         h.set_size(data.len() as u64);
         h.set_mode(0o600);
         h.set_mtime(now().max(0) as u64);
         h.set_entry_type(tar::EntryType::Regular);
-        b.append_data(&mut h, name, data).map_err(|e| format!("cannot write the archive: {e}"))
+        b.append_data(&mut h, name, data)
+            .map_err(|e| format!("cannot write the archive: {e}"))
     };
     add(MANIFEST, manifest.to_string().as_bytes())?;
     let read = |p: &Path| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
     add(CONFIG, &read(config_path)?)?;
     add(DB, &read(snapshot)?)?;
-    if let (Ok(c), Ok(k)) = (std::fs::read(&config.tls.cert), std::fs::read(&config.tls.key)) {
+    if let (Ok(c), Ok(k)) = (
+        std::fs::read(&config.tls.cert),
+        std::fs::read(&config.tls.key),
+    ) {
         add(CERT, &c)?;
         add(KEY, &k)?;
     }
-    b.into_inner().map_err(|e| format!("cannot finish the archive: {e}"))
+    b.into_inner()
+        .map_err(|e| format!("cannot finish the archive: {e}"))
 }
 
 // ---- restoring ----
 
 /// Receives the multipart upload into a file, checking the CSRF field (which the form sends
 /// first) before accepting any file data.
-async fn receive(session: &Session, multipart: Result<Multipart, MultipartRejection>, dir: &Path) -> Result<PathBuf, Result<String, Response>> {
-    let mut mp = multipart.map_err(|_| Ok("Choose the backup file, then press Restore.".to_string()))?;
+async fn receive(
+    session: &Session,
+    multipart: Result<Multipart, MultipartRejection>,
+    dir: &Path,
+) -> Result<PathBuf, Result<String, Response>> {
+    let mut mp =
+        multipart.map_err(|_| Ok("Choose the backup file, then press Restore.".to_string()))?;
     let mut csrf_seen = false;
-    let broke = |_| Ok("The upload broke off, or the file is larger than 1 GB. Try again.".to_string());
+    let broke =
+        |_| Ok("The upload broke off, or the file is larger than 1 GB. Try again.".to_string());
     while let Some(mut field) = mp.next_field().await.map_err(broke)? {
         match field.name() {
             Some("csrf") => {
@@ -120,13 +166,16 @@ async fn receive(session: &Session, multipart: Result<Multipart, MultipartReject
                 csrf_seen = true;
             }
             Some("archive") if csrf_seen => {
-                std::fs::create_dir_all(dir).map_err(|e| Ok(format!("The box cannot store the upload: {e}")))?;
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| Ok(format!("The box cannot store the upload: {e}")))?;
                 let path = dir.join(format!(".upload-{}.tar", crate::session::random_token(6)));
-                let mut file = std::fs::File::create(&path).map_err(|e| Ok(format!("The box cannot store the upload: {e}")))?;
+                let mut file = std::fs::File::create(&path)
+                    .map_err(|e| Ok(format!("The box cannot store the upload: {e}")))?;
                 let mut size = 0u64;
                 while let Some(chunk) = field.chunk().await.map_err(broke)? {
                     size += chunk.len() as u64;
-                    file.write_all(&chunk).map_err(|e| Ok(format!("The box cannot store the upload: {e}")))?;
+                    file.write_all(&chunk)
+                        .map_err(|e| Ok(format!("The box cannot store the upload: {e}")))?;
                 }
                 if size == 0 {
                     let _ = std::fs::remove_file(&path);
@@ -138,7 +187,11 @@ async fn receive(session: &Session, multipart: Result<Multipart, MultipartReject
             _ => {}
         }
     }
-    Err(if csrf_seen { Ok("Choose the backup file, then press Restore.".into()) } else { Err(expired()) })
+    Err(if csrf_seen {
+        Ok("Choose the backup file, then press Restore.".into())
+    } else {
+        Err(expired())
+    })
 }
 
 /// What a successful restore brought back.
@@ -151,23 +204,38 @@ pub struct Restored {
 pub fn restore(archive: &Path, data_dir: &Path, config_path: &Path) -> Result<Restored, String> {
     let staging = data_dir.join(".restore-staging");
     let _ = std::fs::remove_dir_all(&staging);
-    std::fs::create_dir_all(staging.join("certs")).map_err(|e| format!("cannot create {}: {e}", staging.display()))?;
+    std::fs::create_dir_all(staging.join("certs"))
+        .map_err(|e| format!("cannot create {}: {e}", staging.display()))?;
     let result = restore_from(archive, &staging, data_dir, config_path);
     let _ = std::fs::remove_dir_all(&staging);
     result
 }
 
-fn restore_from(archive: &Path, staging: &Path, data_dir: &Path, config_path: &Path) -> Result<Restored, String> {
-    let not_backup = "This file is not a Hearth backup (make one on the Backup page of the admin pages).";
+fn restore_from(
+    archive: &Path,
+    staging: &Path,
+    data_dir: &Path,
+    config_path: &Path,
+) -> Result<Restored, String> {
+    let not_backup =
+        "This file is not a Hearth backup (make one on the Backup page of the admin pages).";
     let file = std::fs::File::open(archive).map_err(|e| format!("cannot open the upload: {e}"))?;
     let mut tar = tar::Archive::new(file);
     let entries = tar.entries().map_err(|_| not_backup.to_string())?;
     for entry in entries {
         let mut entry = entry.map_err(|_| not_backup.to_string())?;
-        let name = entry.path().map_err(|_| not_backup.to_string())?.to_string_lossy().into_owned();
-        if [MANIFEST, CONFIG, DB, CERT, KEY].contains(&name.as_str()) && entry.header().entry_type().is_file() {
-            let mut out = std::fs::File::create(staging.join(&name)).map_err(|e| format!("cannot unpack: {e}"))?;
-            std::io::copy(&mut entry, &mut out).map_err(|_| "The backup file is damaged (it ends too early).".to_string())?;
+        let name = entry
+            .path()
+            .map_err(|_| not_backup.to_string())?
+            .to_string_lossy()
+            .into_owned();
+        if [MANIFEST, CONFIG, DB, CERT, KEY].contains(&name.as_str())
+            && entry.header().entry_type().is_file()
+        {
+            let mut out = std::fs::File::create(staging.join(&name))
+                .map_err(|e| format!("cannot unpack: {e}"))?;
+            std::io::copy(&mut entry, &mut out)
+                .map_err(|_| "The backup file is damaged (it ends too early).".to_string())?;
         }
     }
     let manifest: serde_json::Value = std::fs::read(staging.join(MANIFEST))
@@ -175,10 +243,14 @@ fn restore_from(archive: &Path, staging: &Path, data_dir: &Path, config_path: &P
         .and_then(|b| serde_json::from_slice(&b).ok())
         .ok_or_else(|| not_backup.to_string())?;
     if manifest["format"] != FORMAT {
-        return Err("This backup was made by a different version of Hearth and cannot be restored here.".into());
+        return Err(
+            "This backup was made by a different version of Hearth and cannot be restored here."
+                .into(),
+        );
     }
     let text = std::fs::read_to_string(staging.join(CONFIG)).map_err(|_| not_backup.to_string())?;
-    let mut config = Config::parse(&text, "the backup's hearth.toml").map_err(|e| format!("The backup's settings are damaged: {e}"))?;
+    let mut config = Config::parse(&text, "the backup's hearth.toml")
+        .map_err(|e| format!("The backup's settings are damaged: {e}"))?;
     let users = check_database(&staging.join(DB))?;
 
     // The restored box keeps its own places for files, whatever the old box used.
@@ -186,7 +258,8 @@ fn restore_from(archive: &Path, staging: &Path, data_dir: &Path, config_path: &P
     config.data_dir = data_dir.to_path_buf();
     config.tls.cert = cert.clone();
     config.tls.key = key.clone();
-    std::fs::create_dir_all(data_dir.join("certs")).map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
+    std::fs::create_dir_all(data_dir.join("certs"))
+        .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
 
     let live = data_dir.join(DB);
     if live.exists() {
@@ -194,26 +267,39 @@ fn restore_from(archive: &Path, staging: &Path, data_dir: &Path, config_path: &P
         for suffix in ["", "-wal", "-shm"] {
             let from = PathBuf::from(format!("{}{suffix}", live.display()));
             if from.exists() {
-                std::fs::rename(&from, format!("{}{suffix}", keep.display())).map_err(|e| format!("cannot move the old database aside: {e}"))?;
+                std::fs::rename(&from, format!("{}{suffix}", keep.display()))
+                    .map_err(|e| format!("cannot move the old database aside: {e}"))?;
             }
         }
     }
-    std::fs::rename(staging.join(DB), &live).map_err(|e| format!("cannot install the database: {e}"))?;
-    match (std::fs::read(staging.join(CERT)), std::fs::read(staging.join(KEY))) {
+    std::fs::rename(staging.join(DB), &live)
+        .map_err(|e| format!("cannot install the database: {e}"))?;
+    match (
+        std::fs::read(staging.join(CERT)),
+        std::fs::read(staging.join(KEY)),
+    ) {
         (Ok(c), Ok(k)) => {
-            hearthd::fsutil::write_atomically(&key, &k, 0o640).map_err(|e| format!("cannot write {}: {e}", key.display()))?;
-            hearthd::fsutil::write_atomically(&cert, &c, 0o644).map_err(|e| format!("cannot write {}: {e}", cert.display()))?;
+            hearthd::fsutil::write_atomically(&key, &k, 0o640)
+                .map_err(|e| format!("cannot write {}: {e}", key.display()))?;
+            hearthd::fsutil::write_atomically(&cert, &c, 0o644)
+                .map_err(|e| format!("cannot write {}: {e}", cert.display()))?;
         }
         _ => {
-            let pair = hearthd::certs::self_signed(&config.certificate_names()).map_err(|e| format!("cannot make a certificate: {e}"))?;
-            hearthd::fsutil::write_atomically(&key, pair.key_pem.as_bytes(), 0o640).map_err(|e| e.to_string())?;
-            hearthd::fsutil::write_atomically(&cert, pair.cert_pem.as_bytes(), 0o644).map_err(|e| e.to_string())?;
+            let pair = hearthd::certs::self_signed(&config.certificate_names())
+                .map_err(|e| format!("cannot make a certificate: {e}"))?;
+            hearthd::fsutil::write_atomically(&key, pair.key_pem.as_bytes(), 0o640)
+                .map_err(|e| e.to_string())?;
+            hearthd::fsutil::write_atomically(&cert, pair.cert_pem.as_bytes(), 0o644)
+                .map_err(|e| e.to_string())?;
         }
     }
     if let Some(dir) = config_path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
-    config.write_atomically(config_path).map_err(|e| e.to_string())?;
+    config
+        .write_atomically(config_path)
+        .map_err(|e| e.to_string())?;
     Ok(Restored { config, users })
 }
 
@@ -221,24 +307,40 @@ fn restore_from(archive: &Path, staging: &Path, data_dir: &Path, config_path: &P
 /// checks it is sound and has accounts.
 fn check_database(path: &Path) -> Result<i64, String> {
     let damaged = |e: rusqlite::Error| format!("The database in the backup is damaged ({e}).");
-    let conn = rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE).map_err(damaged)?;
-    let check: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).map_err(damaged)?;
+    let conn =
+        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)
+            .map_err(damaged)?;
+    let check: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .map_err(damaged)?;
     if check != "ok" {
         return Err(format!("The database in the backup is damaged ({check})."));
     }
-    let users: i64 = conn.query_row("SELECT count(*) FROM users", [], |r| r.get(0)).map_err(damaged)?;
+    let users: i64 = conn
+        .query_row("SELECT count(*) FROM users", [], |r| r.get(0))
+        .map_err(damaged)?;
     conn.close().map_err(|(_, e)| damaged(e))?;
     Ok(users)
 }
 
-pub async fn wizard_page(State(app): State<Arc<AppState>>, Extension(session): Extension<Session>) -> Response {
+pub async fn wizard_page(
+    State(app): State<Arc<AppState>>,
+    Extension(session): Extension<Session>,
+) -> Response {
     if app.provisioned() {
         return crate::wizard::already_set_up();
     }
     if !session.data.setup_ok {
         return see_other("/setup");
     }
-    render_status(StatusCode::OK, &RestorePage { title: "Restore", csrf: session.data.csrf, errors: Errors::new() })
+    render_status(
+        StatusCode::OK,
+        &RestorePage {
+            title: "Restore",
+            csrf: session.data.csrf,
+            errors: Errors::new(),
+        },
+    )
 }
 
 pub async fn wizard_restore(
@@ -255,7 +357,14 @@ pub async fn wizard_restore(
     let problem = |text: String| {
         let mut errors = Errors::new();
         errors.insert("archive", text);
-        render_status(StatusCode::UNPROCESSABLE_ENTITY, &RestorePage { title: "Restore", csrf: session.data.csrf.clone(), errors })
+        render_status(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &RestorePage {
+                title: "Restore",
+                csrf: session.data.csrf.clone(),
+                errors,
+            },
+        )
     };
     let upload = match receive(&session, multipart, &app.args.state_dir).await {
         Ok(p) => p,
@@ -263,19 +372,34 @@ pub async fn wizard_restore(
         Err(Err(resp)) => return resp,
     };
     let _guard = app.wizard.lock().await;
-    let (data_dir, config_path, up) = (app.args.data_dir.clone(), app.args.config.clone(), upload.clone());
-    let result = tokio::task::spawn_blocking(move || restore(&up, &data_dir, &config_path)).await.map_err(|e| e.to_string()).and_then(|r| r);
+    let (data_dir, config_path, up) = (
+        app.args.data_dir.clone(),
+        app.args.config.clone(),
+        upload.clone(),
+    );
+    let result = tokio::task::spawn_blocking(move || restore(&up, &data_dir, &config_path))
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r);
     let _ = std::fs::remove_file(&upload);
     match result {
         Ok(r) => {
-            log::info!("restored a backup of {} with {} accounts", r.config.domain, r.users);
-            app.tls.set_paths(r.config.tls.cert.clone(), r.config.tls.key.clone());
+            log::info!(
+                "restored a backup of {} with {} accounts",
+                r.config.domain,
+                r.users
+            );
+            app.tls
+                .set_paths(r.config.tls.cert.clone(), r.config.tls.key.clone());
             crate::setup_code::retire(&app.args.state_dir, &app.args.boot_dir);
             *app.code.lock().unwrap_or_else(|p| p.into_inner()) = None;
             message_link(
                 StatusCode::OK,
                 "Backup restored",
-                &format!("{} is back, with {} accounts. Sign in with an admin account from the backup.", r.config.domain, r.users),
+                &format!(
+                    "{} is back, with {} accounts. Sign in with an admin account from the backup.",
+                    r.config.domain, r.users
+                ),
                 "/admin/login",
                 "Sign in",
             )
@@ -296,7 +420,13 @@ pub async fn admin_restore(
     let problem = |text: String| {
         let mut errors = Errors::new();
         errors.insert("archive", text);
-        let page = BackupPage { title: "Backup", nav: "backup", csrf: session.data.csrf.clone(), flash: None, errors };
+        let page = BackupPage {
+            title: "Backup",
+            nav: "backup",
+            csrf: session.data.csrf.clone(),
+            flash: None,
+            errors,
+        };
         render_status(StatusCode::UNPROCESSABLE_ENTITY, &page)
     };
     let upload = match receive(&session, multipart, &app.args.state_dir).await {
@@ -313,19 +443,34 @@ pub async fn admin_restore(
         );
     }
     app.backend.close();
-    let (data_dir, config_path, up) = (config.data_dir.clone(), app.args.config.clone(), upload.clone());
-    let result = tokio::task::spawn_blocking(move || restore(&up, &data_dir, &config_path)).await.map_err(|e| e.to_string()).and_then(|r| r);
+    let (data_dir, config_path, up) = (
+        config.data_dir.clone(),
+        app.args.config.clone(),
+        upload.clone(),
+    );
+    let result = tokio::task::spawn_blocking(move || restore(&up, &data_dir, &config_path))
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r);
     let _ = std::fs::remove_file(&upload);
     match result {
         Ok(r) => {
-            log::info!("restored a backup of {} with {} accounts", r.config.domain, r.users);
-            app.tls.set_paths(r.config.tls.cert.clone(), r.config.tls.key.clone());
+            log::info!(
+                "restored a backup of {} with {} accounts",
+                r.config.domain,
+                r.users
+            );
+            app.tls
+                .set_paths(r.config.tls.cert.clone(), r.config.tls.key.clone());
             // The accounts may differ now: everybody signs in again.
             app.sessions.drop_admins();
             message_link(
                 StatusCode::OK,
                 "Backup restored",
-                &format!("{} is restored, with {} accounts. Sign in again.", r.config.domain, r.users),
+                &format!(
+                    "{} is restored, with {} accounts. Sign in again.",
+                    r.config.domain, r.users
+                ),
                 "/admin/login",
                 "Sign in",
             )

@@ -20,7 +20,12 @@ pub fn read(path: &Path) -> Result<CertInfo, String> {
         .next()
         .ok_or_else(|| format!("{} holds no certificate", path.display()))?
         .map_err(|e| format!("{} is not a PEM certificate: {e}", path.display()))?;
-    parse(&der).ok_or_else(|| format!("{} holds a certificate this page cannot read", path.display()))
+    parse(&der).ok_or_else(|| {
+        format!(
+            "{} holds a certificate this page cannot read",
+            path.display()
+        )
+    })
 }
 
 /// One DER element: (tag, content, rest).
@@ -34,7 +39,9 @@ fn tlv(d: &[u8]) -> Option<(u8, &[u8], &[u8])> {
         if n == 0 || n > 4 || d.len() < n {
             return None;
         }
-        let len = d[..n].iter().fold(0usize, |acc, b| (acc << 8) | *b as usize);
+        let len = d[..n]
+            .iter()
+            .fold(0usize, |acc, b| (acc << 8) | *b as usize);
         d = &d[n..];
         len
     };
@@ -165,14 +172,24 @@ mod tests {
 
     #[test]
     fn reads_a_self_signed_certificate() {
-        let p = hearthd::certs::self_signed(&["chat.example.test".into(), "groups.example.test".into()]).unwrap();
+        let p = hearthd::certs::self_signed(&[
+            "chat.example.test".into(),
+            "groups.example.test".into(),
+        ])
+        .unwrap();
         let der = CertificateDer::from_pem_slice(p.cert_pem.as_bytes()).unwrap();
         let info = parse(&der).unwrap();
         assert_eq!(info.names, vec!["chat.example.test", "groups.example.test"]);
         assert!(info.self_signed);
         assert_eq!(info.issuer, "chat.example.test");
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
-        assert!(info.not_before < now && info.not_after > now + 9 * 365 * 86_400, "{info:?}");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        assert!(
+            info.not_before < now && info.not_after > now + 9 * 365 * 86_400,
+            "{info:?}"
+        );
     }
 
     #[test]

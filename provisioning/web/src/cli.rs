@@ -54,13 +54,25 @@ pub struct SetupCodeArgs {
 /// `hearth-web setup-code`: the same code the service will ask for (it reads the same file).
 pub fn setup_code(a: SetupCodeArgs) -> Result<(), String> {
     if a.config.exists() {
-        println!("{} exists: this box is set up, no setup code needed", a.config.display());
+        println!(
+            "{} exists: this box is set up, no setup code needed",
+            a.config.display()
+        );
         return Ok(());
     }
-    let code = crate::setup_code::SetupCode::load_or_create(&a.state_dir)
-        .map_err(|e| format!("cannot store the setup code in {}: {e}", a.state_dir.display()))?;
+    let code = crate::setup_code::SetupCode::load_or_create(&a.state_dir).map_err(|e| {
+        format!(
+            "cannot store the setup code in {}: {e}",
+            a.state_dir.display()
+        )
+    })?;
     let urls = crate::netinfo::urls(a.port);
-    code.write_boot_file(&a.boot_dir, &urls).map_err(|e| format!("cannot write SETUP-CODE.txt in {}: {e}", a.boot_dir.display()))?;
+    code.write_boot_file(&a.boot_dir, &urls).map_err(|e| {
+        format!(
+            "cannot write SETUP-CODE.txt in {}: {e}",
+            a.boot_dir.display()
+        )
+    })?;
     println!("Hearth setup code: {}", code.display());
     for u in urls {
         println!("    {u}");
@@ -71,10 +83,20 @@ pub fn setup_code(a: SetupCodeArgs) -> Result<(), String> {
 #[derive(ClapArgs, Debug, Clone)]
 pub struct ServeArgs {
     /// Plain-HTTP address (repeatable): the wizard, ACME challenges, redirects to HTTPS.
-    #[arg(long, value_name = "ADDR", default_value = "[::]:80", help_heading = "Network")]
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = "[::]:80",
+        help_heading = "Network"
+    )]
     pub listen: Vec<SocketAddr>,
     /// HTTPS address (repeatable); answers once a certificate exists.
-    #[arg(long, value_name = "ADDR", default_value = "[::]:443", help_heading = "Network")]
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = "[::]:443",
+        help_heading = "Network"
+    )]
     pub listen_tls: Vec<SocketAddr>,
     /// Port put in redirects to HTTPS, if the outside sees another one than --listen-tls.
     #[arg(long, value_name = "PORT", help_heading = "Network")]
@@ -84,16 +106,36 @@ pub struct ServeArgs {
     #[arg(long, value_name = "FILE", default_value = hearthd::config::DEFAULT_CONFIG_PATH, help_heading = "Files")]
     pub config: PathBuf,
     /// hearth-web's own state: the resumable wizard, the setup code.
-    #[arg(long, value_name = "DIR", default_value = "/var/lib/hearth/web", help_heading = "Files")]
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "/var/lib/hearth/web",
+        help_heading = "Files"
+    )]
     pub state_dir: PathBuf,
     /// Where the wizard puts the database and certificates (written into the config).
-    #[arg(long, value_name = "DIR", default_value = "/var/lib/hearth", help_heading = "Files")]
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "/var/lib/hearth",
+        help_heading = "Files"
+    )]
     pub data_dir: PathBuf,
     /// The boot partition, where SETUP-CODE.txt is written for the owner.
-    #[arg(long, value_name = "DIR", default_value = "/boot/firmware", help_heading = "Files")]
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "/boot/firmware",
+        help_heading = "Files"
+    )]
     pub boot_dir: PathBuf,
     /// The certificate agent run by "Renew now".
-    #[arg(long, value_name = "PROGRAM", default_value = "hearth-acme", help_heading = "Files")]
+    #[arg(
+        long,
+        value_name = "PROGRAM",
+        default_value = "hearth-acme",
+        help_heading = "Files"
+    )]
     pub hearth_acme: PathBuf,
 
     /// For tests: answer DNS for NAME with IP in the reachability check (like curl's --resolve).
@@ -106,7 +148,11 @@ pub struct ServeArgs {
 
 fn parse_resolve(s: &str) -> Result<(String, IpAddr), String> {
     let (name, ip) = s.split_once('=').ok_or("expected NAME=IP")?;
-    Ok((name.to_string(), ip.parse().map_err(|e| format!("{ip:?} is not an IP address: {e}"))?))
+    Ok((
+        name.to_string(),
+        ip.parse()
+            .map_err(|e| format!("{ip:?} is not an IP address: {e}"))?,
+    ))
 }
 
 #[derive(ClapArgs, Debug, Clone)]
@@ -126,7 +172,10 @@ pub struct PreseedArgs {
 /// on every boot is harmless: a set-up box or a file without a password is left alone.
 pub async fn preseed(p: PreseedArgs) -> Result<(), String> {
     if !p.file.exists() {
-        println!("no {} found: the setup wizard will ask the questions", p.file.display());
+        println!(
+            "no {} found: the setup wizard will ask the questions",
+            p.file.display()
+        );
         return Ok(());
     }
     let outcome = match Preseed::load(&p.file) {
@@ -144,19 +193,34 @@ pub async fn preseed(p: PreseedArgs) -> Result<(), String> {
 
 async fn apply_preseed(p: &PreseedArgs, preseed: &Preseed) -> Result<(), setup::SetupError> {
     if p.config.exists() {
-        println!("{} exists: this box is set up already; not applying {}", p.config.display(), p.file.display());
+        println!(
+            "{} exists: this box is set up already; not applying {}",
+            p.config.display(),
+            p.file.display()
+        );
         Ok(())
     } else {
         match preseed.answers(&p.data_dir, &p.config) {
             Some(answers) => setup::apply(&answers).await.map(|o| {
-                println!("set up {} with admin {} ({} certificate)", o.config.domain, o.admin_jid, answers.certificate.as_str());
+                println!(
+                    "set up {} with admin {} ({} certificate)",
+                    o.config.domain,
+                    o.admin_jid,
+                    answers.certificate.as_str()
+                );
             }),
             None if preseed.server.is_some() => {
-                println!("{} has no admin password (already used?): the setup wizard will ask", p.file.display());
+                println!(
+                    "{} has no admin password (already used?): the setup wizard will ask",
+                    p.file.display()
+                );
                 Ok(())
             }
             None => {
-                println!("{} has no [server] section: the setup wizard will ask the questions", p.file.display());
+                println!(
+                    "{} has no [server] section: the setup wizard will ask the questions",
+                    p.file.display()
+                );
                 Ok(())
             }
         }

@@ -9,11 +9,19 @@ pub struct Fields(Vec<(String, String)>);
 
 impl Fields {
     pub fn parse(body: &[u8]) -> Fields {
-        Fields(form_urlencoded::parse(body).map(|(k, v)| (k.into_owned(), v.into_owned())).collect())
+        Fields(
+            form_urlencoded::parse(body)
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect(),
+        )
     }
 
     pub fn get(&self, name: &str) -> &str {
-        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).unwrap_or("")
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("")
     }
 
     /// A field with surrounding spaces removed (names, domains, never passwords).
@@ -45,11 +53,20 @@ impl Errors {
 }
 
 /// Checks a new password and its confirmation; errors go under `field` and `field`_again.
-pub fn check_new_password(errors: &mut Errors, field: &'static str, again: &'static str, pw: &str, pw2: &str) {
+pub fn check_new_password(
+    errors: &mut Errors,
+    field: &'static str,
+    again: &'static str,
+    pw: &str,
+    pw2: &str,
+) {
     if let Err(e) = hearthd::setup::check_password(pw) {
         errors.insert(field, e.message);
     } else if pw != pw2 {
-        errors.insert(again, "The two passwords differ. Type the same password twice.");
+        errors.insert(
+            again,
+            "The two passwords differ. Type the same password twice.",
+        );
     }
 }
 

@@ -15,10 +15,21 @@ use std::sync::Arc;
 
 /// Tokens are URL-safe base64 made by storage; anything else cannot be one.
 fn plausible(token: &str) -> bool {
-    !token.is_empty() && token.len() <= 128 && token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    !token.is_empty()
+        && token.len() <= 128
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-fn view(domain: &str, token: &str, csrf: String, errors: Errors, problem: Option<String>, username: String) -> InvitePage {
+fn view(
+    domain: &str,
+    token: &str,
+    csrf: String,
+    errors: Errors,
+    problem: Option<String>,
+    username: String,
+) -> InvitePage {
     let uri = invite_uri(domain, token);
     InvitePage {
         title: "You are invited",
@@ -35,26 +46,63 @@ fn view(domain: &str, token: &str, csrf: String, errors: Errors, problem: Option
     }
 }
 
-pub async fn page(State(app): State<Arc<AppState>>, Path(token): Path<String>, Extension(session): Extension<Session>) -> Response {
+pub async fn page(
+    State(app): State<Arc<AppState>>,
+    Path(token): Path<String>,
+    Extension(session): Extension<Session>,
+) -> Response {
     if !app.provisioned() {
-        return message_page(StatusCode::NOT_FOUND, "No such invite", "This box is not set up yet, so it has no invites.");
+        return message_page(
+            StatusCode::NOT_FOUND,
+            "No such invite",
+            "This box is not set up yet, so it has no invites.",
+        );
     }
     let config = match app.config() {
         Ok(c) => c,
         Err(r) => return r,
     };
     let problem = if !plausible(&token) {
-        Some("This invite link is not complete. Ask for the link again and copy all of it.".to_string())
+        Some(
+            "This invite link is not complete. Ask for the link again and copy all of it."
+                .to_string(),
+        )
     } else {
-        app.backend.check_invite(&config, &token).await.err().map(|e| format!("{e} Ask the person who invited you for a new one."))
+        app.backend
+            .check_invite(&config, &token)
+            .await
+            .err()
+            .map(|e| format!("{e} Ask the person who invited you for a new one."))
     };
-    let status = if problem.is_some() { StatusCode::GONE } else { StatusCode::OK };
-    render_status(status, &view(&config.domain, &token, session.data.csrf, Errors::new(), problem, String::new()))
+    let status = if problem.is_some() {
+        StatusCode::GONE
+    } else {
+        StatusCode::OK
+    };
+    render_status(
+        status,
+        &view(
+            &config.domain,
+            &token,
+            session.data.csrf,
+            Errors::new(),
+            problem,
+            String::new(),
+        ),
+    )
 }
 
-pub async fn register(State(app): State<Arc<AppState>>, Path(token): Path<String>, form: PostForm) -> Response {
+pub async fn register(
+    State(app): State<Arc<AppState>>,
+    Path(token): Path<String>,
+    form: PostForm,
+) -> Response {
     if !app.provisioned() {
-        return message_page(StatusCode::NOT_FOUND, "No such invite", "This box is not set up yet, so it has no invites.");
+        return message_page(
+            StatusCode::NOT_FOUND,
+            "No such invite",
+            "This box is not set up yet, so it has no invites.",
+        );
     }
     let config = match app.config() {
         Ok(c) => c,
@@ -63,24 +111,64 @@ pub async fn register(State(app): State<Arc<AppState>>, Path(token): Path<String
     let f = &form.fields;
     let csrf = form.session.data.csrf.clone();
     if !plausible(&token) {
-        let problem = Some("This invite link is not complete. Ask for the link again and copy all of it.".to_string());
-        return render_status(StatusCode::GONE, &view(&config.domain, &token, csrf, Errors::new(), problem, String::new()));
+        let problem = Some(
+            "This invite link is not complete. Ask for the link again and copy all of it."
+                .to_string(),
+        );
+        return render_status(
+            StatusCode::GONE,
+            &view(
+                &config.domain,
+                &token,
+                csrf,
+                Errors::new(),
+                problem,
+                String::new(),
+            ),
+        );
     }
     let mut errors = Errors::new();
     let name = check_username(&mut errors, "username", f.get("username"));
-    check_new_password(&mut errors, "password", "password_again", f.get("password"), f.get("password_again"));
+    check_new_password(
+        &mut errors,
+        "password",
+        "password_again",
+        f.get("password"),
+        f.get("password_again"),
+    );
     if let (Some(name), true) = (name, errors.is_empty()) {
         if let Err(e) = app.backend.check_invite(&config, &token).await {
             let problem = Some(format!("{e} Ask the person who invited you for a new one."));
-            return render_status(StatusCode::GONE, &view(&config.domain, &token, csrf, errors, problem, name));
+            return render_status(
+                StatusCode::GONE,
+                &view(&config.domain, &token, csrf, errors, problem, name),
+            );
         }
-        match app.backend.register_with_invite(&config, &token, &name, f.get("password")).await {
+        match app
+            .backend
+            .register_with_invite(&config, &token, &name, f.get("password"))
+            .await
+        {
             Ok(()) => {
                 log::info!("account {name} registered with an invite on the web page");
-                return render(&InviteDone { title: "Welcome", jid: format!("{name}@{}", config.domain), apps: APPS });
+                return render(&InviteDone {
+                    title: "Welcome",
+                    jid: format!("{name}@{}", config.domain),
+                    apps: APPS,
+                });
             }
             Err(e) => errors.insert("username", e.to_string()),
         }
     }
-    render_status(StatusCode::UNPROCESSABLE_ENTITY, &view(&config.domain, &token, csrf, errors, None, f.trimmed("username")))
+    render_status(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        &view(
+            &config.domain,
+            &token,
+            csrf,
+            errors,
+            None,
+            f.trimmed("username"),
+        ),
+    )
 }

@@ -63,7 +63,11 @@ fn init_logging() {
         .unwrap_or(log::LevelFilter::Info);
     if std::env::var_os("JOURNAL_STREAM").is_some() {
         if let Ok(logger) = systemd_journal_logger::JournalLog::new() {
-            if logger.with_syslog_identifier("hearth-web".into()).install().is_ok() {
+            if logger
+                .with_syslog_identifier("hearth-web".into())
+                .install()
+                .is_ok()
+            {
                 log::set_max_level(level);
                 return;
             }

@@ -39,7 +39,11 @@ pub fn hostname() -> String {
 
 /// Addresses to open the wizard at, for people: the .local name first, then each address.
 pub fn urls(port: u16) -> Vec<String> {
-    let suffix = if port == 80 { String::new() } else { format!(":{port}") };
+    let suffix = if port == 80 {
+        String::new()
+    } else {
+        format!(":{port}")
+    };
     let mut urls = vec![format!("http://{}.local{suffix}/", hostname())];
     for ip in lan_addresses() {
         match ip {

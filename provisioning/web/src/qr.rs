@@ -16,7 +16,11 @@ pub fn svg(data: &str) -> Option<String> {
         .build();
     // Inline in HTML: drop the XML declaration, and let the page size it.
     let start = image.find("<svg")?;
-    Some(image[start..].replacen("<svg", "<svg class=\"qr\" role=\"img\" aria-label=\"QR code of the invite link\"", 1))
+    Some(image[start..].replacen(
+        "<svg",
+        "<svg class=\"qr\" role=\"img\" aria-label=\"QR code of the invite link\"",
+        1,
+    ))
 }
 
 #[cfg(test)]

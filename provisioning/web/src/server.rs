@@ -21,7 +21,12 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(20);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
 
 pub async fn run(args: ServeArgs) -> Result<(), String> {
-    std::fs::create_dir_all(&args.state_dir).map_err(|e| format!("cannot create --state-dir {}: {e}", args.state_dir.display()))?;
+    std::fs::create_dir_all(&args.state_dir).map_err(|e| {
+        format!(
+            "cannot create --state-dir {}: {e}",
+            args.state_dir.display()
+        )
+    })?;
     let resolver = Arc::new(CertResolver::default());
     let provisioned = args.config.exists();
     let code = if provisioned {
@@ -29,12 +34,19 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
         resolver.set_paths(config.tls.cert.clone(), config.tls.key.clone());
         None
     } else {
-        let code = SetupCode::load_or_create(&args.state_dir)
-            .map_err(|e| format!("cannot store the setup code in {}: {e}", args.state_dir.display()))?;
+        let code = SetupCode::load_or_create(&args.state_dir).map_err(|e| {
+            format!(
+                "cannot store the setup code in {}: {e}",
+                args.state_dir.display()
+            )
+        })?;
         announce(&code, &args);
         Some(Arc::new(code))
     };
-    let probe = crate::wizard::reach::ProbeSettings { resolve: args.resolve.clone(), port: args.probe_port };
+    let probe = crate::wizard::reach::ProbeSettings {
+        resolve: args.resolve.clone(),
+        port: args.probe_port,
+    };
     let state = Arc::new(AppState {
         sessions: Default::default(),
         code: std::sync::Mutex::new(code),
@@ -51,14 +63,30 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
     let mut tasks = Vec::new();
     for addr in &args.listen {
         let l = bind(*addr).await?;
-        log::info!("serving HTTP on {}", l.local_addr().map(|a| a.to_string()).unwrap_or_default());
-        tasks.push(tokio::spawn(accept_loop(l, router.clone(), limit.clone(), None)));
+        log::info!(
+            "serving HTTP on {}",
+            l.local_addr().map(|a| a.to_string()).unwrap_or_default()
+        );
+        tasks.push(tokio::spawn(accept_loop(
+            l,
+            router.clone(),
+            limit.clone(),
+            None,
+        )));
     }
     for addr in &args.listen_tls {
         let l = bind(*addr).await?;
-        log::info!("serving HTTPS on {}", l.local_addr().map(|a| a.to_string()).unwrap_or_default());
+        log::info!(
+            "serving HTTPS on {}",
+            l.local_addr().map(|a| a.to_string()).unwrap_or_default()
+        );
         let acceptor = tokio_rustls::TlsAcceptor::from(tls_config.clone());
-        tasks.push(tokio::spawn(accept_loop(l, router.clone(), limit.clone(), Some(acceptor))));
+        tasks.push(tokio::spawn(accept_loop(
+            l,
+            router.clone(),
+            limit.clone(),
+            Some(acceptor),
+        )));
     }
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     shutdown_signal().await;
@@ -76,7 +104,10 @@ fn announce(code: &SetupCode, args: &ServeArgs) {
     let urls = crate::netinfo::urls(port);
     match code.write_boot_file(&args.boot_dir, &urls) {
         Ok(p) => log::info!("setup code written to {}", p.display()),
-        Err(e) => log::warn!("cannot write {}: {e}", args.boot_dir.join(crate::setup_code::FILE_NAME).display()),
+        Err(e) => log::warn!(
+            "cannot write {}: {e}",
+            args.boot_dir.join(crate::setup_code::FILE_NAME).display()
+        ),
     }
     println!("\n  Hearth is waiting to be set up.");
     println!("  Open one of these on a phone or computer in the same network:");
@@ -91,15 +122,24 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
         Ok(l) => Ok(l),
         // `[::]` fails on a kernel without IPv6; the IPv4 wildcard still serves the LAN.
         Err(_) if addr.ip().is_unspecified() && addr.is_ipv6() => {
-            TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], addr.port()))).await.map_err(|e| format!("cannot listen on {addr}: {e}"))
+            TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], addr.port())))
+                .await
+                .map_err(|e| format!("cannot listen on {addr}: {e}"))
         }
         Err(e) => Err(format!("cannot listen on {addr}: {e}")),
     }
 }
 
-async fn accept_loop(listener: TcpListener, router: Router, limit: Arc<Semaphore>, tls: Option<tokio_rustls::TlsAcceptor>) {
+async fn accept_loop(
+    listener: TcpListener,
+    router: Router,
+    limit: Arc<Semaphore>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
     loop {
-        let Ok(permit) = limit.clone().acquire_owned().await else { return };
+        let Ok(permit) = limit.clone().acquire_owned().await else {
+            return;
+        };
         let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
             Err(e) => {
@@ -113,14 +153,19 @@ async fn accept_loop(listener: TcpListener, router: Router, limit: Arc<Semaphore
         let tls = tls.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let info = ConnInfo { tls: tls.is_some(), peer };
+            let info = ConnInfo {
+                tls: tls.is_some(),
+                peer,
+            };
             match tls {
                 None => serve(TokioIo::new(stream), router, info).await,
-                Some(acceptor) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                    Ok(Ok(s)) => serve(TokioIo::new(s), router, info).await,
-                    Ok(Err(e)) => log::debug!("TLS handshake with {peer} failed: {e}"),
-                    Err(_) => log::debug!("TLS handshake with {peer} timed out"),
-                },
+                Some(acceptor) => {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(s)) => serve(TokioIo::new(s), router, info).await,
+                        Ok(Err(e)) => log::debug!("TLS handshake with {peer} failed: {e}"),
+                        Err(_) => log::debug!("TLS handshake with {peer} timed out"),
+                    }
+                }
             }
         });
     }
@@ -130,11 +175,12 @@ async fn serve<I>(io: I, router: Router, info: ConnInfo)
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-        req.extensions_mut().insert(info);
-        let router = router.clone();
-        async move { tower::ServiceExt::oneshot(router, req.map(axum::body::Body::new)).await }
-    });
+    let service =
+        hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(info);
+            let router = router.clone();
+            async move { tower::ServiceExt::oneshot(router, req.map(axum::body::Body::new)).await }
+        });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)

@@ -88,7 +88,11 @@ impl Sessions {
             let now = Instant::now();
             map.retain(|_, s| now.duration_since(s.last_seen) < IDLE_TIMEOUT);
             if map.len() >= MAX_SESSIONS {
-                if let Some(oldest) = map.iter().min_by_key(|(_, s)| s.last_seen).map(|(k, _)| k.clone()) {
+                if let Some(oldest) = map
+                    .iter()
+                    .min_by_key(|(_, s)| s.last_seen)
+                    .map(|(k, _)| k.clone())
+                {
                     map.remove(&oldest);
                 }
             }
@@ -126,34 +130,61 @@ impl Sessions {
 }
 
 fn fresh() -> SessionData {
-    SessionData { csrf: random_token(32), last_seen: Instant::now(), setup_ok: false, admin: None, flash: None }
+    SessionData {
+        csrf: random_token(32),
+        last_seen: Instant::now(),
+        setup_ok: false,
+        admin: None,
+        flash: None,
+    }
 }
 
 /// The `Set-Cookie` value for a session id.
 pub fn cookie_value(id: &str, secure: bool) -> HeaderValue {
     let secure = if secure { "; Secure" } else { "" };
-    HeaderValue::from_str(&format!("{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict{secure}"))
-        .unwrap_or_else(|_| HeaderValue::from_static("hearth_session=; Path=/"))
+    HeaderValue::from_str(&format!(
+        "{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict{secure}"
+    ))
+    .unwrap_or_else(|_| HeaderValue::from_static("hearth_session=; Path=/"))
 }
 
 fn cookie_from(req: &Request) -> Option<String> {
-    req.headers().get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).find_map(|v| {
-        v.split(';').find_map(|kv| {
-            let (k, val) = kv.trim().split_once('=')?;
-            (k == COOKIE).then(|| val.to_string())
+    req.headers()
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| {
+            v.split(';').find_map(|kv| {
+                let (k, val) = kv.trim().split_once('=')?;
+                (k == COOKIE).then(|| val.to_string())
+            })
         })
-    })
 }
 
 /// Attaches a [`Session`] to every request, creating one (and its cookie) for new visitors.
-pub async fn middleware(State(app): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
-    let tls = req.extensions().get::<ConnInfo>().map(|c| c.tls).unwrap_or(false);
-    let existing = cookie_from(&req).and_then(|id| app.sessions.get(&id).map(|data| Session { id, data }));
+pub async fn middleware(
+    State(app): State<Arc<AppState>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let tls = req
+        .extensions()
+        .get::<ConnInfo>()
+        .map(|c| c.tls)
+        .unwrap_or(false);
+    let existing =
+        cookie_from(&req).and_then(|id| app.sessions.get(&id).map(|data| Session { id, data }));
     let (session, new) = match existing {
         Some(s) => (s, false),
         None => {
             let data = fresh();
-            (Session { id: app.sessions.create(data.clone()), data }, true)
+            (
+                Session {
+                    id: app.sessions.create(data.clone()),
+                    data,
+                },
+                true,
+            )
         }
     };
     let id = session.id.clone();
@@ -161,7 +192,8 @@ pub async fn middleware(State(app): State<Arc<AppState>>, mut req: Request, next
     let mut resp = next.run(req).await;
     // A handler that rotated the session set its own cookie; otherwise announce a new one.
     if new && !resp.headers().contains_key(header::SET_COOKIE) {
-        resp.headers_mut().append(header::SET_COOKIE, cookie_value(&id, tls));
+        resp.headers_mut()
+            .append(header::SET_COOKIE, cookie_value(&id, tls));
     }
     resp
 }
@@ -177,7 +209,11 @@ impl<S: Send + Sync> FromRequest<S> for PostForm {
     type Rejection = Response;
 
     async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
-        let session = req.extensions().get::<Session>().cloned().ok_or_else(|| expired().into_response())?;
+        let session = req
+            .extensions()
+            .get::<Session>()
+            .cloned()
+            .ok_or_else(|| expired().into_response())?;
         let bytes = axum::body::to_bytes(req.into_body(), MAX_FORM_BYTES).await.map_err(|_| {
             crate::app::message_page(
                 axum::http::StatusCode::PAYLOAD_TOO_LARGE,

@@ -24,9 +24,13 @@ const STATE_FILE: &str = "setup-code";
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verdict {
     Right,
-    Wrong { tries_left: u32 },
+    Wrong {
+        tries_left: u32,
+    },
     /// Too many wrong guesses; the right code is refused too until the wait is over.
-    Locked { wait: Duration },
+    Locked {
+        wait: Duration,
+    },
 }
 
 pub struct SetupCode {
@@ -53,12 +57,19 @@ impl SetupCode {
                 // whoever owns the state directory: the hearth-web service user.
                 if let Ok(meta) = std::fs::metadata(state_dir) {
                     use std::os::unix::fs::MetadataExt;
-                    let _ = nix::unistd::chown(&path, Some(meta.uid().into()), Some(meta.gid().into()));
+                    let _ =
+                        nix::unistd::chown(&path, Some(meta.uid().into()), Some(meta.gid().into()));
                 }
                 code
             }
         };
-        Ok(SetupCode { code, limiter: Mutex::new(Limiter { failures: 0, locked_until: None }) })
+        Ok(SetupCode {
+            code,
+            limiter: Mutex::new(Limiter {
+                failures: 0,
+                locked_until: None,
+            }),
+        })
     }
 
     /// The code as people see it: `ABCD-EFGH`.
@@ -87,7 +98,9 @@ impl SetupCode {
             l.locked_until = Some(now + LOCKOUT);
             return Verdict::Locked { wait: LOCKOUT };
         }
-        Verdict::Wrong { tries_left: MAX_FAILURES - l.failures }
+        Verdict::Wrong {
+            tries_left: MAX_FAILURES - l.failures,
+        }
     }
 
     /// Writes `SETUP-CODE.txt` for the owner, with the addresses to open.
@@ -118,7 +131,10 @@ pub fn retire(state_dir: &Path, boot_dir: &Path) {
 
 /// Upper case, without the dash, spaces and anything else people add while typing.
 fn normalize(s: &str) -> String {
-    s.chars().filter(|c| c.is_ascii_alphanumeric()).map(|c| c.to_ascii_uppercase()).collect()
+    s.chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .map(|c| c.to_ascii_uppercase())
+        .collect()
 }
 
 fn generate() -> String {

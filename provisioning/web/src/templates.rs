@@ -22,10 +22,26 @@ pub struct App {
 
 /// The clients the issue names; they all understand `xmpp:` invite links and OMEMO.
 pub const APPS: &[App] = &[
-    App { name: "Conversations", platforms: "Android", url: "https://conversations.im/" },
-    App { name: "Monal", platforms: "iPhone, iPad, Mac", url: "https://monal-im.org/" },
-    App { name: "Gajim", platforms: "Windows, Linux", url: "https://gajim.org/" },
-    App { name: "Dino", platforms: "Linux", url: "https://dino.im/" },
+    App {
+        name: "Conversations",
+        platforms: "Android",
+        url: "https://conversations.im/",
+    },
+    App {
+        name: "Monal",
+        platforms: "iPhone, iPad, Mac",
+        url: "https://monal-im.org/",
+    },
+    App {
+        name: "Gajim",
+        platforms: "Windows, Linux",
+        url: "https://gajim.org/",
+    },
+    App {
+        name: "Dino",
+        platforms: "Linux",
+        url: "https://dino.im/",
+    },
 ];
 
 // ---- wizard ----

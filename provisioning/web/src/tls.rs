@@ -60,7 +60,10 @@ impl CertResolver {
         match load(&cert, &key) {
             Ok(k) => {
                 log::info!("serving HTTPS with the certificate in {}", cert.display());
-                s.loaded = Some(Loaded { stamp: now, key: k.clone() });
+                s.loaded = Some(Loaded {
+                    stamp: now,
+                    key: k.clone(),
+                });
                 Some(k)
             }
             Err(e) => {
@@ -85,21 +88,33 @@ fn load(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, String> {
     if chain.is_empty() {
         return Err(format!("{} holds no certificate", cert.display()));
     }
-    let der = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("cannot read the key {}: {e}", key.display()))?;
+    let der = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| format!("cannot read the key {}: {e}", key.display()))?;
     let provider = rustls::crypto::ring::default_provider();
-    let signing = provider.key_provider.load_private_key(der).map_err(|e| format!("unusable key {}: {e}", key.display()))?;
+    let signing = provider
+        .key_provider
+        .load_private_key(der)
+        .map_err(|e| format!("unusable key {}: {e}", key.display()))?;
     let ck = CertifiedKey::new(chain, signing);
-    ck.keys_match().map_err(|e| format!("{} does not belong to {}: {e}", key.display(), cert.display()))?;
+    ck.keys_match().map_err(|e| {
+        format!(
+            "{} does not belong to {}: {e}",
+            key.display(),
+            cert.display()
+        )
+    })?;
     Ok(Arc::new(ck))
 }
 
 /// The rustls server config for the HTTPS listener.
 pub fn server_config(resolver: Arc<CertResolver>) -> Result<Arc<rustls::ServerConfig>, String> {
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS setup failed: {e}"))?
-        .with_no_client_auth()
-        .with_cert_resolver(resolver);
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| format!("TLS setup failed: {e}"))?
+    .with_no_client_auth()
+    .with_cert_resolver(resolver);
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
@@ -116,20 +131,32 @@ mod tests {
         r.set_paths(c.clone(), k.clone());
         assert!(r.current().is_none(), "no files yet");
         let write = |names: &[&str]| {
-            let p = hearthd::certs::self_signed(&names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+            let p = hearthd::certs::self_signed(
+                &names.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            )
+            .unwrap();
             hearthd::fsutil::write_atomically(&k, p.key_pem.as_bytes(), 0o600).unwrap();
             hearthd::fsutil::write_atomically(&c, p.cert_pem.as_bytes(), 0o644).unwrap();
             p.cert_pem
         };
         write(&["one.test"]);
         let first = r.current().unwrap();
-        assert!(Arc::ptr_eq(&first, &r.current().unwrap()), "unchanged files are not reloaded");
+        assert!(
+            Arc::ptr_eq(&first, &r.current().unwrap()),
+            "unchanged files are not reloaded"
+        );
         // Same-second rewrites must still be noticed: the longer name changes the file size.
         write(&["a-longer-name.test"]);
         let second = r.current().unwrap();
         assert_ne!(first.cert[0], second.cert[0]);
         // A key that does not match keeps the previous pair.
-        std::fs::write(&k, hearthd::certs::self_signed(&["x.test".into()]).unwrap().key_pem).unwrap();
+        std::fs::write(
+            &k,
+            hearthd::certs::self_signed(&["x.test".into()])
+                .unwrap()
+                .key_pem,
+        )
+        .unwrap();
         assert_eq!(r.current().unwrap().cert[0], second.cert[0]);
     }
 }

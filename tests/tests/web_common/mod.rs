@@ -160,7 +160,7 @@ fn wait_port(port: u16, child: &mut Child, log: &Path) {
 pub fn run_wizard(b: &Browser, web: &WebServer, shots: Option<&str>) {
     let shot = |name: &str| {
         if let Some(prefix) = shots {
-            b.screenshot_full(&format!("{prefix}{name}"));
+            b.screenshots(&format!("{prefix}{name}"));
         }
     };
     b.goto(&web.url("/"));

@@ -15,11 +15,19 @@ use std::sync::Arc;
 /// Longest note kept with an invite ("for Grandma").
 const MAX_NOTE_CHARS: usize = 100;
 
-pub async fn page(State(app): State<Arc<AppState>>, Extension(session): Extension<Session>) -> Response {
+pub async fn page(
+    State(app): State<Arc<AppState>>,
+    Extension(session): Extension<Session>,
+) -> Response {
     show(&app, &session, Errors::new(), None).await
 }
 
-async fn show(app: &AppState, session: &Session, errors: Errors, created: Option<NewInviteView>) -> Response {
+async fn show(
+    app: &AppState,
+    session: &Session,
+    errors: Errors,
+    created: Option<NewInviteView>,
+) -> Response {
     let (_, config) = match require(app, session) {
         Ok(x) => x,
         Err(r) => return r,
@@ -49,7 +57,11 @@ async fn show(app: &AppState, session: &Session, errors: Errors, created: Option
             expires: date(i.expires_at),
         })
         .collect();
-    let status = if errors.is_empty() { StatusCode::OK } else { StatusCode::UNPROCESSABLE_ENTITY };
+    let status = if errors.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
+    };
     let page = InvitesPage {
         title: "Invites",
         nav: "invites",
@@ -74,9 +86,15 @@ pub async fn create(State(app): State<Arc<AppState>>, form: PostForm) -> Respons
     let note = form.fields.trimmed("note");
     let mut errors = Errors::new();
     if note.chars().count() > MAX_NOTE_CHARS {
-        errors.insert("note", format!("Keep the note under {MAX_NOTE_CHARS} characters."));
+        errors.insert(
+            "note",
+            format!("Keep the note under {MAX_NOTE_CHARS} characters."),
+        );
     } else if note.chars().any(char::is_control) {
-        errors.insert("note", "The note contains a control character; type it again.");
+        errors.insert(
+            "note",
+            "The note contains a control character; type it again.",
+        );
     }
     if !errors.is_empty() {
         return show(&app, &form.session, errors, None).await;
@@ -86,7 +104,17 @@ pub async fn create(State(app): State<Arc<AppState>>, form: PostForm) -> Respons
             log::info!("invite {} created", invite.id);
             let qr = crate::qr::svg(&invite.uri).unwrap_or_default();
             // Shown right here, not after a redirect: the token cannot be looked up again.
-            show(&app, &form.session, Errors::new(), Some(NewInviteView { uri: invite.uri, url: invite.url, qr })).await
+            show(
+                &app,
+                &form.session,
+                Errors::new(),
+                Some(NewInviteView {
+                    uri: invite.uri,
+                    url: invite.url,
+                    qr,
+                }),
+            )
+            .await
         }
         Err(e) => {
             errors.insert("note", format!("The invite could not be made: {e}"));

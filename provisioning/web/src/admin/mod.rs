@@ -36,7 +36,10 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/admin/invites", get(invites::page).post(invites::create))
         .route("/admin/invites/revoke", post(invites::revoke))
         .route("/admin/backup", get(crate::backup::admin_page))
-        .route("/admin/backup/download", post(crate::backup::admin_download))
+        .route(
+            "/admin/backup/download",
+            post(crate::backup::admin_download),
+        )
 }
 
 #[derive(Default)]
@@ -74,7 +77,9 @@ pub fn require(app: &AppState, session: &Session) -> Result<(String, Config), Re
     if !app.provisioned() {
         return Err(see_other("/setup"));
     }
-    let Some(admin) = session.data.admin.clone() else { return Err(see_other("/admin/login")) };
+    let Some(admin) = session.data.admin.clone() else {
+        return Err(see_other("/admin/login"));
+    };
     Ok((admin, app.config()?))
 }
 
@@ -88,7 +93,10 @@ pub fn set_flash(app: &AppState, session: &Session, text: impl Into<String>) {
     app.sessions.update(&session.id, |s| s.flash = Some(text));
 }
 
-async fn login_page(State(app): State<Arc<AppState>>, Extension(session): Extension<Session>) -> Response {
+async fn login_page(
+    State(app): State<Arc<AppState>>,
+    Extension(session): Extension<Session>,
+) -> Response {
     if !app.provisioned() {
         return see_other("/setup");
     }
@@ -96,7 +104,13 @@ async fn login_page(State(app): State<Arc<AppState>>, Extension(session): Extens
         return see_other("/admin");
     }
     let flash = flash(&app, &session);
-    render(&LoginPage { title: "Sign in", csrf: session.data.csrf, errors: Errors::new(), username: String::new(), flash })
+    render(&LoginPage {
+        title: "Sign in",
+        csrf: session.data.csrf,
+        errors: Errors::new(),
+        username: String::new(),
+        flash,
+    })
 }
 
 async fn login_submit(
@@ -114,16 +128,31 @@ async fn login_submit(
     let username_in = form.fields.trimmed("username");
     let mut errors = Errors::new();
     let again = |errors: Errors, status: StatusCode| {
-        let page = LoginPage { title: "Sign in", csrf: form.session.data.csrf.clone(), errors, username: username_in.clone(), flash: None };
+        let page = LoginPage {
+            title: "Sign in",
+            csrf: form.session.data.csrf.clone(),
+            errors,
+            username: username_in.clone(),
+            flash: None,
+        };
         render_status(status, &page)
     };
     if !conn.tls {
         // The admin cookie is Secure and the password must not cross the network in clear.
-        errors.insert("username", "Sign-in works only over https://. Open this page with https:// in front.");
+        errors.insert(
+            "username",
+            "Sign-in works only over https://. Open this page with https:// in front.",
+        );
         return again(errors, StatusCode::FORBIDDEN);
     }
     if let Some(wait) = app.login_limiter.locked() {
-        errors.insert("password", format!("Too many wrong passwords. Wait {} seconds, then try again.", wait.as_secs().max(1)));
+        errors.insert(
+            "password",
+            format!(
+                "Too many wrong passwords. Wait {} seconds, then try again.",
+                wait.as_secs().max(1)
+            ),
+        );
         return again(errors, StatusCode::TOO_MANY_REQUESTS);
     }
     let password = form.fields.get("password");
@@ -144,29 +173,47 @@ async fn login_submit(
         Ok(true) => {
             app.login_limiter.succeeded();
             log::info!("admin {username} signed in from {}", conn.peer.ip());
-            let id = app.sessions.rotate(&form.session.id, |s| s.admin = Some(username.clone()));
+            let id = app
+                .sessions
+                .rotate(&form.session.id, |s| s.admin = Some(username.clone()));
             let mut resp = see_other("/admin");
-            resp.headers_mut().insert(header::SET_COOKIE, cookie_value(&id, true));
+            resp.headers_mut()
+                .insert(header::SET_COOKIE, cookie_value(&id, true));
             resp
         }
         Ok(false) => {
             app.login_limiter.failed();
-            log::warn!("failed admin sign-in for {username:?} from {}", conn.peer.ip());
-            errors.insert("password", "The user name or password is wrong, or this account may not manage the box.");
+            log::warn!(
+                "failed admin sign-in for {username:?} from {}",
+                conn.peer.ip()
+            );
+            errors.insert(
+                "password",
+                "The user name or password is wrong, or this account may not manage the box.",
+            );
             again(errors, StatusCode::UNAUTHORIZED)
         }
         Err(e) => {
-            errors.insert("password", format!("The password could not be checked: {e}"));
+            errors.insert(
+                "password",
+                format!("The password could not be checked: {e}"),
+            );
             again(errors, StatusCode::INTERNAL_SERVER_ERROR)
         }
     }
 }
 
-async fn logout(State(app): State<Arc<AppState>>, Extension(conn): Extension<ConnInfo>, form: PostForm) -> Response {
+async fn logout(
+    State(app): State<Arc<AppState>>,
+    Extension(conn): Extension<ConnInfo>,
+    form: PostForm,
+) -> Response {
     let id = app.sessions.rotate(&form.session.id, |s| s.admin = None);
-    app.sessions.update(&id, |s| s.flash = Some("You are signed out.".into()));
+    app.sessions
+        .update(&id, |s| s.flash = Some("You are signed out.".into()));
     let mut resp = see_other("/admin/login");
-    resp.headers_mut().insert(header::SET_COOKIE, cookie_value(&id, conn.tls));
+    resp.headers_mut()
+        .insert(header::SET_COOKIE, cookie_value(&id, conn.tls));
     resp
 }
 
@@ -176,5 +223,8 @@ pub fn date(secs: i64) -> String {
 }
 
 pub fn now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }

@@ -18,13 +18,21 @@ const MAX_OUTPUT: usize = 2000;
 /// Files counted under uploads/ at most; a count, not a crawl of a huge tree.
 const MAX_WALK: usize = 100_000;
 
-pub async fn home(State(app): State<Arc<AppState>>, Extension(session): Extension<Session>) -> Response {
+pub async fn home(
+    State(app): State<Arc<AppState>>,
+    Extension(session): Extension<Session>,
+) -> Response {
     let (admin, config) = match require(&app, &session) {
         Ok(x) => x,
         Err(r) => return r,
     };
     let hearthd = app.backend.hearthd_running(&config).await;
-    let users = app.backend.users(&config).await.map(|u| u.len()).unwrap_or(0);
+    let users = app
+        .backend
+        .users(&config)
+        .await
+        .map(|u| u.len())
+        .unwrap_or(0);
     let (cert, cert_error) = match crate::certinfo::read(&config.tls.cert) {
         Ok(i) => (
             Some(CertView {
@@ -44,7 +52,10 @@ pub async fn home(State(app): State<Arc<AppState>>, Extension(session): Extensio
         .and_then(|a| a.get("challenge")?.as_str().map(str::to_string))
         .unwrap_or_else(|| "self-signed".into());
     let data_dir = config.data_dir.clone();
-    let disk = tokio::task::spawn_blocking(move || disk(&data_dir)).await.ok().flatten();
+    let disk = tokio::task::spawn_blocking(move || disk(&data_dir))
+        .await
+        .ok()
+        .flatten();
     let flash = flash(&app, &session);
     render(&HomePage {
         title: "Overview",
@@ -72,8 +83,18 @@ fn disk(data_dir: &Path) -> Option<DiskView> {
         .filter_map(|n| std::fs::metadata(data_dir.join(n)).ok())
         .map(|m| m.len())
         .sum();
-    let used_percent = if total == 0 { 0 } else { (total - free) * 100 / total };
-    Some(DiskView { free: size(free), total: size(total), used_percent, database: size(db), uploads: size(tree_size(&data_dir.join("uploads"))) })
+    let used_percent = if total == 0 {
+        0
+    } else {
+        (total - free) * 100 / total
+    };
+    Some(DiskView {
+        free: size(free),
+        total: size(total),
+        used_percent,
+        database: size(db),
+        uploads: size(tree_size(&data_dir.join("uploads"))),
+    })
 }
 
 fn tree_size(dir: &Path) -> u64 {
@@ -81,7 +102,9 @@ fn tree_size(dir: &Path) -> u64 {
     let mut stack = vec![dir.to_path_buf()];
     let mut seen = 0;
     while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in entries.flatten() {
             seen += 1;
             if seen > MAX_WALK {
@@ -118,13 +141,20 @@ fn find_program(p: &Path) -> Option<PathBuf> {
     if p.components().count() > 1 {
         return p.is_file().then(|| p.to_path_buf());
     }
-    std::env::var_os("PATH").and_then(|paths| std::env::split_paths(&paths).map(|d| d.join(p)).find(|c| c.is_file()))
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(p))
+            .find(|c| c.is_file())
+    })
 }
 
 /// Starts `hearth-acme renew` in the background (after setup); its outcome goes to the log.
 pub fn start_acme(program: &Path, config: &Path, force: bool) {
     let Some(program) = find_program(program) else {
-        log::warn!("{} is not installed; the certificate will come from its timer once it is", program.display());
+        log::warn!(
+            "{} is not installed; the certificate will come from its timer once it is",
+            program.display()
+        );
         return;
     };
     let mut cmd = tokio::process::Command::new(program);
@@ -135,7 +165,10 @@ pub fn start_acme(program: &Path, config: &Path, force: bool) {
     tokio::spawn(async move {
         match cmd.output().await {
             Ok(out) if out.status.success() => log::info!("hearth-acme renew finished"),
-            Ok(out) => log::warn!("hearth-acme renew failed: {}", String::from_utf8_lossy(&out.stderr).trim()),
+            Ok(out) => log::warn!(
+                "hearth-acme renew failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
             Err(e) => log::warn!("cannot run hearth-acme: {e}"),
         }
     });
@@ -146,10 +179,17 @@ pub async fn renew(State(app): State<Arc<AppState>>, form: PostForm) -> Response
         return r;
     }
     let text = match find_program(&app.args.hearth_acme) {
-        None => format!("{} is not installed on this box, so the certificate cannot be renewed from here.", app.args.hearth_acme.display()),
+        None => format!(
+            "{} is not installed on this box, so the certificate cannot be renewed from here.",
+            app.args.hearth_acme.display()
+        ),
         Some(program) => {
             let mut cmd = tokio::process::Command::new(program);
-            cmd.arg("--config").arg(&app.args.config).arg("renew").arg("--force").kill_on_drop(true);
+            cmd.arg("--config")
+                .arg(&app.args.config)
+                .arg("renew")
+                .arg("--force")
+                .kill_on_drop(true);
             match tokio::time::timeout(RENEW_TIMEOUT, cmd.output()).await {
                 Err(_) => "Renewal is taking long; it goes on in the background. Reload this page in a few minutes.".into(),
                 Ok(Err(e)) => format!("hearth-acme could not be started: {e}"),

@@ -11,11 +11,29 @@ use axum::response::Response;
 use axum::Extension;
 use std::sync::Arc;
 
-pub async fn page(State(app): State<Arc<AppState>>, Extension(session): Extension<Session>) -> Response {
-    show(&app, &session, StatusCode::OK, Errors::new(), String::new(), String::new()).await
+pub async fn page(
+    State(app): State<Arc<AppState>>,
+    Extension(session): Extension<Session>,
+) -> Response {
+    show(
+        &app,
+        &session,
+        StatusCode::OK,
+        Errors::new(),
+        String::new(),
+        String::new(),
+    )
+    .await
 }
 
-async fn show(app: &AppState, session: &Session, status: StatusCode, errors: Errors, new_name: String, form: String) -> Response {
+async fn show(
+    app: &AppState,
+    session: &Session,
+    status: StatusCode,
+    errors: Errors,
+    new_name: String,
+    form: String,
+) -> Response {
     let (me, config) = match require(app, session) {
         Ok(x) => x,
         Err(r) => return r,
@@ -56,19 +74,44 @@ pub async fn add(State(app): State<Arc<AppState>>, form: PostForm) -> Response {
     let f = &form.fields;
     let mut errors = Errors::new();
     let name = check_username(&mut errors, "new_name", f.get("new_name"));
-    check_new_password(&mut errors, "new_password", "new_password_again", f.get("new_password"), f.get("new_password_again"));
+    check_new_password(
+        &mut errors,
+        "new_password",
+        "new_password_again",
+        f.get("new_password"),
+        f.get("new_password_again"),
+    );
     if let (Some(name), true) = (name, errors.is_empty()) {
         let admin = f.get("new_admin") == "on";
-        match app.backend.add_user(&config, &name, f.get("new_password"), admin).await {
+        match app
+            .backend
+            .add_user(&config, &name, f.get("new_password"), admin)
+            .await
+        {
             Ok(()) => {
                 log::info!("user {name} added");
-                set_flash(&app, &form.session, format!("Added {name}@{}. Give them the password in person.", config.domain));
+                set_flash(
+                    &app,
+                    &form.session,
+                    format!(
+                        "Added {name}@{}. Give them the password in person.",
+                        config.domain
+                    ),
+                );
                 return see_other("/admin/users");
             }
             Err(e) => errors.insert("new_name", e.to_string()),
         }
     }
-    show(&app, &form.session, StatusCode::UNPROCESSABLE_ENTITY, errors, f.trimmed("new_name"), "add".into()).await
+    show(
+        &app,
+        &form.session,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        errors,
+        f.trimmed("new_name"),
+        "add".into(),
+    )
+    .await
 }
 
 pub async fn password(State(app): State<Arc<AppState>>, form: PostForm) -> Response {
@@ -79,9 +122,19 @@ pub async fn password(State(app): State<Arc<AppState>>, form: PostForm) -> Respo
     let f = &form.fields;
     let user = f.trimmed("user");
     let mut errors = Errors::new();
-    check_new_password(&mut errors, "password", "password_again", f.get("password"), f.get("password_again"));
+    check_new_password(
+        &mut errors,
+        "password",
+        "password_again",
+        f.get("password"),
+        f.get("password_again"),
+    );
     if errors.is_empty() {
-        match app.backend.set_password(&config, &user, f.get("password")).await {
+        match app
+            .backend
+            .set_password(&config, &user, f.get("password"))
+            .await
+        {
             Ok(()) => {
                 log::info!("password of {user} reset");
                 set_flash(&app, &form.session, format!("New password set for {user}."));
@@ -90,7 +143,15 @@ pub async fn password(State(app): State<Arc<AppState>>, form: PostForm) -> Respo
             Err(e) => errors.insert("password", e.to_string()),
         }
     }
-    show(&app, &form.session, StatusCode::UNPROCESSABLE_ENTITY, errors, String::new(), user).await
+    show(
+        &app,
+        &form.session,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        errors,
+        String::new(),
+        user,
+    )
+    .await
 }
 
 pub async fn delete(State(app): State<Arc<AppState>>, form: PostForm) -> Response {

@@ -3,6 +3,7 @@
 //! Every step saves its answer to the state directory and moves on; nothing touches the system
 //! until the certificate step, which hands all answers to `hearthd::setup::apply` at once.
 
+mod cert;
 pub mod reach;
 pub mod state;
 
@@ -17,22 +18,9 @@ use axum::response::Response;
 use axum::routing::get;
 use axum::{Extension, Router};
 use hearthd::config::RegistrationPolicy;
-use hearthd::setup::{self, Answers, CertificateMode};
-use state::{AdminAnswer, CertAnswer, NameAnswer, NameKind, Step, WizardState};
+use hearthd::setup;
+use state::{AdminAnswer, NameAnswer, NameKind, Step, WizardState};
 use std::sync::Arc;
-
-/// DNS providers offered for DNS-01: (value written to `[acme] dns_provider`, label).
-/// These are the providers hearth-acme speaks to (`[acme.dns] provider`).
-pub const DNS_PROVIDERS: &[(&str, &str)] = &[("desec", "deSEC (also dedyn.io names)"), ("duckdns", "DuckDNS")];
-
-/// What the ports page asks people to forward, and why.
-const FORWARDS: &[(u16, &str)] = &[
-    (80, "Certificate checks by Let's Encrypt"),
-    (443, "Invite pages and admin pages"),
-    (5222, "Chat apps"),
-    (5223, "Chat apps (direct TLS)"),
-    (5269, "Other chat servers (federation)"),
-];
 
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
@@ -40,8 +28,14 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/setup/name", get(name_page).post(name_submit))
         .route("/setup/admin", get(admin_page).post(admin_submit))
         .route("/setup/join", get(join_page).post(join_submit))
-        .route("/setup/certificate", get(cert_page).post(cert_submit))
-        .route("/setup/ports", get(|| async { see_other("/setup/certificate") }).post(ports_submit))
+        .route(
+            "/setup/certificate",
+            get(cert::cert_page).post(cert::cert_submit),
+        )
+        .route(
+            "/setup/ports",
+            get(|| async { see_other("/setup/certificate") }).post(cert::ports_submit),
+        )
         .route("/setup/done", get(done_page))
 }
 
@@ -84,21 +78,31 @@ async fn save(app: &AppState, st: &WizardState) -> Result<(), Response> {
 
 // ---- step 1: setup code ----
 
-async fn code_page(State(app): State<Arc<AppState>>, Extension(session): Extension<Session>) -> Response {
+async fn code_page(
+    State(app): State<Arc<AppState>>,
+    Extension(session): Extension<Session>,
+) -> Response {
     if app.provisioned() {
         return already_set_up();
     }
     if session.data.setup_ok {
         return see_other(app.wizard.lock().await.load().next_step().path());
     }
-    render(&CodePage { title: "Set up your Hearth", csrf: session.data.csrf, errors: Errors::new(), locked: None })
+    render(&CodePage {
+        title: "Set up your Hearth",
+        csrf: session.data.csrf,
+        errors: Errors::new(),
+        locked: None,
+    })
 }
 
 async fn code_submit(State(app): State<Arc<AppState>>, form: PostForm) -> Response {
     if app.provisioned() {
         return already_set_up();
     }
-    let Some(code) = app.setup_code() else { return already_set_up() };
+    let Some(code) = app.setup_code() else {
+        return already_set_up();
+    };
     let attempt = form.fields.get("code");
     let mut errors = Errors::new();
     let mut locked = None;
@@ -112,7 +116,8 @@ async fn code_submit(State(app): State<Arc<AppState>>, form: PostForm) -> Respon
                 let tls = false;
                 let next = app.wizard.lock().await.load().next_step();
                 let mut resp = see_other(next.path());
-                resp.headers_mut().insert(axum::http::header::SET_COOKIE, cookie_value(&id, tls));
+                resp.headers_mut()
+                    .insert(axum::http::header::SET_COOKIE, cookie_value(&id, tls));
                 return resp;
             }
             Verdict::Wrong { tries_left } => {
@@ -127,7 +132,10 @@ async fn code_submit(State(app): State<Arc<AppState>>, form: PostForm) -> Respon
                 );
             }
             Verdict::Locked { wait } => {
-                log::warn!("setup code locked for {}s after too many wrong codes", wait.as_secs());
+                log::warn!(
+                    "setup code locked for {}s after too many wrong codes",
+                    wait.as_secs()
+                );
                 let minutes = wait.as_secs().div_ceil(60);
                 locked = Some(format!(
                     "Too many wrong codes. To keep others from guessing, the wizard is paused: try again in {minutes} minute{}.",
@@ -136,8 +144,20 @@ async fn code_submit(State(app): State<Arc<AppState>>, form: PostForm) -> Respon
             }
         }
     }
-    let status = if locked.is_some() { StatusCode::TOO_MANY_REQUESTS } else { StatusCode::UNPROCESSABLE_ENTITY };
-    render_status(status, &CodePage { title: "Set up your Hearth", csrf: form.session.data.csrf, errors, locked })
+    let status = if locked.is_some() {
+        StatusCode::TOO_MANY_REQUESTS
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
+    };
+    render_status(
+        status,
+        &CodePage {
+            title: "Set up your Hearth",
+            csrf: form.session.data.csrf,
+            errors,
+            locked,
+        },
+    )
 }
 
 // ---- step 2: name ----
@@ -157,14 +177,24 @@ fn name_view(csrf: String, errors: Errors, kind: &str, domain: &str) -> NamePage
     }
 }
 
-async fn name_page(State(app): State<Arc<AppState>>, Extension(session): Extension<Session>) -> Response {
+async fn name_page(
+    State(app): State<Arc<AppState>>,
+    Extension(session): Extension<Session>,
+) -> Response {
     let st = match guard(&app, &session, Step::Name).await {
         Ok(st) => st,
         Err(r) => return r,
     };
     let (kind, domain) = match &st.name {
         Some(n) if n.kind == NameKind::Lan => ("lan", String::new()),
-        Some(n) => (if n.kind == NameKind::Own { "own" } else { "dyndns" }, n.domain.clone()),
+        Some(n) => (
+            if n.kind == NameKind::Own {
+                "own"
+            } else {
+                "dyndns"
+            },
+            n.domain.clone(),
+        ),
         None => ("", String::new()),
     };
     render(&name_view(session.data.csrf, Errors::new(), kind, &domain))
@@ -189,25 +219,33 @@ async fn name_submit(State(app): State<Arc<AppState>>, form: PostForm) -> Respon
     };
     let domain = match kind {
         Some(NameKind::Lan) => Some(lan_domain()),
-        Some(_) => match setup::check_domain(&domain_s) {
-            Ok(d) if d.ends_with(".local") => {
-                errors.insert("domain", "Names ending in .local work only at home. Choose \"Only at home\" for that.");
-                None
+        Some(_) => {
+            match setup::check_domain(&domain_s) {
+                Ok(d) if d.ends_with(".local") => {
+                    errors.insert("domain", "Names ending in .local work only at home. Choose \"Only at home\" for that.");
+                    None
+                }
+                Ok(d) if !d.contains('.') => {
+                    errors.insert(
+                        "domain",
+                        "Enter the full name with its dot, for example chat.example.org.",
+                    );
+                    None
+                }
+                Ok(d) => Some(d),
+                Err(e) => {
+                    errors.insert("domain", e.message);
+                    None
+                }
             }
-            Ok(d) if !d.contains('.') => {
-                errors.insert("domain", "Enter the full name with its dot, for example chat.example.org.");
-                None
-            }
-            Ok(d) => Some(d),
-            Err(e) => {
-                errors.insert("domain", e.message);
-                None
-            }
-        },
+        }
         None => None,
     };
     let (Some(kind), Some(domain), true) = (kind, domain, errors.is_empty()) else {
-        return render_status(StatusCode::UNPROCESSABLE_ENTITY, &name_view(form.session.data.csrf, errors, &kind_s, &domain_s));
+        return render_status(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &name_view(form.session.data.csrf, errors, &kind_s, &domain_s),
+        );
     };
     if kind == NameKind::Lan && st.cert.as_ref().is_some_and(|c| c.mode.is_acme()) {
         st.cert = None; // Let's Encrypt cannot certify a .local name.
@@ -221,7 +259,10 @@ async fn name_submit(State(app): State<Arc<AppState>>, form: PostForm) -> Respon
 
 // ---- step 3: admin ----
 
-async fn admin_page(State(app): State<Arc<AppState>>, Extension(session): Extension<Session>) -> Response {
+async fn admin_page(
+    State(app): State<Arc<AppState>>,
+    Extension(session): Extension<Session>,
+) -> Response {
     let st = match guard(&app, &session, Step::Admin).await {
         Ok(st) => st,
         Err(r) => return r,
@@ -243,7 +284,13 @@ async fn admin_submit(State(app): State<Arc<AppState>>, form: PostForm) -> Respo
     let f = &form.fields;
     let mut errors = Errors::new();
     let username = crate::forms::check_username(&mut errors, "username", f.get("username"));
-    crate::forms::check_new_password(&mut errors, "password", "password_again", f.get("password"), f.get("password_again"));
+    crate::forms::check_new_password(
+        &mut errors,
+        "password",
+        "password_again",
+        f.get("password"),
+        f.get("password_again"),
+    );
     let (Some(username), true) = (username, errors.is_empty()) else {
         let page = AdminPage {
             title: "Admin account",
@@ -254,7 +301,10 @@ async fn admin_submit(State(app): State<Arc<AppState>>, form: PostForm) -> Respo
         };
         return render_status(StatusCode::UNPROCESSABLE_ENTITY, &page);
     };
-    st.admin = Some(AdminAnswer { username, password: f.get("password").to_string() });
+    st.admin = Some(AdminAnswer {
+        username,
+        password: f.get("password").to_string(),
+    });
     if let Err(r) = save(&app, &st).await {
         return r;
     }
@@ -263,13 +313,21 @@ async fn admin_submit(State(app): State<Arc<AppState>>, form: PostForm) -> Respo
 
 // ---- step 4: who may join ----
 
-async fn join_page(State(app): State<Arc<AppState>>, Extension(session): Extension<Session>) -> Response {
+async fn join_page(
+    State(app): State<Arc<AppState>>,
+    Extension(session): Extension<Session>,
+) -> Response {
     let st = match guard(&app, &session, Step::Join).await {
         Ok(st) => st,
         Err(r) => return r,
     };
     let policy = st.join.unwrap_or_default().as_str().to_string();
-    render(&JoinPage { title: "Who may join", csrf: session.data.csrf, errors: Errors::new(), policy })
+    render(&JoinPage {
+        title: "Who may join",
+        csrf: session.data.csrf,
+        errors: Errors::new(),
+        policy,
+    })
 }
 
 async fn join_submit(State(app): State<Arc<AppState>>, form: PostForm) -> Response {
@@ -284,7 +342,12 @@ async fn join_submit(State(app): State<Arc<AppState>>, form: PostForm) -> Respon
         other => {
             let mut errors = Errors::new();
             errors.insert("policy", "Choose who may make accounts on this server.");
-            let page = JoinPage { title: "Who may join", csrf: form.session.data.csrf, errors, policy: other.to_string() };
+            let page = JoinPage {
+                title: "Who may join",
+                csrf: form.session.data.csrf,
+                errors,
+                policy: other.to_string(),
+            };
             return render_status(StatusCode::UNPROCESSABLE_ENTITY, &page);
         }
     };
@@ -295,246 +358,19 @@ async fn join_submit(State(app): State<Arc<AppState>>, form: PostForm) -> Respon
     see_other(Step::Cert.path())
 }
 
-// ---- step 5: certificate ----
-
-fn cert_view(st: &WizardState, csrf: String, errors: Errors, answer: &CertAnswer, failure: Option<String>) -> CertPage {
-    CertPage {
-        title: "Certificate",
-        csrf,
-        errors,
-        lan: st.is_lan(),
-        domain: st.name.as_ref().map(|n| n.domain.clone()).unwrap_or_default(),
-        mode: answer.mode.as_str().to_string(),
-        email: answer.email.clone(),
-        dns_provider: answer.dns_provider.clone(),
-        providers: DNS_PROVIDERS,
-        failure,
-    }
-}
-
-async fn cert_page(State(app): State<Arc<AppState>>, Extension(session): Extension<Session>) -> Response {
-    let st = match guard(&app, &session, Step::Cert).await {
-        Ok(st) => st,
-        Err(r) => return r,
-    };
-    let answer = st.cert.clone().unwrap_or_else(|| CertAnswer {
-        mode: if st.is_lan() { CertificateMode::SelfSigned } else { CertificateMode::AcmeHttp01 },
-        ..CertAnswer::default()
-    });
-    render(&cert_view(&st, session.data.csrf, Errors::new(), &answer, None))
-}
-
-async fn cert_submit(State(app): State<Arc<AppState>>, form: PostForm) -> Response {
-    let mut st = match guard(&app, &form.session, Step::Cert).await {
-        Ok(st) => st,
-        Err(r) => return r,
-    };
-    let f = &form.fields;
-    let mut errors = Errors::new();
-    let mode = match f.get("mode") {
-        _ if st.is_lan() => CertificateMode::SelfSigned,
-        "acme-http-01" => CertificateMode::AcmeHttp01,
-        "acme-dns-01" => CertificateMode::AcmeDns01,
-        "self-signed" => CertificateMode::SelfSigned,
-        _ => {
-            errors.insert("mode", "Choose how the box gets its certificate.");
-            CertificateMode::AcmeHttp01
-        }
-    };
-    let answer = CertAnswer {
-        mode,
-        email: f.trimmed("email"),
-        dns_provider: f.trimmed("dns_provider"),
-        dns_token: f.trimmed("dns_token"),
-    };
-    if mode.is_acme() && !answer.email.is_empty() {
-        let ok = answer.email.split_once('@').is_some_and(|(l, d)| !l.is_empty() && d.contains('.') && !d.contains(' '));
-        if !ok {
-            errors.insert("email", "This does not look like an e-mail address (name@example.org). Leave it empty if you prefer.");
-        }
-    }
-    if mode == CertificateMode::AcmeDns01 {
-        if !DNS_PROVIDERS.iter().any(|(v, _)| *v == answer.dns_provider) {
-            errors.insert("dns_provider", "Choose your DNS provider from the list.");
-        }
-        if answer.dns_token.is_empty() {
-            errors.insert("dns_token", "Paste the API token from your DNS provider.");
-        } else if answer.dns_token.len() > 512 || answer.dns_token.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            errors.insert("dns_token", "An API token has no spaces or line breaks; copy it again.");
-        }
-    }
-    if !errors.is_empty() {
-        return render_status(StatusCode::UNPROCESSABLE_ENTITY, &cert_view(&st, form.session.data.csrf, errors, &answer, None));
-    }
-    st.cert = Some(answer);
-    if let Err(r) = save(&app, &st).await {
-        return r;
-    }
-    if mode == CertificateMode::AcmeHttp01 {
-        if let Err(problem) = check_reachability(&app, &st).await {
-            return ports_view(&st, form.session.data.csrf, problem);
-        }
-    }
-    finish(&app, &form.session, st).await
-}
-
-async fn check_reachability(app: &AppState, st: &WizardState) -> Result<(), reach::Problem> {
-    let domain = st.name.as_ref().map(|n| n.domain.clone()).unwrap_or_default();
-    reach::check(&domain, &app.challenge_dir(), &app.probe).await
-}
-
-fn ports_view(st: &WizardState, csrf: String, problem: reach::Problem) -> Response {
-    let (no_dns, addresses, detail) = match problem {
-        reach::Problem::NoDns => (true, String::new(), String::new()),
-        reach::Problem::Unreachable { addresses, detail } => {
-            (false, addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", "), detail)
-        }
-    };
-    let lan_ip = crate::netinfo::lan_addresses()
-        .into_iter()
-        .find(|a| a.is_ipv4())
-        .map(|a| a.to_string())
-        .unwrap_or_else(|| "this box's address".into());
-    let page = PortsPage {
-        title: "Router settings",
-        csrf,
-        domain: st.name.as_ref().map(|n| n.domain.clone()).unwrap_or_default(),
-        no_dns,
-        addresses,
-        detail,
-        lan_ip,
-        forwards: FORWARDS,
-    };
-    render_status(StatusCode::OK, &page)
-}
-
-async fn ports_submit(State(app): State<Arc<AppState>>, form: PostForm) -> Response {
-    let mut st = match guard(&app, &form.session, Step::Cert).await {
-        Ok(st) => st,
-        Err(r) => return r,
-    };
-    if st.cert.is_none() {
-        return see_other(Step::Cert.path());
-    }
-    match form.fields.get("action") {
-        "check" => {
-            if let Err(problem) = check_reachability(&app, &st).await {
-                return ports_view(&st, form.session.data.csrf, problem);
-            }
-        }
-        "self-signed" => {
-            if let Some(c) = st.cert.as_mut() {
-                c.mode = CertificateMode::SelfSigned;
-            }
-            if let Err(r) = save(&app, &st).await {
-                return r;
-            }
-        }
-        "anyway" => {}
-        _ => return see_other(Step::Cert.path()),
-    }
-    finish(&app, &form.session, st).await
-}
-
-// ---- finishing ----
-
-/// The `[acme]` table for hearth-acme (its keys: `email`, `[acme.dns] provider, token`);
-/// `setup::apply` adds `challenge`.
-fn acme_table(c: &CertAnswer) -> Option<toml::Table> {
-    let mut t = toml::Table::new();
-    if c.mode.is_acme() && !c.email.is_empty() {
-        t.insert("email".into(), c.email.clone().into());
-    }
-    if c.mode == CertificateMode::AcmeDns01 {
-        let mut dns = toml::Table::new();
-        dns.insert("provider".into(), c.dns_provider.clone().into());
-        dns.insert("token".into(), c.dns_token.clone().into());
-        t.insert("dns".into(), dns.into());
-    }
-    (!t.is_empty()).then_some(t)
-}
-
-async fn finish(app: &AppState, session: &Session, mut st: WizardState) -> Response {
-    let (Some(name), Some(admin), Some(join), Some(cert)) = (st.name.clone(), st.admin.clone(), st.join, st.cert.clone()) else {
-        return see_other(st.next_step().path());
-    };
-    let answers = Answers {
-        domain: name.domain.clone(),
-        registration: join,
-        certificate: cert.mode,
-        admin_username: admin.username.clone(),
-        admin_password: admin.password.clone(),
-        data_dir: app.args.data_dir.clone(),
-        config_path: app.args.config.clone(),
-        acme: acme_table(&cert),
-        web: None,
-    };
-    // One finish at a time: a double-clicked button must not run setup twice in parallel.
-    let store = app.wizard.lock().await;
-    if app.provisioned() {
-        return already_set_up();
-    }
-    let outcome = match setup::apply(&answers).await {
-        Ok(o) => o,
-        Err(e) => {
-            log::error!("setup failed: {e}");
-            let back = match e.field {
-                Some("domain") => Step::Name,
-                Some(f) if f.starts_with("admin") => Step::Admin,
-                _ => Step::Cert,
-            };
-            return message_link(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "Setup could not finish",
-                &format!("{}. Nothing was changed on the box; correct this and finish again.", e.message.trim_end_matches('.')),
-                back.path(),
-                "Go back and correct it",
-            );
-        }
-    };
-    log::info!("setup complete: {} with admin {}", outcome.config.domain, outcome.admin_jid);
-    app.tls.set_paths(outcome.config.tls.cert.clone(), outcome.config.tls.key.clone());
-    let invite = app.backend.create_invite(&outcome.config, "first friend").await;
-    let (invite_uri, invite_url) = match invite {
-        Ok(i) => (i.uri, i.url),
-        Err(e) => {
-            log::error!("cannot create the first invite: {e}");
-            (String::new(), String::new())
-        }
-    };
-    st.finished = Some(state::Finished {
-        domain: outcome.config.domain.clone(),
-        admin_jid: outcome.admin_jid.clone(),
-        invite_uri,
-        invite_url,
-        certificate: cert.mode,
-    });
-    // The password has done its job; it must not stay on the card.
-    if let Some(a) = st.admin.as_mut() {
-        a.password.clear();
-    }
-    if let Some(c) = st.cert.as_mut() {
-        c.dns_token.clear();
-    }
-    if let Err(e) = store.save(&st) {
-        log::error!("cannot save the finished wizard state: {e}");
-    }
-    drop(store);
-    crate::setup_code::retire(&app.args.state_dir, &app.args.boot_dir);
-    *app.code.lock().unwrap_or_else(|p| p.into_inner()) = None;
-    if cert.mode.is_acme() {
-        crate::admin::system::start_acme(&app.args.hearth_acme, &app.args.config, false);
-    }
-    let _ = session;
-    see_other(Step::Done.path())
-}
-
 // ---- step 6: done ----
 
-async fn done_page(State(app): State<Arc<AppState>>, Extension(session): Extension<Session>) -> Response {
+async fn done_page(
+    State(app): State<Arc<AppState>>,
+    Extension(session): Extension<Session>,
+) -> Response {
     let st = app.wizard.lock().await.load();
     let (true, Some(f)) = (session.data.setup_ok, st.finished) else {
-        return if app.provisioned() { already_set_up() } else { see_other(Step::Code.path()) };
+        return if app.provisioned() {
+            already_set_up()
+        } else {
+            see_other(Step::Code.path())
+        };
     };
     let qr = crate::qr::svg(&f.invite_uri).unwrap_or_default();
     render(&DonePage {

@@ -22,7 +22,10 @@ pub enum Problem {
     /// The name does not resolve (no A/AAAA record yet, or a typo).
     NoDns,
     /// The name resolves, but nothing answered on port 80 there, or something else answered.
-    Unreachable { addresses: Vec<IpAddr>, detail: String },
+    Unreachable {
+        addresses: Vec<IpAddr>,
+        detail: String,
+    },
 }
 
 /// How the check resolves and connects; tests point it at loopback instead of public DNS.
@@ -35,7 +38,11 @@ pub struct ProbeSettings {
 }
 
 /// Runs the check; `Ok` means port 80 of `domain` reached this very box.
-pub async fn check(domain: &str, challenge_dir: &Path, settings: &ProbeSettings) -> Result<(), Problem> {
+pub async fn check(
+    domain: &str,
+    challenge_dir: &Path,
+    settings: &ProbeSettings,
+) -> Result<(), Problem> {
     let port = settings.port.unwrap_or(80);
     let addresses = resolve(domain, port, settings).await;
     if addresses.is_empty() {
@@ -44,14 +51,27 @@ pub async fn check(domain: &str, challenge_dir: &Path, settings: &ProbeSettings)
     let token = crate::session::random_token(18);
     let name = format!("hearth-probe-{token}");
     let file = challenge_dir.join(&name);
-    let unreachable = |detail: String| Problem::Unreachable { addresses: addresses.iter().map(|a| a.ip()).collect(), detail };
-    if let Err(e) = std::fs::create_dir_all(challenge_dir).and_then(|_| std::fs::write(&file, &token)) {
-        return Err(unreachable(format!("this box could not write its test file: {e}")));
+    let unreachable = |detail: String| Problem::Unreachable {
+        addresses: addresses.iter().map(|a| a.ip()).collect(),
+        detail,
+    };
+    if let Err(e) =
+        std::fs::create_dir_all(challenge_dir).and_then(|_| std::fs::write(&file, &token))
+    {
+        return Err(unreachable(format!(
+            "this box could not write its test file: {e}"
+        )));
     }
     let mut last = String::new();
     let mut ok = false;
     for addr in &addresses {
-        match fetch(*addr, domain, &format!("/.well-known/acme-challenge/{name}")).await {
+        match fetch(
+            *addr,
+            domain,
+            &format!("/.well-known/acme-challenge/{name}"),
+        )
+        .await
+        {
             Ok(body) if body.trim() == token => {
                 ok = true;
                 break;
@@ -69,8 +89,12 @@ pub async fn check(domain: &str, challenge_dir: &Path, settings: &ProbeSettings)
 }
 
 async fn resolve(domain: &str, port: u16, settings: &ProbeSettings) -> Vec<SocketAddr> {
-    let fixed: Vec<SocketAddr> =
-        settings.resolve.iter().filter(|(n, _)| n.eq_ignore_ascii_case(domain)).map(|(_, ip)| SocketAddr::new(*ip, port)).collect();
+    let fixed: Vec<SocketAddr> = settings
+        .resolve
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case(domain))
+        .map(|(_, ip)| SocketAddr::new(*ip, port))
+        .collect();
     if !fixed.is_empty() {
         return fixed;
     }
@@ -89,18 +113,25 @@ async fn fetch(addr: SocketAddr, host: &str, path: &str) -> Result<String, Strin
             std::io::ErrorKind::ConnectionRefused => "port 80 is closed there".to_string(),
             _ => format!("cannot connect: {e}"),
         })?;
-    let request = format!("GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: hearth-web reachability check\r\n\r\n");
+    let request = format!(
+        "GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: hearth-web reachability check\r\n\r\n"
+    );
     let mut answer = Vec::new();
     let io = async {
         stream.write_all(request.as_bytes()).await?;
-        (&mut stream).take(MAX_ANSWER as u64).read_to_end(&mut answer).await
+        (&mut stream)
+            .take(MAX_ANSWER as u64)
+            .read_to_end(&mut answer)
+            .await
     };
     tokio::time::timeout(STEP_TIMEOUT, io)
         .await
         .map_err(|_| "port 80 answered too slowly".to_string())?
         .map_err(|e| format!("the connection broke: {e}"))?;
     let text = String::from_utf8_lossy(&answer);
-    let (head, body) = text.split_once("\r\n\r\n").ok_or("the answer was not HTTP")?;
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or("the answer was not HTTP")?;
     if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
         return Err(format!("answered {}", head.lines().next().unwrap_or("")));
     }

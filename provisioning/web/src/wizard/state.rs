@@ -114,14 +114,19 @@ pub struct Store {
 
 impl Store {
     pub fn new(state_dir: &Path) -> Store {
-        Store { path: state_dir.join(FILE) }
+        Store {
+            path: state_dir.join(FILE),
+        }
     }
 
     /// The saved answers; a missing or unreadable file starts over (and says so in the log).
     pub fn load(&self) -> WizardState {
         match std::fs::read(&self.path) {
             Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-                log::warn!("{} is unreadable ({e}); the wizard starts over", self.path.display());
+                log::warn!(
+                    "{} is unreadable ({e}); the wizard starts over",
+                    self.path.display()
+                );
                 WizardState::default()
             }),
             Err(_) => WizardState::default(),
@@ -147,8 +152,14 @@ mod tests {
         let store = Store::new(dir.path());
         let mut s = store.load();
         assert_eq!(s.next_step(), Step::Name);
-        s.name = Some(NameAnswer { kind: NameKind::Lan, domain: "hearth.local".into() });
-        s.admin = Some(AdminAnswer { username: "admin".into(), password: "secret-secret".into() });
+        s.name = Some(NameAnswer {
+            kind: NameKind::Lan,
+            domain: "hearth.local".into(),
+        });
+        s.admin = Some(AdminAnswer {
+            username: "admin".into(),
+            password: "secret-secret".into(),
+        });
         store.save(&s).unwrap();
         let again = Store::new(dir.path()).load();
         assert_eq!(again, s);

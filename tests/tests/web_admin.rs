@@ -269,6 +269,34 @@ fn admin_pages_work_and_a_backup_restores_onto_a_fresh_box() {
     );
     hd.stop();
 
+    // With the chat server stopped, the same box restores from its admin page, and everybody
+    // signs in again.
+    b.goto(&web.https_url("/admin/backup"));
+    b.upload("#archive", &archive);
+    b.submit("form[action='/admin/backup/restore'] button[type=submit]");
+    assert!(
+        b.body_text().contains("is restored, with 2 accounts"),
+        "{}",
+        b.body_text()
+    );
+    b.goto(&web.https_url("/admin/users"));
+    assert!(
+        b.url().ends_with("/admin/login"),
+        "signed out after a restore: {}",
+        b.url()
+    );
+    sign_in(&b, &web);
+    let kept: Vec<_> = std::fs::read_dir(&web.data_dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("hearth.sqlite.before-restore-")
+        })
+        .collect();
+    assert_eq!(kept.len(), 1, "the replaced database is kept aside");
+
     // A new SD card: a fresh box, restored from the wizard.
     let fresh = WebServer::start(&[]);
     b.goto(&fresh.url("/setup"));

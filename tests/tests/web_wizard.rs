@@ -158,3 +158,120 @@ fn owner_sets_up_the_box_in_a_browser_and_chats() {
     b.goto(&web.https_url(&format!("/invite/{token}")));
     assert!(b.body_text().contains("used already"), "{}", b.body_text());
 }
+
+/// Code, name, admin, join (with `policy`), up to the certificate page.
+fn to_certificate_step(b: &Browser, web: &WebServer, kind: &str, policy: &str) {
+    b.goto(&web.url("/setup"));
+    b.fill("#code", &web.setup_code());
+    b.submit("button[type=submit]");
+    b.click(&format!("input[name=kind][value={kind}]"));
+    if kind != "lan" {
+        b.fill("#domain", DOMAIN);
+    }
+    b.submit("button[type=submit]");
+    b.fill("#username", ADMIN);
+    b.fill("#password", ADMIN_PASSWORD);
+    b.fill("#password_again", ADMIN_PASSWORD);
+    b.submit("button[type=submit]");
+    b.click(&format!("input[name=policy][value={policy}]"));
+    b.submit("button[type=submit]");
+    assert!(b.url().ends_with("/setup/certificate"), "{}", b.url());
+}
+
+/// `hearth-acme status` reads the config the wizard wrote without complaint.
+fn hearth_acme_accepts(web: &WebServer) {
+    let out = std::process::Command::new(hearth_e2e::server::binary("hearth-acme"))
+        .arg("--config")
+        .arg(&web.config)
+        .arg("status")
+        .output()
+        .expect("run hearth-acme");
+    assert!(
+        out.status.success(),
+        "hearth-acme refuses the wizard's config: {}{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        std::fs::read_to_string(&web.config).unwrap()
+    );
+}
+
+#[test]
+fn every_certificate_choice_writes_a_config_hearthd_and_hearth_acme_accept() {
+    let b = Browser::start();
+
+    // Only at home: the box's .local name, and a self-signed certificate is the only choice.
+    let web = WebServer::start(&[]);
+    to_certificate_step(&b, &web, "lan", "open");
+    assert_eq!(b.find_all("input[name=mode]").len(), 1, "{}", b.body_text());
+    b.submit("button[type=submit]");
+    assert!(
+        b.body_text().contains("Your Hearth is ready"),
+        "{}",
+        b.body_text()
+    );
+    let c = hearthd::config::Config::load(&web.config).unwrap();
+    assert!(c.domain.ends_with(".local"), "{}", c.domain);
+    assert_eq!(
+        c.registration.policy,
+        hearthd::config::RegistrationPolicy::Open
+    );
+    assert_eq!(
+        c.acme.as_ref().unwrap()["challenge"].as_str(),
+        Some("self-signed")
+    );
+    hearth_acme_accepts(&web);
+
+    // Let's Encrypt over HTTP-01 with port 80 reachable: straight to the end, no router page.
+    let mut web = WebServer::new(&[]);
+    let resolve = format!("{DOMAIN}=127.0.0.1");
+    let port = web.http_port.to_string();
+    web.extra.extend([
+        "--resolve".to_string(),
+        resolve,
+        "--probe-port".to_string(),
+        port,
+    ]);
+    web.spawn();
+    to_certificate_step(&b, &web, "own", "closed");
+    b.click("input[name=mode][value=acme-http-01]");
+    b.fill("#email", "owner@example.org");
+    b.submit("button[type=submit]");
+    let text = b.body_text();
+    assert!(
+        text.contains("Your Hearth is ready") && text.contains("certificate is on its way"),
+        "{text}"
+    );
+    let c = hearthd::config::Config::load(&web.config).unwrap();
+    let acme = c.acme.as_ref().unwrap();
+    assert_eq!(acme["challenge"].as_str(), Some("http-01"));
+    assert_eq!(acme["email"].as_str(), Some("owner@example.org"));
+    assert!(
+        c.tls.cert.exists(),
+        "a placeholder certificate lets hearthd start meanwhile"
+    );
+    hearth_acme_accepts(&web);
+
+    // DNS-01: the provider token goes to hearth-acme's section and leaves the wizard's state.
+    let web = WebServer::start(&[]);
+    to_certificate_step(&b, &web, "dyndns", "invite");
+    b.click("input[name=mode][value=acme-dns-01]");
+    b.click("details summary");
+    b.execute(
+        "document.querySelector('#dns_provider').value = 'desec';",
+        &[],
+    );
+    b.fill("#dns_token", "desec-api-token-123");
+    b.submit("button[type=submit]");
+    assert!(
+        b.body_text().contains("Your Hearth is ready"),
+        "{}",
+        b.body_text()
+    );
+    let c = hearthd::config::Config::load(&web.config).unwrap();
+    let dns = c.acme.as_ref().unwrap()["dns"].as_table().unwrap().clone();
+    assert_eq!(dns["provider"].as_str(), Some("desec"));
+    assert_eq!(dns["token"].as_str(), Some("desec-api-token-123"));
+    let state = std::fs::read_to_string(web.state_dir.join("wizard.json")).unwrap();
+    assert!(!state.contains("desec-api-token-123"), "{state}");
+    hearth_acme_accepts(&web);
+}

@@ -22,7 +22,7 @@ pub struct WebServer {
     pub data_dir: PathBuf,
     pub boot_dir: PathBuf,
     pub state_dir: PathBuf,
-    extra: Vec<String>,
+    pub extra: Vec<String>,
     child: Option<Child>,
 }
 

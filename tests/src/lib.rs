@@ -1,5 +1,6 @@
 //! Shared harness for Hearth's end-to-end tests: real processes, real peers.
 
 pub mod agent;
+pub mod pebble;
 pub mod raw;
 pub mod server;

@@ -216,11 +216,13 @@ async fn validate(order: &mut instant_acme::Order, pending: &[Pending], solver: 
         let mut undecided = false;
         let mut authzs = order.authorizations();
         while let Some(authz) = authzs.next().await {
-            let authz = authz.map_err(|e| format!("the CA: {e}"))?;
+            let mut authz = authz.map_err(|e| format!("the CA: {e}"))?;
             let name = authz.identifier().to_string();
             if !wanted(&name) {
                 continue;
             }
+            // The order caches each authorization; only a refresh shows the CA's verdict.
+            let authz = authz.refresh().await.map_err(|e| format!("the CA: {e}"))?;
             match authz.status {
                 AuthorizationStatus::Valid => {}
                 AuthorizationStatus::Pending => undecided = true,

@@ -16,6 +16,8 @@ use std::time::Duration;
 /// Bounds on how soon we ask the CA for renewal information again, whatever its Retry-After says.
 const ARI_MIN_RECHECK: i64 = 3600;
 const ARI_MAX_RECHECK: i64 = 86_400;
+/// Longest a whole order may take (DNS propagation waits included).
+const ORDER_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 
 #[derive(Debug, Default, Clone)]
 pub struct Options {
@@ -156,6 +158,20 @@ pub async fn run(s: &Settings, opts: &Options) -> Result<Outcome, String> {
 }
 
 async fn obtain(
+    s: &Settings,
+    directory: &str,
+    http: &Http,
+    account: Option<instant_acme::Account>,
+    replaces: Option<instant_acme::CertificateIdentifier<'static>>,
+) -> Result<acme::Issued, String> {
+    // A last guard for a CA that keeps an order pending forever: the run ends, is recorded as a
+    // failure, and the timer tries again later.
+    tokio::time::timeout(ORDER_TIMEOUT, obtain_inner(s, directory, http, account, replaces))
+        .await
+        .unwrap_or_else(|_| Err(format!("The CA at {directory} did not complete the order within {} minutes.", ORDER_TIMEOUT.as_secs() / 60)))
+}
+
+async fn obtain_inner(
     s: &Settings,
     directory: &str,
     http: &Http,

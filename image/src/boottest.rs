@@ -148,6 +148,7 @@ pub fn boot_test(repo: &Path, args: BootTestArgs) -> Result<()> {
     eprintln!("booting {} under qemu -M {} ({}); XMPP on 127.0.0.1:{port}; console: {}", args.image.display(), args.machine, board.name, console.display());
 
     let timeout = Duration::from_secs(spec.timeout_secs);
+    let mut report_seen: Option<Instant> = None;
     let features = steps.run("boot until XMPP answers", |s| loop {
         if let Some(status) = guard.0.try_wait().ctx(|| "polling QEMU".into())? {
             return Err(Error::new(format!("QEMU exited ({status}) before XMPP was ready\n{}", console_tail(&console, 30)))
@@ -166,6 +167,22 @@ pub fn boot_test(repo: &Path, args: BootTestArgs) -> Result<()> {
         s.status(&format!("{} console lines, waiting for XMPP", seen));
         if let Some(f) = qemu::stream_features(port, &domain) {
             return Ok(f);
+        }
+        // The self-test runs once boot is complete: if it has reported and XMPP still does not answer,
+        // waiting longer will not help.
+        let report = console_lines(&console, "HEARTH-SELFTEST: ");
+        if report.iter().any(|l| l == "end") {
+            let since = *report_seen.get_or_insert_with(Instant::now);
+            if since.elapsed() > Duration::from_secs(30) {
+                let _ = judge(&report, &console);
+                let log = console_lines(&console, "HEARTH-LOG: ").join("\n    ");
+                return Err(Error::new(format!(
+                    "the guest finished booting ({} after start) but 127.0.0.1:{port} sends no <stream:features>\n  \
+                     first boot and hearthd said:\n    {log}",
+                    fmt_secs(started.elapsed().as_secs_f64())
+                ))
+                .hint(format!("full console log: {}", console.display())));
+            }
         }
         std::thread::sleep(Duration::from_secs(2));
     })?;

@@ -133,6 +133,12 @@ async fn https_redirect(State(app): State<Arc<AppState>>, req: Request, next: Ne
         .get::<ConnInfo>()
         .map(|c| c.tls)
         .unwrap_or(false);
+    if !app.tls.has_paths() && app.provisioned() {
+        // Set up behind our back (preseed while we ran): serve its certificate from now on.
+        if let Ok(c) = Config::load(&app.args.config) {
+            app.tls.set_paths(c.tls.cert, c.tls.key);
+        }
+    }
     let path = req.uri().path();
     let exempt = path.starts_with("/.well-known/acme-challenge/") || path == "/setup/done";
     if tls || exempt || !app.provisioned() || app.tls.current().is_none() {

@@ -31,8 +31,14 @@ fn owner_sets_up_the_box_in_a_browser_and_chats() {
     b.screenshots("wizard-1-setup-code");
     // The code is on the console (stdout) with the addresses to open, and in SETUP-CODE.txt.
     let console = web.log();
-    assert!(console.contains(&format!("enter the setup code:  {}", web.setup_code())), "{console}");
-    assert!(console.contains(&format!(".local:{}/", web.http_port)), "{console}");
+    assert!(
+        console.contains(&format!("enter the setup code:  {}", web.setup_code())),
+        "{console}"
+    );
+    assert!(
+        console.contains(&format!(".local:{}/", web.http_port)),
+        "{console}"
+    );
     b.fill("#code", &web.setup_code().to_lowercase());
     b.submit("button[type=submit]");
 

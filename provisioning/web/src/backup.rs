@@ -261,19 +261,7 @@ fn restore_from(
     std::fs::create_dir_all(data_dir.join("certs"))
         .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
 
-    let live = data_dir.join(DB);
-    if live.exists() {
-        let keep = data_dir.join(format!("{DB}.before-restore-{}", now()));
-        for suffix in ["", "-wal", "-shm"] {
-            let from = PathBuf::from(format!("{}{suffix}", live.display()));
-            if from.exists() {
-                std::fs::rename(&from, format!("{}{suffix}", keep.display()))
-                    .map_err(|e| format!("cannot move the old database aside: {e}"))?;
-            }
-        }
-    }
-    std::fs::rename(staging.join(DB), &live)
-        .map_err(|e| format!("cannot install the database: {e}"))?;
+    install_database(&staging.join(DB), &data_dir.join(DB))?;
     match (
         std::fs::read(staging.join(CERT)),
         std::fs::read(staging.join(KEY)),
@@ -301,6 +289,32 @@ fn restore_from(
         .write_atomically(config_path)
         .map_err(|e| e.to_string())?;
     Ok(Restored { config, users })
+}
+
+/// Copies the checked database into the live file through SQLite's online backup API rather than
+/// renaming files: connections still open on the old file (ours, idle) then see the new content
+/// instead of writing to a file that is gone, and WAL files stay consistent. The old content is
+/// first kept as one consistent file, `hearth.sqlite.before-restore-<time>`.
+fn install_database(staged: &Path, live: &Path) -> Result<(), String> {
+    let fail = |e: rusqlite::Error| format!("cannot install the database: {e}");
+    let existed = std::fs::metadata(live)
+        .map(|m| m.len() > 0)
+        .unwrap_or(false);
+    let mut conn = rusqlite::Connection::open(live).map_err(fail)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))
+        .map_err(fail)?;
+    if existed {
+        let keep = live.with_file_name(format!("{DB}.before-restore-{}", now()));
+        conn.execute("VACUUM INTO ?1", [keep.to_string_lossy()])
+            .map_err(|e| format!("cannot keep a copy of the old database: {e}"))?;
+    }
+    conn.restore(
+        rusqlite::DatabaseName::Main,
+        staged,
+        None::<fn(rusqlite::backup::Progress)>,
+    )
+    .map_err(fail)?;
+    conn.close().map_err(|(_, e)| fail(e))
 }
 
 /// Opens the restored database on its own (closed again before it is moved into place) and

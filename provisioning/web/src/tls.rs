@@ -47,7 +47,11 @@ impl CertResolver {
 
     /// Whether paths are set (a box set up while we ran, e.g. by preseed, has none yet).
     pub fn has_paths(&self) -> bool {
-        self.state.lock().unwrap_or_else(|p| p.into_inner()).paths.is_some()
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .paths
+            .is_some()
     }
 
     /// The current pair, reloading it if the files changed. `None` before any certificate exists.

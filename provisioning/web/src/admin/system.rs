@@ -83,7 +83,9 @@ fn disk(data_dir: &Path) -> Option<DiskView> {
         .filter_map(|n| std::fs::metadata(data_dir.join(n)).ok())
         .map(|m| m.len())
         .sum();
-    let used_percent = (total.saturating_sub(free) * 100).checked_div(total).unwrap_or(0);
+    let used_percent = (total.saturating_sub(free) * 100)
+        .checked_div(total)
+        .unwrap_or(0);
     Some(DiskView {
         free: size(free),
         total: size(total),

@@ -69,6 +69,21 @@ fn served_cert(port: u16) -> Vec<u8> {
     conn.peer_certificates().expect("a certificate")[0].to_vec()
 }
 
+/// A plain-HTTP GET; the status line and the body.
+fn http_get(port: u16, path: &str) -> (String, String) {
+    use std::io::Read;
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {DOMAIN}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    (head.to_string(), body.to_string())
+}
+
 fn der_of(pem: &str) -> Vec<u8> {
     use rustls::pki_types::pem::PemObject;
     CertificateDer::from_pem_slice(pem.as_bytes())
@@ -77,7 +92,7 @@ fn der_of(pem: &str) -> Vec<u8> {
 }
 
 #[test]
-fn a_renewed_certificate_is_served_without_a_restart() {
+fn port_80_answers_acme_and_a_renewed_certificate_is_served_without_a_restart() {
     let mut web = WebServer::new(&[]);
     let file = web.boot_dir.join("hearth-setup.toml");
     let setup = format!(
@@ -102,6 +117,26 @@ fn a_renewed_certificate_is_served_without_a_restart() {
     let config = hearthd::config::Config::load(&web.config).unwrap();
     let first = std::fs::read_to_string(&config.tls.cert).unwrap();
     assert_eq!(served_cert(web.https_port), der_of(&first));
+
+    // Port 80 on a set-up box: ACME challenges are answered over plain HTTP (Let's Encrypt
+    // does not follow us to HTTPS for them), everything else is sent to HTTPS.
+    let challenges = config
+        .data_dir
+        .join("acme-webroot/.well-known/acme-challenge");
+    std::fs::create_dir_all(&challenges).unwrap();
+    std::fs::write(challenges.join("tok-EN_123"), "tok-EN_123.thumbprint").unwrap();
+    let (head, body) = http_get(web.http_port, "/.well-known/acme-challenge/tok-EN_123");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body, "tok-EN_123.thumbprint");
+    let (head, _) = http_get(
+        web.http_port,
+        "/.well-known/acme-challenge/..%2F..%2Fcerts%2Fprivkey.pem",
+    );
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+    let (head, _) = http_get(web.http_port, "/admin/users");
+    assert!(head.starts_with("HTTP/1.1 308"), "{head}");
+    let location = format!("location: https://{DOMAIN}:{}/admin/users", web.https_port);
+    assert!(head.to_lowercase().contains(&location), "{head}");
 
     // hearth-acme's way of installing: key, then certificate, each by atomic rename.
     let renewed =

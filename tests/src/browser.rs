@@ -24,8 +24,18 @@ const PAGE_TIMEOUT: Duration = Duration::from_secs(60);
 /// W3C's key for element references in JSON.
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
-/// Installs Chromium and chromedriver from Debian if they are missing.
+/// Installs Chromium and chromedriver from Debian if they are missing. Once per test process:
+/// parallel tests must not run apt-get side by side (dpkg's lock would fail all but one).
 pub fn ensure_installed() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(install);
+    assert!(
+        Path::new(CHROMEDRIVER).exists(),
+        "chromium-driver is not installed (see the first failure)"
+    );
+}
+
+fn install() {
     if Path::new(CHROMIUM).exists() && Path::new(CHROMEDRIVER).exists() {
         return;
     }

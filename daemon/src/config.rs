@@ -454,3 +454,19 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod example_tests {
+    /// The documented example must stay a valid config that says exactly the defaults.
+    #[test]
+    fn example_file_parses_and_matches_defaults() {
+        let text = include_str!("../hearth.example.toml");
+        let c = super::Config::parse(text, "hearth.example.toml").unwrap();
+        let minimal = super::Config::parse(
+            "domain = \"example.org\"\n[tls]\ncert = \"/var/lib/hearth/certs/fullchain.pem\"\nkey = \"/var/lib/hearth/certs/privkey.pem\"\n",
+            "minimal",
+        )
+        .unwrap();
+        assert_eq!(c, minimal, "hearth.example.toml documents a value that is not the default");
+    }
+}

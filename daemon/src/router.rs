@@ -57,14 +57,15 @@ impl SessionShared {
 pub struct SessionHandle {
     pub id: u64,
     pub jid: Jid,
-    pub tx: mpsc::Sender<Element>,
+    /// Boxed so the channel's preallocated slots cost 8 bytes each, not a whole `Element`.
+    pub tx: mpsc::Sender<Box<Element>>,
     pub shared: Arc<SessionShared>,
 }
 
 impl SessionHandle {
     /// Queues a stanza; a full queue kicks the session. Returns whether it was queued.
     pub fn deliver(&self, stanza: Element) -> bool {
-        match self.tx.try_send(stanza) {
+        match self.tx.try_send(Box::new(stanza)) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 log::warn!("{}: outbound queue full, disconnecting", self.jid);

@@ -50,14 +50,15 @@ pub async fn run(server: Arc<Server>, bound: Bound) {
         old.shared.kick(Kick::Replaced);
     }
     let progress = reader.progress();
-    let (in_tx, mut inbound) = mpsc::channel::<Result<XmlEvent, XmlError>>(1);
+    // Boxed: tokio preallocates a block of 32 slots per channel, so slot size matters per session.
+    let (in_tx, mut inbound) = mpsc::channel::<Box<Result<XmlEvent, XmlError>>>(1);
     let mut reader_task = tokio::spawn(async move {
         let mut reader = reader;
         loop {
             let ev = reader.next().await;
             let more = matches!(ev, Ok(XmlEvent::Stanza(_)));
             let failed = matches!(&ev, Err(e) if e.condition().is_some());
-            if in_tx.send(ev).await.is_err() || !more {
+            if in_tx.send(Box::new(ev)).await.is_err() || !more {
                 if failed {
                     reader.discard_input(super::negotiate::LINGER).await;
                 }
@@ -76,7 +77,7 @@ pub async fn run(server: Arc<Server>, bound: Bound) {
 
     let close: Option<(&str, String)> = loop {
         tokio::select! {
-            ev = inbound.recv() => match ev {
+            ev = inbound.recv() => match ev.map(|b| *b) {
                 Some(Ok(XmlEvent::Stanza(el))) => {
                     ping_sent = false;
                     if let Err(close) = handle_stanza(&server, &handle, el, &mut directed, &mut writer).await {

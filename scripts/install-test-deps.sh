@@ -6,6 +6,10 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v python3 >/dev/null || need_apt+=(python3)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
+# Web pages are tested in headless Chromium over WebDriver.
+{ command -v chromium && command -v chromedriver; } >/dev/null || need_apt+=(chromium chromium-driver fonts-dejavu-core)
+# Certificates are tested against Pebble, the ACME test server.
+[ -x /usr/bin/pebble ] && [ -x /usr/bin/pebble-challtestsrv ] || need_apt+=(pebble)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "install-test-deps: please install as root: apt-get install ${need_apt[*]}" >&2

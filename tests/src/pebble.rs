@@ -458,35 +458,10 @@ fn serve_one(sock: TcpStream, root: &Path) {
     let _ = out.write_all(&body);
 }
 
-/// Where `cargo build` puts workspace binaries, honouring CARGO_TARGET_DIR.
-pub fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
-}
-
-/// Builds `hearth-acme` (a no-op when it is up to date) and returns the binary's path, so the
-/// tests run the program exactly as the timer does.
+/// The `hearth-acme` binary that `cargo build --workspace --bins` made (scripts/test.sh does that
+/// first), so the tests run the program exactly as the timer does.
 pub fn hearth_acme_bin() -> PathBuf {
-    static BUILT: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let out = Command::new(cargo)
-                .args(["build", "-q", "-p", "hearth-acme", "--bin", "hearth-acme"])
-                .current_dir(env!("CARGO_MANIFEST_DIR"))
-                .output()
-                .map_err(|e| format!("cannot run cargo: {e}"))?;
-            if !out.status.success() {
-                return Err(format!(
-                    "building hearth-acme failed:\n{}",
-                    String::from_utf8_lossy(&out.stderr)
-                ));
-            }
-            Ok(target_dir().join("debug/hearth-acme"))
-        })
-        .clone()
-        .unwrap_or_else(|e| panic!("{e}"))
+    crate::server::binary("hearth-acme")
 }
 
 /// A box's files for `hearth-acme`: a temp dir with `hearth.toml`, `tls/`, the state dir and the

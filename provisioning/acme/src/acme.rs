@@ -7,15 +7,18 @@ use crate::dns::{challenge_name, DnsProvider, TxtRecord};
 use crate::explain::{acme_error, challenge_failure};
 use crate::http::Http;
 use instant_acme::{
-    Account, AccountCredentials, AuthorizationStatus, CertificateIdentifier, ChallengeStatus, ChallengeType, Identifier,
-    NewAccount, NewOrder, OrderStatus, RetryPolicy,
+    Account, AccountCredentials, AuthorizationStatus, CertificateIdentifier, ChallengeStatus,
+    ChallengeType, Identifier, NewAccount, NewOrder, OrderStatus, RetryPolicy,
 };
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// How long the CA may take to validate and to sign. Let's Encrypt needs seconds; a slow CA past
 /// this is reported and retried on the next run.
-const VALIDATION: RetryPolicy = RetryPolicy::new().initial_delay(Duration::from_millis(500)).backoff(1.5).timeout(Duration::from_secs(120));
+const VALIDATION: RetryPolicy = RetryPolicy::new()
+    .initial_delay(Duration::from_millis(500))
+    .backoff(1.5)
+    .timeout(Duration::from_secs(120));
 
 /// A freshly issued pair.
 pub struct Issued {
@@ -25,8 +28,13 @@ pub struct Issued {
 
 /// How challenges are answered.
 pub enum Solver<'a> {
-    Http01 { webroot: &'a Path },
-    Dns01 { provider: &'a dyn DnsProvider, propagation: Duration },
+    Http01 {
+        webroot: &'a Path,
+    },
+    Dns01 {
+        provider: &'a dyn DnsProvider,
+        propagation: Duration,
+    },
 }
 
 impl Solver<'_> {
@@ -40,7 +48,9 @@ impl Solver<'_> {
 
 /// The account file for a directory: one per CA, so switching to staging and back keeps both.
 fn account_path(state_dir: &Path, directory: &str) -> PathBuf {
-    let hash = directory.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x1000_0000_01b3));
+    let hash = directory.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x1000_0000_01b3)
+    });
     state_dir.join(format!("account-{hash:016x}.json"))
 }
 
@@ -49,17 +59,33 @@ pub async fn account(s: &Settings, directory: &str, http: &Http) -> Result<Accou
     let path = account_path(&s.state_dir, directory);
     let builder = Account::builder_with_http(Box::new(http.clone()));
     if let Ok(bytes) = std::fs::read(&path) {
-        let creds: AccountCredentials =
-            serde_json::from_slice(&bytes).map_err(|e| format!("{} is damaged ({e}); delete it to register again", path.display()))?;
-        return builder.from_credentials(creds).await.map_err(|e| acme_error(directory, &e));
+        let creds: AccountCredentials = serde_json::from_slice(&bytes).map_err(|e| {
+            format!(
+                "{} is damaged ({e}); delete it to register again",
+                path.display()
+            )
+        })?;
+        return builder
+            .from_credentials(creds)
+            .await
+            .map_err(|e| acme_error(directory, &e));
     }
     let contact = s.email.as_ref().map(|e| format!("mailto:{e}"));
     let contacts: Vec<&str> = contact.iter().map(String::as_str).collect();
-    let new = NewAccount { contact: &contacts, terms_of_service_agreed: true, only_return_existing: false };
-    let (account, creds) = builder.create(&new, directory.to_string(), None).await.map_err(|e| acme_error(directory, &e))?;
-    std::fs::create_dir_all(&s.state_dir).map_err(|e| format!("cannot create {}: {e}", s.state_dir.display()))?;
+    let new = NewAccount {
+        contact: &contacts,
+        terms_of_service_agreed: true,
+        only_return_existing: false,
+    };
+    let (account, creds) = builder
+        .create(&new, directory.to_string(), None)
+        .await
+        .map_err(|e| acme_error(directory, &e))?;
+    std::fs::create_dir_all(&s.state_dir)
+        .map_err(|e| format!("cannot create {}: {e}", s.state_dir.display()))?;
     let json = serde_json::to_vec(&creds).map_err(|e| e.to_string())?;
-    hearthd::fsutil::write_atomically(&path, &json, 0o600).map_err(|e| format!("cannot save the ACME account in {}: {e}", path.display()))?;
+    hearthd::fsutil::write_atomically(&path, &json, 0o600)
+        .map_err(|e| format!("cannot save the ACME account in {}: {e}", path.display()))?;
     log::info!("registered a new ACME account at {directory}");
     Ok(account)
 }
@@ -67,11 +93,16 @@ pub async fn account(s: &Settings, directory: &str, http: &Http) -> Result<Accou
 /// The ARI identifier of a certificate (authority key id + serial).
 pub fn cert_id(leaf_der: &[u8]) -> Option<CertificateIdentifier<'static>> {
     let der = rustls_pki_types::CertificateDer::from(leaf_der.to_vec());
-    CertificateIdentifier::try_from(&der).ok().map(CertificateIdentifier::into_owned)
+    CertificateIdentifier::try_from(&der)
+        .ok()
+        .map(CertificateIdentifier::into_owned)
 }
 
 /// The CA's suggested renewal window and when to ask again, or None when the CA has no ARI.
-pub async fn renewal_window(account: &Account, leaf_der: &[u8]) -> Option<(i64, i64, Option<String>, Duration)> {
+pub async fn renewal_window(
+    account: &Account,
+    leaf_der: &[u8],
+) -> Option<(i64, i64, Option<String>, Duration)> {
     let id = cert_id(leaf_der)?;
     match account.renewal_info(&id).await {
         Ok((info, retry)) => Some((
@@ -110,7 +141,10 @@ pub async fn obtain(
     if let Some(r) = replaces {
         new = new.replaces(r);
     }
-    let mut order = account.new_order(&new).await.map_err(|e| acme_error(directory, &e))?;
+    let mut order = account
+        .new_order(&new)
+        .await
+        .map_err(|e| acme_error(directory, &e))?;
     let (ctype, challenge) = solver.kind();
 
     // Pass 1: learn what to publish.
@@ -122,14 +156,27 @@ pub async fn obtain(
             match authz.status {
                 AuthorizationStatus::Valid => continue,
                 AuthorizationStatus::Pending => {}
-                other => return Err(format!("the CA reports authorization for {} as {other:?}", authz.identifier())),
+                other => {
+                    return Err(format!(
+                        "the CA reports authorization for {} as {other:?}",
+                        authz.identifier()
+                    ))
+                }
             }
             let name = authz.identifier().to_string();
-            let ch = authz
-                .challenge(ctype.clone())
-                .ok_or_else(|| format!("the CA offers no {} challenge for {name}", challenge.as_str()))?;
+            let ch = authz.challenge(ctype.clone()).ok_or_else(|| {
+                format!(
+                    "the CA offers no {} challenge for {name}",
+                    challenge.as_str()
+                )
+            })?;
             let key_auth = ch.key_authorization();
-            pending.push(Pending { name, token: ch.token.clone(), key_auth: key_auth.as_str().to_string(), dns_value: key_auth.dns_value() });
+            pending.push(Pending {
+                name,
+                token: ch.token.clone(),
+                key_auth: key_auth.as_str().to_string(),
+                dns_value: key_auth.dns_value(),
+            });
         }
     }
 
@@ -140,20 +187,44 @@ pub async fn obtain(
             remove_tokens(webroot, &pending);
             r
         }
-        Solver::Dns01 { provider, propagation } => {
-            let records: Vec<TxtRecord> =
-                pending.iter().map(|p| TxtRecord { fqdn: challenge_name(&p.name), value: p.dns_value.clone() }).collect();
+        Solver::Dns01 {
+            provider,
+            propagation,
+        } => {
+            let records: Vec<TxtRecord> = pending
+                .iter()
+                .map(|p| TxtRecord {
+                    fqdn: challenge_name(&p.name),
+                    value: p.dns_value.clone(),
+                })
+                .collect();
             let r = if provider.one_at_a_time() {
                 let mut r = Ok(());
                 for (i, rec) in records.iter().enumerate() {
-                    r = publish_and_validate(&mut order, &pending[i..=i], std::slice::from_ref(rec), solver, *provider, *propagation).await;
+                    r = publish_and_validate(
+                        &mut order,
+                        &pending[i..=i],
+                        std::slice::from_ref(rec),
+                        solver,
+                        *provider,
+                        *propagation,
+                    )
+                    .await;
                     if r.is_err() {
                         break;
                     }
                 }
                 r
             } else {
-                publish_and_validate(&mut order, &pending, &records, solver, *provider, *propagation).await
+                publish_and_validate(
+                    &mut order,
+                    &pending,
+                    &records,
+                    solver,
+                    *provider,
+                    *propagation,
+                )
+                .await
             };
             r
         }
@@ -173,9 +244,16 @@ async fn publish_and_validate(
     if records.is_empty() {
         return Ok(());
     }
-    provider.set_txt(records).await.map_err(|e| format!("{} could not publish the TXT records: {e}", provider.name()))?;
+    provider
+        .set_txt(records)
+        .await
+        .map_err(|e| format!("{} could not publish the TXT records: {e}", provider.name()))?;
     if !propagation.is_zero() {
-        log::info!("waiting {}s for {} to publish the TXT records", propagation.as_secs(), provider.name());
+        log::info!(
+            "waiting {}s for {} to publish the TXT records",
+            propagation.as_secs(),
+            provider.name()
+        );
         tokio::time::sleep(propagation).await;
     }
     let only: Vec<&str> = pending.iter().map(|p| p.name.as_str()).collect();
@@ -188,9 +266,15 @@ async fn publish_and_validate(
 
 /// Pass 2: tell the CA to look, then wait until every challenge in `pending` is decided.
 /// `only` limits this to some names (DuckDNS validates one name at a time).
-async fn validate(order: &mut instant_acme::Order, pending: &[Pending], solver: &Solver<'_>, only: Option<&[&str]>) -> Result<(), String> {
+async fn validate(
+    order: &mut instant_acme::Order,
+    pending: &[Pending],
+    solver: &Solver<'_>,
+    only: Option<&[&str]>,
+) -> Result<(), String> {
     let (ctype, challenge) = solver.kind();
-    let wanted = |n: &str| pending.iter().any(|p| p.name == n) && only.is_none_or(|o| o.contains(&n));
+    let wanted =
+        |n: &str| pending.iter().any(|p| p.name == n) && only.is_none_or(|o| o.contains(&n));
     {
         let mut authzs = order.authorizations();
         while let Some(authz) = authzs.next().await {
@@ -200,7 +284,9 @@ async fn validate(order: &mut instant_acme::Order, pending: &[Pending], solver: 
                 continue;
             }
             if let Some(mut ch) = authz.challenge(ctype.clone()) {
-                ch.set_ready().await.map_err(|e| format!("the CA did not accept the challenge for {name}: {e}"))?;
+                ch.set_ready()
+                    .await
+                    .map_err(|e| format!("the CA did not accept the challenge for {name}: {e}"))?;
             }
         }
     }
@@ -230,7 +316,10 @@ async fn validate(order: &mut instant_acme::Order, pending: &[Pending], solver: 
                     let ch = authz.challenges.iter().find(|c| c.r#type == ctype);
                     return Err(match ch.and_then(|c| c.error.as_ref()) {
                         Some(p) => challenge_failure(&name, challenge, &webroot, p),
-                        None => format!("The CA did not validate {name} ({:?}).", ch.map(|c| &c.status).unwrap_or(&ChallengeStatus::Invalid)),
+                        None => format!(
+                            "The CA did not validate {name} ({:?}).",
+                            ch.map(|c| &c.status).unwrap_or(&ChallengeStatus::Invalid)
+                        ),
                     });
                 }
             }
@@ -239,7 +328,10 @@ async fn validate(order: &mut instant_acme::Order, pending: &[Pending], solver: 
             return Ok(());
         }
         if tokio::time::Instant::now() > deadline {
-            return Err("The CA did not finish validating within two minutes; the next run tries again.".into());
+            return Err(
+                "The CA did not finish validating within two minutes; the next run tries again."
+                    .into(),
+            );
         }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(5));
@@ -247,19 +339,44 @@ async fn validate(order: &mut instant_acme::Order, pending: &[Pending], solver: 
 }
 
 /// Finalize with our own CSR (ECDSA P-256, all names) and download the chain.
-async fn finish(order: &mut instant_acme::Order, names: &[String], directory: &str) -> Result<Issued, String> {
-    let status = order.poll_ready(&VALIDATION).await.map_err(|e| acme_error(directory, &e))?;
+async fn finish(
+    order: &mut instant_acme::Order,
+    names: &[String],
+    directory: &str,
+) -> Result<Issued, String> {
+    let status = order
+        .poll_ready(&VALIDATION)
+        .await
+        .map_err(|e| acme_error(directory, &e))?;
     if status != OrderStatus::Ready {
-        let why = order.state().error.as_ref().map(|p| p.to_string()).unwrap_or_else(|| format!("{status:?}"));
+        let why = order
+            .state()
+            .error
+            .as_ref()
+            .map(|p| p.to_string())
+            .unwrap_or_else(|| format!("{status:?}"));
         return Err(format!("The CA did not make the order ready: {why}."));
     }
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| format!("cannot make a key: {e}"))?;
-    let mut params = rcgen::CertificateParams::new(names.to_vec()).map_err(|e| format!("cannot make a CSR: {e}"))?;
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+        .map_err(|e| format!("cannot make a key: {e}"))?;
+    let mut params = rcgen::CertificateParams::new(names.to_vec())
+        .map_err(|e| format!("cannot make a CSR: {e}"))?;
     params.distinguished_name = rcgen::DistinguishedName::new();
-    let csr = params.serialize_request(&key).map_err(|e| format!("cannot make a CSR: {e}"))?;
-    order.finalize_csr(csr.der()).await.map_err(|e| acme_error(directory, &e))?;
-    let chain_pem = order.poll_certificate(&VALIDATION).await.map_err(|e| acme_error(directory, &e))?;
-    Ok(Issued { chain_pem, key_pem: key.serialize_pem() })
+    let csr = params
+        .serialize_request(&key)
+        .map_err(|e| format!("cannot make a CSR: {e}"))?;
+    order
+        .finalize_csr(csr.der())
+        .await
+        .map_err(|e| acme_error(directory, &e))?;
+    let chain_pem = order
+        .poll_certificate(&VALIDATION)
+        .await
+        .map_err(|e| acme_error(directory, &e))?;
+    Ok(Issued {
+        chain_pem,
+        key_pem: key.serialize_pem(),
+    })
 }
 
 fn token_dir(webroot: &Path) -> PathBuf {
@@ -268,10 +385,16 @@ fn token_dir(webroot: &Path) -> PathBuf {
 
 fn publish_tokens(webroot: &Path, pending: &[Pending]) -> Result<(), String> {
     let dir = token_dir(webroot);
-    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create the webroot directory {}: {e}", dir.display()))?;
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| format!("cannot create the webroot directory {}: {e}", dir.display()))?;
     for p in pending {
         // Tokens are base64url by RFC 8555; refuse anything that could escape the directory.
-        if p.token.is_empty() || !p.token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        if p.token.is_empty()
+            || !p
+                .token
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
             return Err(format!("the CA sent an unusable token {:?}", p.token));
         }
         let path = dir.join(&p.token);

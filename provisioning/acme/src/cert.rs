@@ -51,7 +51,8 @@ pub fn parse_chain_pem(pem: &[u8]) -> Result<CertInfo, String> {
 }
 
 pub fn parse_der(der: &[u8]) -> Result<CertInfo, String> {
-    let (_, cert) = X509Certificate::from_der(der).map_err(|e| format!("not an X.509 certificate: {e}"))?;
+    let (_, cert) =
+        X509Certificate::from_der(der).map_err(|e| format!("not an X.509 certificate: {e}"))?;
     let mut names = Vec::new();
     if let Ok(Some(san)) = cert.subject_alternative_name() {
         for n in &san.value.general_names {
@@ -75,7 +76,9 @@ pub fn parse_der(der: &[u8]) -> Result<CertInfo, String> {
 /// Reads and parses a chain file. `Ok(None)` when the file does not exist yet.
 pub fn read_chain(path: &Path) -> Result<Option<CertInfo>, String> {
     match std::fs::read(path) {
-        Ok(bytes) => parse_chain_pem(&bytes).map(Some).map_err(|e| format!("{}: {e}", path.display())),
+        Ok(bytes) => parse_chain_pem(&bytes)
+            .map(Some)
+            .map_err(|e| format!("{}: {e}", path.display())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(format!("cannot read {}: {e}", path.display())),
     }
@@ -94,7 +97,12 @@ pub fn fmt_time(unix: i64) -> String {
     use time::macros::format_description;
     time::OffsetDateTime::from_unix_timestamp(unix)
         .ok()
-        .and_then(|t| t.format(format_description!("[year]-[month]-[day] [hour]:[minute] UTC")).ok())
+        .and_then(|t| {
+            t.format(format_description!(
+                "[year]-[month]-[day] [hour]:[minute] UTC"
+            ))
+            .ok()
+        })
         .unwrap_or_else(|| format!("@{unix}"))
 }
 
@@ -119,7 +127,10 @@ mod tests {
 
     #[test]
     fn reads_a_self_signed_pair() {
-        let names = vec!["example.test".to_string(), "groups.example.test".to_string()];
+        let names = vec![
+            "example.test".to_string(),
+            "groups.example.test".to_string(),
+        ];
         let pair = hearthd::certs::self_signed(&names).unwrap();
         let info = parse_chain_pem(pair.cert_pem.as_bytes()).unwrap();
         assert!(info.covers_exactly(&["GROUPS.example.test".into(), "example.test".into()]));
@@ -134,7 +145,10 @@ mod tests {
     #[test]
     fn garbage_is_an_error_not_a_panic() {
         assert!(parse_chain_pem(b"hello").is_err());
-        assert!(parse_chain_pem(b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n").is_err());
+        assert!(
+            parse_chain_pem(b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
+                .is_err()
+        );
     }
 
     #[test]

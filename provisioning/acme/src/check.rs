@@ -34,11 +34,16 @@ impl Report {
 }
 
 pub async fn run(s: &Settings, http_port: u16, resolve: &[String]) -> Report {
-    let mut r = Report { text: String::new(), problems: 0 };
+    let mut r = Report {
+        text: String::new(),
+        problems: 0,
+    };
     let overrides: Vec<(String, IpAddr)> = resolve
         .iter()
         .filter_map(|o| {
-            let parsed = o.split_once('=').and_then(|(n, a)| Some((n.to_ascii_lowercase(), a.parse().ok()?)));
+            let parsed = o
+                .split_once('=')
+                .and_then(|(n, a)| Some((n.to_ascii_lowercase(), a.parse().ok()?)));
             if parsed.is_none() {
                 r.fix(format!("--resolve {o:?} is not NAME=IP; ignored."));
             }
@@ -86,18 +91,40 @@ pub async fn run(s: &Settings, http_port: u16, resolve: &[String]) -> Report {
     check_certificate(&mut r, s);
     let st = State::load(&s.state_dir);
     if let Some(e) = &st.last_error {
-        let next = st.next_attempt.map(|t| format!(" Next attempt after {}.", fmt_time(t))).unwrap_or_default();
-        r.fix(format!("The last renewal attempt ({}) failed: {e}{next}", st.last_attempt.map(fmt_time).unwrap_or_default()));
+        let next = st
+            .next_attempt
+            .map(|t| format!(" Next attempt after {}.", fmt_time(t)))
+            .unwrap_or_default();
+        r.fix(format!(
+            "The last renewal attempt ({}) failed: {e}{next}",
+            st.last_attempt.map(fmt_time).unwrap_or_default()
+        ));
     } else if let Some(t) = st.last_success {
         r.ok(format!("The last renewal ({}) succeeded.", fmt_time(t)));
     }
-    let _ = writeln!(r.text, "{}", if r.problems == 0 { "Everything renewal needs is in place.".to_string() } else { format!("{} thing(s) to fix.", r.problems) });
+    let _ = writeln!(
+        r.text,
+        "{}",
+        if r.problems == 0 {
+            "Everything renewal needs is in place.".to_string()
+        } else {
+            format!("{} thing(s) to fix.", r.problems)
+        }
+    );
     r
 }
 
-async fn lookup(name: &str, port: u16, overrides: &[(String, IpAddr)]) -> Result<Vec<IpAddr>, String> {
+async fn lookup(
+    name: &str,
+    port: u16,
+    overrides: &[(String, IpAddr)],
+) -> Result<Vec<IpAddr>, String> {
     let lower = name.to_ascii_lowercase();
-    let given: Vec<IpAddr> = overrides.iter().filter(|(n, _)| *n == lower).map(|(_, a)| *a).collect();
+    let given: Vec<IpAddr> = overrides
+        .iter()
+        .filter(|(n, _)| *n == lower)
+        .map(|(_, a)| *a)
+        .collect();
     if !given.is_empty() {
         return Ok(given);
     }
@@ -113,14 +140,33 @@ async fn lookup(name: &str, port: u16, overrides: &[(String, IpAddr)]) -> Result
 
 fn is_private(a: &IpAddr) -> bool {
     match a {
-        IpAddr::V4(v) => v.is_private() || v.is_loopback() || v.is_link_local() || v.octets()[0] == 100 && (v.octets()[1] & 0xc0) == 64,
-        IpAddr::V6(v) => v.is_loopback() || (v.segments()[0] & 0xfe00) == 0xfc00 || (v.segments()[0] & 0xffc0) == 0xfe80,
+        IpAddr::V4(v) => {
+            v.is_private()
+                || v.is_loopback()
+                || v.is_link_local()
+                || v.octets()[0] == 100 && (v.octets()[1] & 0xc0) == 64
+        }
+        IpAddr::V6(v) => {
+            v.is_loopback()
+                || (v.segments()[0] & 0xfe00) == 0xfc00
+                || (v.segments()[0] & 0xffc0) == 0xfe80
+        }
     }
 }
 
 /// Puts a test token in the webroot and fetches it back through every name's address, as the CA would.
-async fn check_port80(r: &mut Report, http: &Http, webroot: &Path, port: u16, addresses: &[(String, Vec<IpAddr>)]) {
-    let token = format!("hearth-check-{:08x}{:08x}", state::random_u32(), state::random_u32());
+async fn check_port80(
+    r: &mut Report,
+    http: &Http,
+    webroot: &Path,
+    port: u16,
+    addresses: &[(String, Vec<IpAddr>)],
+) {
+    let token = format!(
+        "hearth-check-{:08x}{:08x}",
+        state::random_u32(),
+        state::random_u32()
+    );
     let content = format!("hearth-acme check {:08x}", state::random_u32());
     let dir = webroot.join(".well-known/acme-challenge");
     let path = dir.join(&token);
@@ -135,7 +181,11 @@ async fn check_port80(r: &mut Report, http: &Http, webroot: &Path, port: u16, ad
             IpAddr::V4(a) => a.to_string(),
         };
         let url = format!("http://{host}:{port}/.well-known/acme-challenge/{token}");
-        let shown = if port == 80 { format!("http://{name}/") } else { format!("http://{name}:{port}/") };
+        let shown = if port == 80 {
+            format!("http://{name}/")
+        } else {
+            format!("http://{name}:{port}/")
+        };
         match http.send(Method::GET, &url, &[("host", name)], None).await {
             Ok(reply) if reply.status.is_success() && reply.body.as_ref() == content.as_bytes() => {
                 r.ok(format!("{shown} serves our test token from {}: HTTP-01 validation can work.", webroot.display()))
@@ -164,15 +214,27 @@ async fn check_provider(r: &mut Report, s: &Settings, http: &Http) {
         Ok(p) => p,
         Err(e) => return r.fix(e),
     };
-    let rec = [TxtRecord { fqdn: challenge_name(&s.domain), value: format!("hearth-check-{:08x}", state::random_u32()) }];
+    let rec = [TxtRecord {
+        fqdn: challenge_name(&s.domain),
+        value: format!("hearth-check-{:08x}", state::random_u32()),
+    }];
     match provider.set_txt(&rec).await {
         Ok(()) => {
-            r.ok(format!("{} accepted a test TXT record at {}: DNS-01 validation can work.", provider.name(), rec[0].fqdn));
+            r.ok(format!(
+                "{} accepted a test TXT record at {}: DNS-01 validation can work.",
+                provider.name(),
+                rec[0].fqdn
+            ));
             if let Err(e) = provider.clear_txt(&rec).await {
-                r.note(format!("The test TXT record could not be removed again ({e}); it does no harm."));
+                r.note(format!(
+                    "The test TXT record could not be removed again ({e}); it does no harm."
+                ));
             }
         }
-        Err(e) => r.fix(format!("{} did not accept a test TXT record: {e}", provider.name())),
+        Err(e) => r.fix(format!(
+            "{} did not accept a test TXT record: {e}",
+            provider.name()
+        )),
     }
 }
 
@@ -180,18 +242,37 @@ fn check_certificate(r: &mut Report, s: &Settings) {
     let now = state::now();
     let cur = renew::current(s);
     let Some(c) = &cur.cert else {
-        return r.fix(format!("There is no certificate at {} yet: run `hearth-acme renew`.", s.cert_path.display()));
+        return r.fix(format!(
+            "There is no certificate at {} yet: run `hearth-acme renew`.",
+            s.cert_path.display()
+        ));
     };
     let left = c.not_after - now;
     if left <= 0 {
-        r.fix(format!("The certificate expired {} ago ({}): clients refuse to connect until it is renewed.", fmt_span(left), fmt_time(c.not_after)));
+        r.fix(format!(
+            "The certificate expired {} ago ({}): clients refuse to connect until it is renewed.",
+            fmt_span(left),
+            fmt_time(c.not_after)
+        ));
     } else if left < EXPIRY_WARNING_SECS && s.challenge != Challenge::SelfSigned {
-        r.fix(format!("The certificate expires in {} ({}): renewal is late; fix the problems above.", fmt_span(left), fmt_time(c.not_after)));
+        r.fix(format!(
+            "The certificate expires in {} ({}): renewal is late; fix the problems above.",
+            fmt_span(left),
+            fmt_time(c.not_after)
+        ));
     } else {
-        r.ok(format!("The certificate is valid until {} ({} left).", fmt_time(c.not_after), fmt_span(left)));
+        r.ok(format!(
+            "The certificate is valid until {} ({} left).",
+            fmt_time(c.not_after),
+            fmt_span(left)
+        ));
     }
     if !c.covers_exactly(&s.names) {
-        r.fix(format!("The certificate covers {} but the box needs {}: run `hearth-acme renew`.", c.names.join(", "), s.names.join(", ")));
+        r.fix(format!(
+            "The certificate covers {} but the box needs {}: run `hearth-acme renew`.",
+            c.names.join(", "),
+            s.names.join(", ")
+        ));
     } else {
         r.ok(format!("The certificate covers {}.", c.names.join(", ")));
     }
@@ -199,7 +280,10 @@ fn check_certificate(r: &mut Report, s: &Settings) {
         r.fix("The certificate is self-signed, so clients will warn about it: a CA certificate replaces it once renewal succeeds.".into());
     }
     if !cur.key_ok {
-        r.fix(format!("The key in {} does not belong to the certificate: run `hearth-acme renew --force`.", s.key_path.display()));
+        r.fix(format!(
+            "The key in {} does not belong to the certificate: run `hearth-acme renew --force`.",
+            s.key_path.display()
+        ));
     }
 }
 
@@ -209,7 +293,15 @@ mod tests {
 
     #[test]
     fn private_addresses() {
-        for a in ["192.168.1.2", "10.0.0.1", "127.0.0.1", "100.64.1.1", "::1", "fd00::1", "fe80::1"] {
+        for a in [
+            "192.168.1.2",
+            "10.0.0.1",
+            "127.0.0.1",
+            "100.64.1.1",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+        ] {
             assert!(is_private(&a.parse().unwrap()), "{a}");
         }
         for a in ["93.184.216.34", "2001:db8::1", "100.128.0.1"] {

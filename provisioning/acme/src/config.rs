@@ -133,10 +133,17 @@ fn at<T>(text: &str, origin: &str, s: &Spanned<T>, msg: String) -> ConfigError {
 fn validate(acme: &AcmeSection, text: &str, origin: &str) -> Result<(), ConfigError> {
     if let Some(email) = &acme.email {
         let e = email.get_ref();
-        let ok = e.split_once('@').is_some_and(|(l, d)| !l.is_empty() && d.contains('.'))
+        let ok = e
+            .split_once('@')
+            .is_some_and(|(l, d)| !l.is_empty() && d.contains('.'))
             && !e.chars().any(|c| c.is_whitespace() || c == ',');
         if !ok {
-            return Err(at(text, origin, email, format!("acme.email {e:?} is not an email address")));
+            return Err(at(
+                text,
+                origin,
+                email,
+                format!("acme.email {e:?} is not an email address"),
+            ));
         }
     }
     if let Some(dir) = &acme.directory {
@@ -180,38 +187,75 @@ fn validate_dns(dns: &Spanned<DnsSection>, text: &str, origin: &str) -> Result<(
     ];
     let (required, allowed): (&[&str], &[&str]) = match d.provider {
         ProviderKind::Desec | ProviderKind::Duckdns => (&["token"], &["token"]),
-        ProviderKind::Rfc2136 => {
-            (&["server", "key_name", "key_secret"], &["server", "key_name", "key_secret", "key_algorithm"])
-        }
+        ProviderKind::Rfc2136 => (
+            &["server", "key_name", "key_secret"],
+            &["server", "key_name", "key_secret", "key_algorithm"],
+        ),
         ProviderKind::Challtestsrv => (&["url"], &["url"]),
     };
     for (key, present) in given {
         if !present && required.contains(&key) {
-            return Err(at(text, origin, dns, format!("[acme.dns] provider {name:?} needs acme.dns.{key}")));
+            return Err(at(
+                text,
+                origin,
+                dns,
+                format!("[acme.dns] provider {name:?} needs acme.dns.{key}"),
+            ));
         }
         if present && !allowed.contains(&key) {
-            return Err(at(text, origin, dns, format!("acme.dns.{key} does not apply to provider {name:?}")));
+            return Err(at(
+                text,
+                origin,
+                dns,
+                format!("acme.dns.{key} does not apply to provider {name:?}"),
+            ));
         }
     }
     if let Some(alg) = &d.key_algorithm {
         if crate::dns::rfc2136::Algorithm::parse(alg).is_none() {
-            return Err(at(text, origin, dns, format!("acme.dns.key_algorithm {alg:?} must be \"hmac-sha256\" or \"hmac-sha512\"")));
+            return Err(at(
+                text,
+                origin,
+                dns,
+                format!(
+                    "acme.dns.key_algorithm {alg:?} must be \"hmac-sha256\" or \"hmac-sha512\""
+                ),
+            ));
         }
     }
     if let Some(secret) = &d.key_secret {
         use base64::Engine;
-        if base64::engine::general_purpose::STANDARD.decode(secret.trim()).map_or(true, |k| k.is_empty()) {
-            return Err(at(text, origin, dns, "acme.dns.key_secret is not base64 (copy it from tsig-keygen's output)".into()));
+        if base64::engine::general_purpose::STANDARD
+            .decode(secret.trim())
+            .map_or(true, |k| k.is_empty())
+        {
+            return Err(at(
+                text,
+                origin,
+                dns,
+                "acme.dns.key_secret is not base64 (copy it from tsig-keygen's output)".into(),
+            ));
         }
     }
     if let Some(url) = &d.url {
         if !url.starts_with("http://") && !url.starts_with("https://") {
-            return Err(at(text, origin, dns, format!("acme.dns.url {url:?} must start with http:// or https://")));
+            return Err(at(
+                text,
+                origin,
+                dns,
+                format!("acme.dns.url {url:?} must start with http:// or https://"),
+            ));
         }
     }
     if let Some(zone) = &d.zone {
-        hearthd::jid::validate_domain(zone.trim_end_matches('.'))
-            .map_err(|e| at(text, origin, dns, format!("acme.dns.zone {zone:?} is not usable: {e}")))?;
+        hearthd::jid::validate_domain(zone.trim_end_matches('.')).map_err(|e| {
+            at(
+                text,
+                origin,
+                dns,
+                format!("acme.dns.zone {zone:?} is not usable: {e}"),
+            )
+        })?;
     }
     Ok(())
 }
@@ -271,7 +315,9 @@ impl Settings {
             challenge: acme.challenge,
             directory,
             email: acme.email.map(Spanned::into_inner),
-            webroot: acme.webroot.unwrap_or_else(|| config.data_dir.join("acme-webroot")),
+            webroot: acme
+                .webroot
+                .unwrap_or_else(|| config.data_dir.join("acme-webroot")),
             ca_bundle: acme.ca_bundle,
             dns: acme.dns.map(Spanned::into_inner),
             cert_path: config.tls.cert.clone(),
@@ -287,7 +333,10 @@ impl Settings {
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
-    let col = before.rfind('\n').map(|i| before.len() - i).unwrap_or(before.len() + 1);
+    let col = before
+        .rfind('\n')
+        .map(|i| before.len() - i)
+        .unwrap_or(before.len() + 1);
     (line, col)
 }
 
@@ -298,7 +347,9 @@ mod tests {
     const HEAD: &str = "domain = \"example.test\"\n[tls]\ncert = \"/c.pem\"\nkey = \"/k.pem\"\n";
 
     fn err(acme: &str) -> String {
-        parse_acme(&format!("{HEAD}{acme}"), "hearth.toml").unwrap_err().to_string()
+        parse_acme(&format!("{HEAD}{acme}"), "hearth.toml")
+            .unwrap_err()
+            .to_string()
     }
 
     #[test]
@@ -310,7 +361,10 @@ mod tests {
         .unwrap()
         .unwrap();
         assert_eq!(a.challenge, Challenge::Http01);
-        assert_eq!(resolve_directory(a.directory.unwrap().get_ref()).unwrap(), LETSENCRYPT_STAGING);
+        assert_eq!(
+            resolve_directory(a.directory.unwrap().get_ref()).unwrap(),
+            LETSENCRYPT_STAGING
+        );
     }
 
     #[test]
@@ -336,7 +390,10 @@ mod tests {
     fn bad_challenge_lists_the_choices() {
         let e = err("[acme]\nchallenge = \"http\"\n");
         assert!(e.starts_with("hearth.toml:6:"), "{e}");
-        assert!(e.contains("http-01") && e.contains("dns-01") && e.contains("self-signed"), "{e}");
+        assert!(
+            e.contains("http-01") && e.contains("dns-01") && e.contains("self-signed"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -357,7 +414,10 @@ mod tests {
         let e = err("[acme]\nchallenge = \"dns-01\"\n[acme.dns]\nprovider = \"rfc2136\"\nserver = \"192.0.2.1\"\n");
         assert!(e.contains("needs acme.dns.key_name"), "{e}");
         let e = err("[acme]\nchallenge = \"dns-01\"\n[acme.dns]\nprovider = \"duckdns\"\ntoken = \"t\"\nserver = \"x\"\n");
-        assert!(e.contains("acme.dns.server does not apply to provider \"duckdns\""), "{e}");
+        assert!(
+            e.contains("acme.dns.server does not apply to provider \"duckdns\""),
+            "{e}"
+        );
         let e = err("[acme]\nchallenge = \"dns-01\"\n[acme.dns]\nprovider = \"rfc2136\"\nserver = \"s\"\nkey_name = \"k\"\nkey_secret = \"!!\"\n");
         assert!(e.contains("key_secret"), "{e}");
         let e = err("[acme]\nchallenge = \"dns-01\"\n[acme.dns]\nprovider = \"cloudflare\"\n");
@@ -367,6 +427,9 @@ mod tests {
     #[test]
     fn bad_email_is_refused() {
         let e = err("[acme]\nchallenge = \"http-01\"\nemail = \"me at home\"\n");
-        assert!(e.starts_with("hearth.toml:7:") && e.contains("acme.email"), "{e}");
+        assert!(
+            e.starts_with("hearth.toml:7:") && e.contains("acme.email"),
+            "{e}"
+        );
     }
 }

@@ -7,8 +7,17 @@ use instant_acme::Problem;
 const PREFIX: &str = "urn:ietf:params:acme:error:";
 
 /// Why a challenge for `name` failed, given the CA's problem document.
-pub fn challenge_failure(name: &str, challenge: Challenge, webroot: &str, problem: &Problem) -> String {
-    let kind = problem.r#type.as_deref().and_then(|t| t.strip_prefix(PREFIX)).unwrap_or("");
+pub fn challenge_failure(
+    name: &str,
+    challenge: Challenge,
+    webroot: &str,
+    problem: &Problem,
+) -> String {
+    let kind = problem
+        .r#type
+        .as_deref()
+        .and_then(|t| t.strip_prefix(PREFIX))
+        .unwrap_or("");
     let detail = problem.detail.as_deref().unwrap_or("no details given");
     match (challenge, kind) {
         (Challenge::Http01, "connection") => format!(
@@ -76,26 +85,53 @@ mod tests {
     use super::*;
 
     fn problem(kind: &str, detail: &str) -> Problem {
-        serde_json::from_value(serde_json::json!({"type": format!("{PREFIX}{kind}"), "detail": detail})).unwrap()
+        serde_json::from_value(
+            serde_json::json!({"type": format!("{PREFIX}{kind}"), "detail": detail}),
+        )
+        .unwrap()
     }
 
     #[test]
     fn http01_connection_mentions_port_80() {
-        let s = challenge_failure("example.org", Challenge::Http01, "/w", &problem("connection", "refused"));
-        assert!(s.contains("port 80") && s.contains("example.org") && s.contains("refused"), "{s}");
+        let s = challenge_failure(
+            "example.org",
+            Challenge::Http01,
+            "/w",
+            &problem("connection", "refused"),
+        );
+        assert!(
+            s.contains("port 80") && s.contains("example.org") && s.contains("refused"),
+            "{s}"
+        );
     }
 
     #[test]
     fn dns01_wrong_token_mentions_txt() {
-        let s = challenge_failure("example.org", Challenge::Dns01, "/w", &problem("unauthorized", "got xyz"));
-        assert!(s.contains("_acme-challenge.example.org") && s.contains("got xyz"), "{s}");
+        let s = challenge_failure(
+            "example.org",
+            Challenge::Dns01,
+            "/w",
+            &problem("unauthorized", "got xyz"),
+        );
+        assert!(
+            s.contains("_acme-challenge.example.org") && s.contains("got xyz"),
+            "{s}"
+        );
     }
 
     #[test]
     fn unknown_kinds_still_read() {
-        let s = challenge_failure("a.test", Challenge::Http01, "/w", &problem("somethingNew", "odd"));
+        let s = challenge_failure(
+            "a.test",
+            Challenge::Http01,
+            "/w",
+            &problem("somethingNew", "odd"),
+        );
         assert_eq!(s, "The CA could not validate a.test: odd.");
-        let e = acme_error("https://ca.test/dir", &instant_acme::Error::Api(problem("rateLimited", "too many")));
+        let e = acme_error(
+            "https://ca.test/dir",
+            &instant_acme::Error::Api(problem("rateLimited", "too many")),
+        );
         assert!(e.contains("rate limit"), "{e}");
     }
 }

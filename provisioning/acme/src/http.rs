@@ -35,7 +35,10 @@ pub struct Reply {
 
 impl Reply {
     pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).chars().take(300).collect()
+        String::from_utf8_lossy(&self.body)
+            .chars()
+            .take(300)
+            .collect()
     }
 }
 
@@ -51,13 +54,20 @@ impl Http {
                 let certs = CertificateDer::pem_file_iter(path)
                     .map_err(|e| format!("cannot read CA bundle {}: {e}", path.display()))?;
                 for cert in certs {
-                    let cert = cert.map_err(|e| format!("CA bundle {} is not PEM: {e}", path.display()))?;
-                    roots.add(cert).map_err(|e| format!("CA bundle {}: {e}", path.display()))?;
+                    let cert =
+                        cert.map_err(|e| format!("CA bundle {} is not PEM: {e}", path.display()))?;
+                    roots
+                        .add(cert)
+                        .map_err(|e| format!("CA bundle {}: {e}", path.display()))?;
                 }
                 if roots.is_empty() {
                     return Err(format!("CA bundle {} holds no certificate", path.display()));
                 }
-                builder.with_tls_config(rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth())
+                builder.with_tls_config(
+                    rustls::ClientConfig::builder()
+                        .with_root_certificates(roots)
+                        .with_no_client_auth(),
+                )
             }
             None => builder
                 .try_with_platform_verifier()
@@ -67,24 +77,48 @@ impl Http {
         http.enforce_http(false);
         http.set_connect_timeout(Some(CONNECT_TIMEOUT));
         let connector = builder.https_or_http().enable_http1().wrap_connector(http);
-        Ok(Http { inner: Client::builder(TokioExecutor::new()).build(connector) })
+        Ok(Http {
+            inner: Client::builder(TokioExecutor::new()).build(connector),
+        })
     }
 
     /// Sends a request and reads the whole (bounded) body.
-    pub async fn send(&self, method: Method, url: &str, headers: &[(&str, &str)], body: Option<Vec<u8>>) -> Result<Reply, String> {
-        let mut req = Request::builder().method(method).uri(url).header("user-agent", concat!("hearth-acme/", env!("CARGO_PKG_VERSION")));
+    pub async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+    ) -> Result<Reply, String> {
+        let mut req = Request::builder().method(method).uri(url).header(
+            "user-agent",
+            concat!("hearth-acme/", env!("CARGO_PKG_VERSION")),
+        );
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        let req = req.body(body.map(BodyWrapper::from).unwrap_or_default()).map_err(|e| format!("bad request to {url}: {e}"))?;
+        let req = req
+            .body(body.map(BodyWrapper::from).unwrap_or_default())
+            .map_err(|e| format!("bad request to {url}: {e}"))?;
         let fetch = async {
-            let rsp = self.inner.request(req).await.map_err(|e| describe(url, &e))?;
+            let rsp = self
+                .inner
+                .request(req)
+                .await
+                .map_err(|e| describe(url, &e))?;
             let status = rsp.status();
             let body = http_body_util::Limited::new(rsp.into_body(), MAX_BODY);
-            let body = http_body_util::BodyExt::collect(body).await.map_err(|e| format!("reading the answer from {url}: {e}"))?;
-            Ok(Reply { status, body: body.to_bytes() })
+            let body = http_body_util::BodyExt::collect(body)
+                .await
+                .map_err(|e| format!("reading the answer from {url}: {e}"))?;
+            Ok(Reply {
+                status,
+                body: body.to_bytes(),
+            })
         };
-        tokio::time::timeout(REQUEST_TIMEOUT, fetch).await.map_err(|_| format!("{url} did not answer within {}s", REQUEST_TIMEOUT.as_secs()))?
+        tokio::time::timeout(REQUEST_TIMEOUT, fetch)
+            .await
+            .map_err(|_| format!("{url} did not answer within {}s", REQUEST_TIMEOUT.as_secs()))?
     }
 }
 
@@ -99,14 +133,19 @@ fn describe(url: &str, e: &(dyn std::error::Error + 'static)) -> String {
 
 /// Lets instant-acme use our client (and its timeouts and trust roots) for the CA.
 impl HttpClient for Http {
-    fn request(&self, req: Request<BodyWrapper<Bytes>>) -> Pin<Box<dyn Future<Output = Result<BytesResponse, instant_acme::Error>> + Send>> {
+    fn request(
+        &self,
+        req: Request<BodyWrapper<Bytes>>,
+    ) -> Pin<Box<dyn Future<Output = Result<BytesResponse, instant_acme::Error>> + Send>> {
         let url = req.uri().to_string();
         let fut = self.inner.request(req);
         Box::pin(async move {
             match tokio::time::timeout(REQUEST_TIMEOUT, fut).await {
                 Ok(Ok(rsp)) => Ok(BytesResponse::from(rsp)),
                 Ok(Err(e)) => Err(instant_acme::Error::Other(describe(&url, &e).into())),
-                Err(_) => Err(instant_acme::Error::Other(format!("{url} did not answer within {}s", REQUEST_TIMEOUT.as_secs()).into())),
+                Err(_) => Err(instant_acme::Error::Other(
+                    format!("{url} did not answer within {}s", REQUEST_TIMEOUT.as_secs()).into(),
+                )),
             }
         })
     }

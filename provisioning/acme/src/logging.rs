@@ -11,7 +11,9 @@ impl Log for Stderr {
     }
     fn log(&self, r: &Record) {
         // Only our own messages: hyper and rustls talk a lot at info and below.
-        if self.enabled(r.metadata()) && (r.target().starts_with("hearth_acme") || r.level() <= Level::Warn) {
+        if self.enabled(r.metadata())
+            && (r.target().starts_with("hearth_acme") || r.level() <= Level::Warn)
+        {
             eprintln!("hearth-acme: {}", r.args());
         }
     }

@@ -87,7 +87,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("hearth-acme: cannot start: {e}");
@@ -95,8 +98,15 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Renew { force, directory, ca_bundle } => {
-            let directory = match directory.as_deref().map(|d| (d, config::resolve_directory(d))) {
+        Command::Renew {
+            force,
+            directory,
+            ca_bundle,
+        } => {
+            let directory = match directory
+                .as_deref()
+                .map(|d| (d, config::resolve_directory(d)))
+            {
                 Some((d, None)) => {
                     eprintln!("hearth-acme: --directory {d:?} must be an https:// URL, \"letsencrypt\" or \"letsencrypt-staging\"");
                     return ExitCode::from(2);
@@ -104,13 +114,21 @@ fn main() -> ExitCode {
                 Some((_, url)) => url,
                 None => None,
             };
-            let opts = renew::Options { force, directory, ca_bundle };
+            let opts = renew::Options {
+                force,
+                directory,
+                ca_bundle,
+            };
             match runtime.block_on(renew::run(&settings, &opts)) {
                 Ok(renew::Outcome::Waiting(why)) => {
                     println!("Nothing to do: {why}.");
                     ExitCode::SUCCESS
                 }
-                Ok(renew::Outcome::Renewed { serial, not_after, reload }) => {
+                Ok(renew::Outcome::Renewed {
+                    serial,
+                    not_after,
+                    reload,
+                }) => {
                     println!(
                         "Installed a new certificate for {} (serial {serial}, valid until {}).",
                         settings.names.join(", "),

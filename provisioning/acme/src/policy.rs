@@ -39,7 +39,9 @@ pub fn decide(f: &Facts) -> Decision {
         return Decision::Renew("there is no certificate yet".into());
     };
     if !f.key_ok {
-        return Decision::Renew("the key file is missing or does not belong to the certificate".into());
+        return Decision::Renew(
+            "the key file is missing or does not belong to the certificate".into(),
+        );
     }
     if !cert.covers_exactly(f.names) {
         return Decision::Renew(format!(
@@ -55,7 +57,12 @@ pub fn decide(f: &Facts) -> Decision {
     if !acme && !cert.self_signed {
         return Decision::Renew("the configuration asks for a self-signed certificate".into());
     }
-    if let Some(ari) = f.state.ari.as_ref().filter(|a| acme && a.serial == cert.serial) {
+    if let Some(ari) = f
+        .state
+        .ari
+        .as_ref()
+        .filter(|a| acme && a.serial == cert.serial)
+    {
         return if f.now >= ari.chosen {
             Decision::Renew(format!(
                 "the CA's renewal window ({} to {}) has begun",
@@ -63,16 +70,26 @@ pub fn decide(f: &Facts) -> Decision {
                 fmt_time(ari.window_end)
             ))
         } else {
-            Decision::Wait { until: ari.chosen, why: format!("the CA suggests renewing at {}", fmt_time(ari.chosen)) }
+            Decision::Wait {
+                until: ari.chosen,
+                why: format!("the CA suggests renewing at {}", fmt_time(ari.chosen)),
+            }
         };
     }
     let at = renew_at(cert);
     if f.now >= at {
-        Decision::Renew(format!("it expires at {}, less than a third of its lifetime away", fmt_time(cert.not_after)))
+        Decision::Renew(format!(
+            "it expires at {}, less than a third of its lifetime away",
+            fmt_time(cert.not_after)
+        ))
     } else {
         Decision::Wait {
             until: at,
-            why: format!("it is valid until {}; renewal is due around {}", fmt_time(cert.not_after), fmt_time(at)),
+            why: format!(
+                "it is valid until {}; renewal is due around {}",
+                fmt_time(cert.not_after),
+                fmt_time(at)
+            ),
         }
     }
 }
@@ -83,7 +100,9 @@ pub fn decide(f: &Facts) -> Decision {
 pub fn renew_at(cert: &CertInfo) -> i64 {
     let life = cert.lifetime_secs();
     let spread = (life / 30).max(1);
-    let hash = cert.serial.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x1000_0000_01b3));
+    let hash = cert.serial.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x1000_0000_01b3)
+    });
     cert.not_after - life / 3 - (hash % spread as u64) as i64
 }
 
@@ -118,7 +137,15 @@ mod tests {
     }
 
     fn decide_at(now: i64, c: Option<&CertInfo>, state: &State, challenge: Challenge) -> Decision {
-        decide(&Facts { now, cert: c, key_ok: true, names: &names(), challenge, state, force: false })
+        decide(&Facts {
+            now,
+            cert: c,
+            key_ok: true,
+            names: &names(),
+            challenge,
+            state,
+            force: false,
+        })
     }
 
     const DAY: i64 = 86_400;
@@ -127,17 +154,29 @@ mod tests {
     fn renews_once_a_third_is_left() {
         let c = cert(0, 90 * DAY, false);
         let s = State::default();
-        assert!(matches!(decide_at(50 * DAY, Some(&c), &s, Challenge::Http01), Decision::Wait { .. }));
-        assert!(matches!(decide_at(60 * DAY, Some(&c), &s, Challenge::Http01), Decision::Renew(_)));
+        assert!(matches!(
+            decide_at(50 * DAY, Some(&c), &s, Challenge::Http01),
+            Decision::Wait { .. }
+        ));
+        assert!(matches!(
+            decide_at(60 * DAY, Some(&c), &s, Challenge::Http01),
+            Decision::Renew(_)
+        ));
         let at = renew_at(&c);
-        assert!(at <= 60 * DAY && at > 57 * DAY, "jitter stays within 3 days: {at}");
+        assert!(
+            at <= 60 * DAY && at > 57 * DAY,
+            "jitter stays within 3 days: {at}"
+        );
         assert_eq!(at, renew_at(&c), "same certificate, same time");
     }
 
     #[test]
     fn backoff_wins_over_due_renewal_but_not_over_force() {
         let c = cert(0, 90 * DAY, false);
-        let s = State { next_attempt: Some(70 * DAY), ..State::default() };
+        let s = State {
+            next_attempt: Some(70 * DAY),
+            ..State::default()
+        };
         match decide_at(65 * DAY, Some(&c), &s, Challenge::Http01) {
             Decision::Wait { until, why } => {
                 assert_eq!(until, 70 * DAY);
@@ -160,7 +199,10 @@ mod tests {
     #[test]
     fn missing_cert_changed_names_and_wrong_kind_renew_now() {
         let s = State::default();
-        assert!(matches!(decide_at(0, None, &s, Challenge::Http01), Decision::Renew(_)));
+        assert!(matches!(
+            decide_at(0, None, &s, Challenge::Http01),
+            Decision::Renew(_)
+        ));
         let mut c = cert(0, 90 * DAY, false);
         c.names.pop();
         match decide_at(DAY, Some(&c), &s, Challenge::Http01) {
@@ -168,22 +210,54 @@ mod tests {
             d => panic!("{d:?}"),
         }
         let selfsigned = cert(0, 3650 * DAY, true);
-        assert!(matches!(decide_at(DAY, Some(&selfsigned), &s, Challenge::Dns01), Decision::Renew(_)));
-        assert!(matches!(decide_at(DAY, Some(&selfsigned), &s, Challenge::SelfSigned), Decision::Wait { .. }));
+        assert!(matches!(
+            decide_at(DAY, Some(&selfsigned), &s, Challenge::Dns01),
+            Decision::Renew(_)
+        ));
+        assert!(matches!(
+            decide_at(DAY, Some(&selfsigned), &s, Challenge::SelfSigned),
+            Decision::Wait { .. }
+        ));
         let trusted = cert(0, 90 * DAY, false);
-        assert!(matches!(decide_at(DAY, Some(&trusted), &s, Challenge::SelfSigned), Decision::Renew(_)));
+        assert!(matches!(
+            decide_at(DAY, Some(&trusted), &s, Challenge::SelfSigned),
+            Decision::Renew(_)
+        ));
     }
 
     #[test]
     fn ari_window_overrides_the_third() {
         let c = cert(0, 90 * DAY, false);
-        let ari = AriState { serial: c.serial.clone(), window_start: 10 * DAY, window_end: 12 * DAY, chosen: 11 * DAY, ..Default::default() };
-        let s = State { ari: Some(ari.clone()), ..State::default() };
-        assert!(matches!(decide_at(10 * DAY, Some(&c), &s, Challenge::Http01), Decision::Wait { until, .. } if until == 11 * DAY));
-        assert!(matches!(decide_at(11 * DAY, Some(&c), &s, Challenge::Http01), Decision::Renew(_)));
+        let ari = AriState {
+            serial: c.serial.clone(),
+            window_start: 10 * DAY,
+            window_end: 12 * DAY,
+            chosen: 11 * DAY,
+            ..Default::default()
+        };
+        let s = State {
+            ari: Some(ari.clone()),
+            ..State::default()
+        };
+        assert!(
+            matches!(decide_at(10 * DAY, Some(&c), &s, Challenge::Http01), Decision::Wait { until, .. } if until == 11 * DAY)
+        );
+        assert!(matches!(
+            decide_at(11 * DAY, Some(&c), &s, Challenge::Http01),
+            Decision::Renew(_)
+        ));
         // A window for another certificate is ignored.
-        let stale = State { ari: Some(AriState { serial: "ff".into(), ..ari }), ..State::default() };
-        assert!(matches!(decide_at(11 * DAY, Some(&c), &stale, Challenge::Http01), Decision::Wait { .. }));
+        let stale = State {
+            ari: Some(AriState {
+                serial: "ff".into(),
+                ..ari
+            }),
+            ..State::default()
+        };
+        assert!(matches!(
+            decide_at(11 * DAY, Some(&c), &stale, Challenge::Http01),
+            Decision::Wait { .. }
+        ));
     }
 
     #[test]

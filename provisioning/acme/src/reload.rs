@@ -1,11 +1,10 @@
 //! Telling `hearthd` to load the new pair: the control-socket request `{"cmd":"reload-certs"}`
 //! (line-delimited JSON, reply `{"ok":true}` or `{"ok":false,"error":"..."}`). `hearth-web`
-//! watches the certificate file itself, so it needs no message.
+//! watches the certificate file itself, so it needs no message. The protocol is hearthd's
+//! (`hearthd::control`), so the two cannot drift apart.
 
 use std::path::Path;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::UnixStream;
 
 /// How long `hearthd` may take to answer; loading a PEM pair takes milliseconds.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(15);
@@ -19,42 +18,50 @@ pub enum Reload {
 }
 
 pub async fn reload_hearthd(socket: &Path) -> Result<Reload, String> {
-    let mut stream = match UnixStream::connect(socket).await {
-        Ok(s) => s,
-        Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused) => {
-            return Ok(Reload::NotRunning)
-        }
-        Err(e) => return Err(format!("cannot reach hearthd at {}: {e}", socket.display())),
-    };
-    let exchange = async {
-        stream.write_all(b"{\"cmd\":\"reload-certs\"}\n").await?;
-        let mut line = String::new();
-        BufReader::new(&mut stream).read_line(&mut line).await?;
-        Ok::<_, std::io::Error>(line)
-    };
-    let line = tokio::time::timeout(REPLY_TIMEOUT, exchange)
-        .await
-        .map_err(|_| format!("hearthd did not answer on {} within {}s", socket.display(), REPLY_TIMEOUT.as_secs()))?
-        .map_err(|e| format!("talking to hearthd on {}: {e}", socket.display()))?;
-    let reply: serde_json::Value =
-        serde_json::from_str(line.trim()).map_err(|_| format!("hearthd answered something unexpected: {:?}", line.trim()))?;
-    if reply.get("ok").and_then(|v| v.as_bool()) == Some(true) {
+    let req = hearthd::control::Request::ReloadCerts;
+    let reply =
+        match tokio::time::timeout(REPLY_TIMEOUT, hearthd::control::request(socket, &req)).await {
+            Err(_) => {
+                return Err(format!(
+                    "hearthd did not answer on {} within {}s",
+                    socket.display(),
+                    REPLY_TIMEOUT.as_secs()
+                ))
+            }
+            Ok(Err(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+                ) =>
+            {
+                return Ok(Reload::NotRunning)
+            }
+            Ok(Err(e)) => return Err(format!("talking to hearthd on {}: {e}", socket.display())),
+            Ok(Ok(r)) => r,
+        };
+    if reply.ok {
         Ok(Reload::Done)
     } else {
-        let why = reply.get("error").and_then(|v| v.as_str()).unwrap_or("no reason given");
-        Err(format!("hearthd refused the new certificate: {why}"))
+        Err(format!(
+            "hearthd refused the new certificate: {}",
+            reply.error.as_deref().unwrap_or("no reason given")
+        ))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
     use tokio::net::UnixListener;
 
     #[tokio::test]
     async fn missing_socket_means_not_running() {
         let d = tempfile::tempdir().unwrap();
-        assert_eq!(reload_hearthd(&d.path().join("none.sock")).await, Ok(Reload::NotRunning));
+        assert_eq!(
+            reload_hearthd(&d.path().join("none.sock")).await,
+            Ok(Reload::NotRunning)
+        );
     }
 
     async fn answer(reply: &'static str) -> Result<Reload, String> {
@@ -76,7 +83,9 @@ mod tests {
     #[tokio::test]
     async fn reads_the_reply() {
         assert_eq!(answer("{\"ok\":true}\n").await, Ok(Reload::Done));
-        let e = answer("{\"ok\":false,\"error\":\"key does not match\"}\n").await.unwrap_err();
+        let e = answer("{\"ok\":false,\"error\":\"key does not match\"}\n")
+            .await
+            .unwrap_err();
         assert!(e.contains("key does not match"), "{e}");
     }
 }

@@ -32,7 +32,11 @@ pub enum Outcome {
     /// Nothing was due.
     Waiting(String),
     /// A new certificate is in place. `reload` says whether hearthd took it.
-    Renewed { serial: String, not_after: i64, reload: Result<Reload, String> },
+    Renewed {
+        serial: String,
+        not_after: i64,
+        reload: Result<Reload, String>,
+    },
 }
 
 pub struct Current {
@@ -66,21 +70,31 @@ pub async fn run(s: &Settings, opts: &Options) -> Result<Outcome, String> {
     if acme_mode && cur.cert.is_none() {
         // hearthd cannot start without a pair; a self-signed one lets it run (and the wizard finish)
         // until the CA answers. The policy replaces it as soon as it can.
-        let pair = hearthd::certs::self_signed(&s.names).map_err(|e| format!("cannot make a temporary certificate: {e}"))?;
+        let pair = hearthd::certs::self_signed(&s.names)
+            .map_err(|e| format!("cannot make a temporary certificate: {e}"))?;
         store::install(&s.cert_path, &s.key_path, &pair.cert_pem, &pair.key_pem)?;
         log::info!("installed a temporary self-signed certificate until the CA issues one");
         cur = current(s);
     }
 
-    let directory = opts.directory.clone().unwrap_or_else(|| s.directory.clone());
+    let directory = opts
+        .directory
+        .clone()
+        .unwrap_or_else(|| s.directory.clone());
     let ca_bundle = opts.ca_bundle.clone().or_else(|| s.ca_bundle.clone());
     let mut http = None;
     let mut account = None;
-    let trusted = cur.cert.as_ref().filter(|c| !c.self_signed && cur.key_ok && c.covers_exactly(&s.names));
+    let trusted = cur
+        .cert
+        .as_ref()
+        .filter(|c| !c.self_signed && cur.key_ok && c.covers_exactly(&s.names));
 
     // ACME Renewal Information: when the CA offers it, its window replaces the lifetime rule.
     if let (true, false, Some(c)) = (acme_mode, opts.force, trusted) {
-        let stale = st.ari.as_ref().is_none_or(|a| a.serial != c.serial || now >= a.next_check);
+        let stale = st
+            .ari
+            .as_ref()
+            .is_none_or(|a| a.serial != c.serial || now >= a.next_check);
         if stale && st.next_attempt.is_none_or(|t| t <= now) {
             let h = Http::new(ca_bundle.as_deref())?;
             match acme::account(s, &directory, &h).await {
@@ -91,7 +105,8 @@ pub async fn run(s: &Settings, opts: &Options) -> Result<Outcome, String> {
                             window_start: start,
                             window_end: end,
                             chosen: policy::pick_in_window(start, end, state::random_u32()),
-                            next_check: now + (retry.as_secs() as i64).clamp(ARI_MIN_RECHECK, ARI_MAX_RECHECK),
+                            next_check: now
+                                + (retry.as_secs() as i64).clamp(ARI_MIN_RECHECK, ARI_MAX_RECHECK),
                             explanation_url: url,
                         }),
                         None => None,
@@ -104,7 +119,15 @@ pub async fn run(s: &Settings, opts: &Options) -> Result<Outcome, String> {
         }
     }
 
-    let facts = Facts { now, cert: cur.cert.as_ref(), key_ok: cur.key_ok, names: &s.names, challenge: s.challenge, state: &st, force: opts.force };
+    let facts = Facts {
+        now,
+        cert: cur.cert.as_ref(),
+        key_ok: cur.key_ok,
+        names: &s.names,
+        challenge: s.challenge,
+        state: &st,
+        force: opts.force,
+    };
     let why = match policy::decide(&facts) {
         Decision::Wait { why, .. } => {
             st.save(&s.state_dir)?;
@@ -120,11 +143,16 @@ pub async fn run(s: &Settings, opts: &Options) -> Result<Outcome, String> {
             Some(h) => h,
             None => Http::new(ca_bundle.as_deref())?,
         };
-        let replaces = trusted.filter(|_| st.ari.is_some()).and_then(|c| acme::cert_id(&c.leaf_der));
+        let replaces = trusted
+            .filter(|_| st.ari.is_some())
+            .and_then(|c| acme::cert_id(&c.leaf_der));
         obtain(s, &directory, &h, account, replaces).await
     } else {
         hearthd::certs::self_signed(&s.names)
-            .map(|p| acme::Issued { chain_pem: p.cert_pem, key_pem: p.key_pem })
+            .map(|p| acme::Issued {
+                chain_pem: p.cert_pem,
+                key_pem: p.key_pem,
+            })
             .map_err(|e| format!("cannot make a self-signed certificate: {e}"))
     };
     let installed = issued.and_then(|i| {
@@ -141,18 +169,29 @@ pub async fn run(s: &Settings, opts: &Options) -> Result<Outcome, String> {
             st.record_success(now);
             st.save(&s.state_dir)?;
             let reload = reload::reload_hearthd(&s.control_socket).await;
-            Ok(Outcome::Renewed { serial: info.serial, not_after: info.not_after, reload })
+            Ok(Outcome::Renewed {
+                serial: info.serial,
+                not_after: info.not_after,
+                reload,
+            })
         }
         Err(e) => {
             let expires_in = trusted.map(|c| c.not_after - now);
             st.record_failure(now, &e, expires_in, state::random_u32());
             st.save(&s.state_dir)?;
             let kept = match trusted {
-                Some(c) => format!("The current certificate is kept (valid until {}).", fmt_time(c.not_after)),
+                Some(c) => format!(
+                    "The current certificate is kept (valid until {}).",
+                    fmt_time(c.not_after)
+                ),
                 None => "The box keeps its temporary self-signed certificate.".to_string(),
             };
             let next = st.next_attempt.unwrap_or(now);
-            Err(format!("{e}\n{kept} Next attempt after {} (in {}), or run `hearth-acme renew --force`.", fmt_time(next), fmt_span(next - now)))
+            Err(format!(
+                "{e}\n{kept} Next attempt after {} (in {}), or run `hearth-acme renew --force`.",
+                fmt_time(next),
+                fmt_span(next - now)
+            ))
         }
     }
 }
@@ -166,9 +205,17 @@ async fn obtain(
 ) -> Result<acme::Issued, String> {
     // A last guard for a CA that keeps an order pending forever: the run ends, is recorded as a
     // failure, and the timer tries again later.
-    tokio::time::timeout(ORDER_TIMEOUT, obtain_inner(s, directory, http, account, replaces))
-        .await
-        .unwrap_or_else(|_| Err(format!("The CA at {directory} did not complete the order within {} minutes.", ORDER_TIMEOUT.as_secs() / 60)))
+    tokio::time::timeout(
+        ORDER_TIMEOUT,
+        obtain_inner(s, directory, http, account, replaces),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        Err(format!(
+            "The CA at {directory} did not complete the order within {} minutes.",
+            ORDER_TIMEOUT.as_secs() / 60
+        ))
+    })
 }
 
 async fn obtain_inner(
@@ -183,12 +230,39 @@ async fn obtain_inner(
         None => acme::account(s, directory, http).await?,
     };
     match s.challenge {
-        Challenge::Http01 => acme::obtain(&account, &s.names, &Solver::Http01 { webroot: &s.webroot }, replaces, directory).await,
+        Challenge::Http01 => {
+            acme::obtain(
+                &account,
+                &s.names,
+                &Solver::Http01 {
+                    webroot: &s.webroot,
+                },
+                replaces,
+                directory,
+            )
+            .await
+        }
         Challenge::Dns01 => {
-            let cfg = s.dns.as_ref().ok_or("acme.challenge is dns-01 but [acme.dns] is missing")?;
+            let cfg = s
+                .dns
+                .as_ref()
+                .ok_or("acme.challenge is dns-01 but [acme.dns] is missing")?;
             let provider = crate::dns::provider(cfg, &s.domain, http)?;
-            let propagation = cfg.propagation_secs.map(Duration::from_secs).unwrap_or_else(|| provider.default_propagation());
-            acme::obtain(&account, &s.names, &Solver::Dns01 { provider: provider.as_ref(), propagation }, replaces, directory).await
+            let propagation = cfg
+                .propagation_secs
+                .map(Duration::from_secs)
+                .unwrap_or_else(|| provider.default_propagation());
+            acme::obtain(
+                &account,
+                &s.names,
+                &Solver::Dns01 {
+                    provider: provider.as_ref(),
+                    propagation,
+                },
+                replaces,
+                directory,
+            )
+            .await
         }
         Challenge::SelfSigned => Err("self-signed mode does not use a CA".into()),
     }

@@ -55,7 +55,10 @@ impl State {
         let p = path(state_dir);
         match std::fs::read(&p) {
             Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-                log::warn!("{} is damaged ({e}); starting with a fresh state", p.display());
+                log::warn!(
+                    "{} is damaged ({e}); starting with a fresh state",
+                    p.display()
+                );
                 State::default()
             }),
             Err(_) => State::default(),
@@ -63,10 +66,12 @@ impl State {
     }
 
     pub fn save(&self, state_dir: &Path) -> Result<(), String> {
-        std::fs::create_dir_all(state_dir).map_err(|e| format!("cannot create {}: {e}", state_dir.display()))?;
+        std::fs::create_dir_all(state_dir)
+            .map_err(|e| format!("cannot create {}: {e}", state_dir.display()))?;
         let text = serde_json::to_vec_pretty(self).map_err(|e| e.to_string())?;
         let p = path(state_dir);
-        hearthd::fsutil::write_atomically(&p, &text, 0o640).map_err(|e| format!("cannot write {}: {e}", p.display()))
+        hearthd::fsutil::write_atomically(&p, &text, 0o640)
+            .map_err(|e| format!("cannot write {}: {e}", p.display()))
     }
 
     /// Records a failure and schedules the next attempt with exponential backoff. `expires_in`
@@ -104,13 +109,17 @@ pub fn backoff_secs(failures: u32, expires_in: Option<i64>, random: u32) -> i64 
 pub fn random_u32() -> u32 {
     let mut b = [0u8; 4];
     if getrandom::getrandom(&mut b).is_err() {
-        return std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+        return std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
     }
     u32::from_le_bytes(b)
 }
 
 pub fn now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 #[cfg(test)]
@@ -127,7 +136,10 @@ mod tests {
         assert_eq!(backoff_secs(30, Some(86_400), 0), BACKOFF_URGENT_MAX_SECS);
         assert_eq!(backoff_secs(30, None, 0), BACKOFF_URGENT_MAX_SECS);
         let jittered = backoff_secs(1, far, 999);
-        assert!(jittered > BACKOFF_BASE_SECS && jittered <= BACKOFF_BASE_SECS * 5 / 4, "{jittered}");
+        assert!(
+            jittered > BACKOFF_BASE_SECS && jittered <= BACKOFF_BASE_SECS * 5 / 4,
+            "{jittered}"
+        );
     }
 
     #[test]
@@ -144,7 +156,10 @@ mod tests {
         assert_eq!(again.last_error.as_deref(), Some("port 80 is still closed"));
         let mut ok = again;
         ok.record_success(3000);
-        assert_eq!((ok.failures, ok.next_attempt, ok.last_error), (0, None, None));
+        assert_eq!(
+            (ok.failures, ok.next_attempt, ok.last_error),
+            (0, None, None)
+        );
     }
 
     #[test]

@@ -31,12 +31,20 @@ fn new_path(p: &Path) -> PathBuf {
 }
 
 fn sync_dir(p: &Path) -> io::Result<()> {
-    let dir = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = p
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     fs::File::open(dir)?.sync_all()
 }
 
 /// Installs a new pair, keeping the old one as `*.prev`.
-pub fn install(cert_path: &Path, key_path: &Path, chain_pem: &str, key_pem: &str) -> Result<(), String> {
+pub fn install(
+    cert_path: &Path,
+    key_path: &Path,
+    chain_pem: &str,
+    key_pem: &str,
+) -> Result<(), String> {
     let err = |what: &str, p: &Path, e: io::Error| format!("cannot {what} {}: {e}", p.display());
     for p in [cert_path, key_path] {
         if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -45,11 +53,14 @@ pub fn install(cert_path: &Path, key_path: &Path, chain_pem: &str, key_pem: &str
     }
     finish_interrupted(cert_path, key_path)?;
     let (cert_new, key_new) = (new_path(cert_path), new_path(key_path));
-    write_atomically(&key_new, key_pem.as_bytes(), KEY_MODE).map_err(|e| err("write", &key_new, e))?;
-    write_atomically(&cert_new, chain_pem.as_bytes(), CERT_MODE).map_err(|e| err("write", &cert_new, e))?;
+    write_atomically(&key_new, key_pem.as_bytes(), KEY_MODE)
+        .map_err(|e| err("write", &key_new, e))?;
+    write_atomically(&cert_new, chain_pem.as_bytes(), CERT_MODE)
+        .map_err(|e| err("write", &cert_new, e))?;
     for (p, mode) in [(cert_path, CERT_MODE), (key_path, KEY_MODE)] {
         match fs::read(p) {
-            Ok(old) => write_atomically(&prev_path(p), &old, mode).map_err(|e| err("keep a copy of", p, e))?,
+            Ok(old) => write_atomically(&prev_path(p), &old, mode)
+                .map_err(|e| err("keep a copy of", p, e))?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(err("read", p, e)),
         }
@@ -90,8 +101,14 @@ mod tests {
         assert_eq!(fs::read_to_string(prev_path(&c)).unwrap(), "cert1");
         assert_eq!(fs::read_to_string(prev_path(&k)).unwrap(), "key1");
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(fs::metadata(&k).unwrap().permissions().mode() & 0o777, KEY_MODE);
-        let left: Vec<_> = fs::read_dir(d.path().join("tls")).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(
+            fs::metadata(&k).unwrap().permissions().mode() & 0o777,
+            KEY_MODE
+        );
+        let left: Vec<_> = fs::read_dir(d.path().join("tls"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(left.len(), 4, "{left:?}");
     }
 

@@ -13,16 +13,31 @@ pub struct Challtestsrv {
 
 impl Challtestsrv {
     pub fn new(http: Http, url: String) -> Self {
-        Challtestsrv { http, url: url.trim_end_matches('/').to_string() }
+        Challtestsrv {
+            http,
+            url: url.trim_end_matches('/').to_string(),
+        }
     }
 
     async fn post(&self, path: &str, body: serde_json::Value) -> Result<(), String> {
         let url = format!("{}{path}", self.url);
-        let reply = self.http.send(Method::POST, &url, &[("content-type", "application/json")], Some(body.to_string().into_bytes())).await?;
+        let reply = self
+            .http
+            .send(
+                Method::POST,
+                &url,
+                &[("content-type", "application/json")],
+                Some(body.to_string().into_bytes()),
+            )
+            .await?;
         if reply.status.is_success() {
             Ok(())
         } else {
-            Err(format!("challtestsrv at {url} answered {}: {}", reply.status, reply.text()))
+            Err(format!(
+                "challtestsrv at {url} answered {}: {}",
+                reply.status,
+                reply.text()
+            ))
         }
     }
 }
@@ -35,7 +50,11 @@ impl DnsProvider for Challtestsrv {
     fn set_txt<'a>(&'a self, records: &'a [TxtRecord]) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async move {
             for r in records {
-                self.post("/set-txt", serde_json::json!({"host": format!("{}.", r.fqdn), "value": r.value})).await?;
+                self.post(
+                    "/set-txt",
+                    serde_json::json!({"host": format!("{}.", r.fqdn), "value": r.value}),
+                )
+                .await?;
             }
             Ok(())
         })
@@ -44,7 +63,11 @@ impl DnsProvider for Challtestsrv {
     fn clear_txt<'a>(&'a self, records: &'a [TxtRecord]) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async move {
             for r in records {
-                self.post("/clear-txt", serde_json::json!({"host": format!("{}.", r.fqdn)})).await?;
+                self.post(
+                    "/clear-txt",
+                    serde_json::json!({"host": format!("{}.", r.fqdn)}),
+                )
+                .await?;
             }
             Ok(())
         })

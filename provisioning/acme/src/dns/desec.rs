@@ -27,7 +27,15 @@ impl Desec {
         let auth = format!("Token {}", self.token.trim());
         let reply = self
             .http
-            .send(Method::PATCH, &url, &[("authorization", &auth), ("content-type", "application/json")], Some(body.into_bytes()))
+            .send(
+                Method::PATCH,
+                &url,
+                &[
+                    ("authorization", &auth),
+                    ("content-type", "application/json"),
+                ],
+                Some(body.into_bytes()),
+            )
             .await?;
         match reply.status.as_u16() {
             200..=299 => Ok(()),
@@ -44,10 +52,19 @@ pub fn request(zone: &str, records: &[TxtRecord], clear: bool) -> Result<(String
     let mut sets = Vec::new();
     for r in records {
         let subname = relative_name(&r.fqdn, zone, "deSEC")?;
-        let values: Vec<String> = if clear { vec![] } else { vec![format!("\"{}\"", r.value)] };
-        sets.push(serde_json::json!({"subname": subname, "type": "TXT", "ttl": TTL, "records": values}));
+        let values: Vec<String> = if clear {
+            vec![]
+        } else {
+            vec![format!("\"{}\"", r.value)]
+        };
+        sets.push(
+            serde_json::json!({"subname": subname, "type": "TXT", "ttl": TTL, "records": values}),
+        );
     }
-    Ok((format!("{API}/domains/{zone}/rrsets/"), serde_json::Value::Array(sets).to_string()))
+    Ok((
+        format!("{API}/domains/{zone}/rrsets/"),
+        serde_json::Value::Array(sets).to_string(),
+    ))
 }
 
 impl DnsProvider for Desec {
@@ -73,8 +90,14 @@ mod tests {
     #[test]
     fn one_bulk_request_for_all_names() {
         let recs = vec![
-            TxtRecord { fqdn: "_acme-challenge.home.dedyn.io".into(), value: "abc".into() },
-            TxtRecord { fqdn: "_acme-challenge.groups.home.dedyn.io".into(), value: "def".into() },
+            TxtRecord {
+                fqdn: "_acme-challenge.home.dedyn.io".into(),
+                value: "abc".into(),
+            },
+            TxtRecord {
+                fqdn: "_acme-challenge.groups.home.dedyn.io".into(),
+                value: "def".into(),
+            },
         ];
         let (url, body) = request("home.dedyn.io", &recs, false).unwrap();
         assert_eq!(url, "https://desec.io/api/v1/domains/home.dedyn.io/rrsets/");

@@ -23,7 +23,12 @@ impl DuckDns {
             .strip_suffix(".duckdns.org")
             .filter(|s| !s.is_empty() && !s.contains('.'))
             .ok_or_else(|| format!("DuckDNS manages <name>.duckdns.org, not {zone}: set acme.dns.zone to your DuckDNS name"))?;
-        Ok(DuckDns { http, subdomain: subdomain.to_string(), zone: zone.to_string(), token })
+        Ok(DuckDns {
+            http,
+            subdomain: subdomain.to_string(),
+            zone: zone.to_string(),
+            token,
+        })
     }
 
     async fn update(&self, records: &[TxtRecord], clear: bool) -> Result<(), String> {
@@ -33,7 +38,11 @@ impl DuckDns {
         // One value for the whole name: the last record wins, which is why names go one at a time.
         let value = records.last().map(|r| r.value.as_str()).unwrap_or("");
         let url = update_url(&self.subdomain, self.token.trim(), value, clear);
-        let reply = self.http.send(Method::GET, &url, &[], None).await.map_err(|e| e.replace(self.token.trim(), "<token>"))?;
+        let reply = self
+            .http
+            .send(Method::GET, &url, &[], None)
+            .await
+            .map_err(|e| e.replace(self.token.trim(), "<token>"))?;
         let text = reply.text();
         if reply.status.is_success() && text.starts_with("OK") {
             Ok(())
@@ -79,7 +88,10 @@ mod tests {
 
     #[test]
     fn url_and_zone_checks() {
-        assert_eq!(update_url("home", "tok", "v4lue", false), "https://www.duckdns.org/update?domains=home&token=tok&txt=v4lue");
+        assert_eq!(
+            update_url("home", "tok", "v4lue", false),
+            "https://www.duckdns.org/update?domains=home&token=tok&txt=v4lue"
+        );
         assert!(update_url("home", "tok", "", true).ends_with("&txt=&clear=true"));
         let http = crate::http::Http::new(None).unwrap();
         assert!(DuckDns::new(http.clone(), "home.duckdns.org", "t".into()).is_ok());

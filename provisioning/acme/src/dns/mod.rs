@@ -45,12 +45,32 @@ pub trait DnsProvider: Send + Sync {
 }
 
 /// Builds the configured provider. `domain` is the zone when `zone` is not set.
-pub fn provider(cfg: &DnsSection, domain: &str, http: &Http) -> Result<Box<dyn DnsProvider>, String> {
-    let zone = cfg.zone.clone().unwrap_or_else(|| domain.to_string()).trim_end_matches('.').to_ascii_lowercase();
-    let need = |v: &Option<String>, key: &str| v.clone().ok_or_else(|| format!("acme.dns.{key} is not set"));
+pub fn provider(
+    cfg: &DnsSection,
+    domain: &str,
+    http: &Http,
+) -> Result<Box<dyn DnsProvider>, String> {
+    let zone = cfg
+        .zone
+        .clone()
+        .unwrap_or_else(|| domain.to_string())
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
+    let need = |v: &Option<String>, key: &str| {
+        v.clone()
+            .ok_or_else(|| format!("acme.dns.{key} is not set"))
+    };
     Ok(match cfg.provider {
-        ProviderKind::Desec => Box::new(desec::Desec::new(http.clone(), zone, need(&cfg.token, "token")?)),
-        ProviderKind::Duckdns => Box::new(duckdns::DuckDns::new(http.clone(), &zone, need(&cfg.token, "token")?)?),
+        ProviderKind::Desec => Box::new(desec::Desec::new(
+            http.clone(),
+            zone,
+            need(&cfg.token, "token")?,
+        )),
+        ProviderKind::Duckdns => Box::new(duckdns::DuckDns::new(
+            http.clone(),
+            &zone,
+            need(&cfg.token, "token")?,
+        )?),
         ProviderKind::Rfc2136 => Box::new(rfc2136::Rfc2136::new(
             need(&cfg.server, "server")?,
             zone,
@@ -58,7 +78,10 @@ pub fn provider(cfg: &DnsSection, domain: &str, http: &Http) -> Result<Box<dyn D
             cfg.key_algorithm.as_deref().unwrap_or("hmac-sha256"),
             &need(&cfg.key_secret, "key_secret")?,
         )?),
-        ProviderKind::Challtestsrv => Box::new(challtestsrv::Challtestsrv::new(http.clone(), need(&cfg.url, "url")?)),
+        ProviderKind::Challtestsrv => Box::new(challtestsrv::Challtestsrv::new(
+            http.clone(),
+            need(&cfg.url, "url")?,
+        )),
     })
 }
 
@@ -81,10 +104,19 @@ mod tests {
 
     #[test]
     fn relative_names() {
-        assert_eq!(relative_name("_acme-challenge.groups.example.org", "example.org", "x").unwrap(), "_acme-challenge.groups");
-        assert_eq!(relative_name("Example.org.", "example.org", "x").unwrap(), "");
+        assert_eq!(
+            relative_name("_acme-challenge.groups.example.org", "example.org", "x").unwrap(),
+            "_acme-challenge.groups"
+        );
+        assert_eq!(
+            relative_name("Example.org.", "example.org", "x").unwrap(),
+            ""
+        );
         let e = relative_name("_acme-challenge.other.net", "example.org", "deSEC").unwrap_err();
-        assert!(e.contains("other.net") && e.contains("deSEC") && e.contains("acme.dns.zone"), "{e}");
+        assert!(
+            e.contains("other.net") && e.contains("deSEC") && e.contains("acme.dns.zone"),
+            "{e}"
+        );
         assert!(relative_name("_acme-challenge.badexample.org", "example.org", "x").is_err());
     }
 }

@@ -59,7 +59,13 @@ pub struct Rfc2136 {
 }
 
 impl Rfc2136 {
-    pub fn new(server: String, zone: String, key_name: String, alg: &str, secret_b64: &str) -> Result<Self, String> {
+    pub fn new(
+        server: String,
+        zone: String,
+        key_name: String,
+        alg: &str,
+        secret_b64: &str,
+    ) -> Result<Self, String> {
         use base64::Engine;
         let alg = Algorithm::parse(alg).ok_or_else(|| format!("unknown TSIG algorithm {alg:?}"))?;
         let secret = base64::engine::general_purpose::STANDARD
@@ -70,7 +76,13 @@ impl Rfc2136 {
         } else {
             server
         };
-        Ok(Rfc2136 { server, zone, key_name: key_name.trim_end_matches('.').to_string(), alg, key: hmac::Key::new(alg.ring(), &secret) })
+        Ok(Rfc2136 {
+            server,
+            zone,
+            key_name: key_name.trim_end_matches('.').to_string(),
+            alg,
+            key: hmac::Key::new(alg.ring(), &secret),
+        })
     }
 
     async fn update(&self, records: &[TxtRecord], add: bool) -> Result<(), String> {
@@ -82,12 +94,33 @@ impl Rfc2136 {
         let (msg, mac) = self.signed_update(id, records, add, now);
         let reply = tokio::time::timeout(TIMEOUT, exchange(&self.server, &msg))
             .await
-            .map_err(|_| format!("the DNS server {} did not answer the update within {}s", self.server, TIMEOUT.as_secs()))??;
-        check_reply(&reply, id, &mac, &self.key, &self.key_name, self.alg, &self.zone, &self.server)
+            .map_err(|_| {
+                format!(
+                    "the DNS server {} did not answer the update within {}s",
+                    self.server,
+                    TIMEOUT.as_secs()
+                )
+            })??;
+        check_reply(
+            &reply,
+            id,
+            &mac,
+            &self.key,
+            &self.key_name,
+            self.alg,
+            &self.zone,
+            &self.server,
+        )
     }
 
     /// The UPDATE message and its MAC (needed to check the answer's signature).
-    fn signed_update(&self, id: u16, records: &[TxtRecord], add: bool, now: u64) -> (Vec<u8>, Vec<u8>) {
+    fn signed_update(
+        &self,
+        id: u16,
+        records: &[TxtRecord],
+        add: bool,
+        now: u64,
+    ) -> (Vec<u8>, Vec<u8>) {
         let mut m = Vec::with_capacity(512);
         put16(&mut m, id);
         put16(&mut m, OPCODE_UPDATE);
@@ -145,7 +178,11 @@ fn put16(m: &mut Vec<u8>, v: u16) {
 
 /// A name in uncompressed, lower-case wire form (the canonical form TSIG signs).
 fn put_name(m: &mut Vec<u8>, name: &str) {
-    for label in name.trim_end_matches('.').split('.').filter(|l| !l.is_empty()) {
+    for label in name
+        .trim_end_matches('.')
+        .split('.')
+        .filter(|l| !l.is_empty())
+    {
         let l = label.to_ascii_lowercase();
         m.push(l.len().min(63) as u8);
         m.extend_from_slice(&l.as_bytes()[..l.len().min(63)]);
@@ -203,7 +240,9 @@ fn tsig_rdata(alg: Algorithm, now: u64, mac: &[u8], id: u16, error: u16) -> Vec<
 }
 
 async fn exchange(server: &str, msg: &[u8]) -> Result<Vec<u8>, String> {
-    let mut s = TcpStream::connect(server).await.map_err(|e| format!("cannot reach the DNS server {server}: {e}"))?;
+    let mut s = TcpStream::connect(server)
+        .await
+        .map_err(|e| format!("cannot reach the DNS server {server}: {e}"))?;
     let mut framed = (msg.len() as u16).to_be_bytes().to_vec();
     framed.extend_from_slice(msg);
     let io = async {
@@ -213,7 +252,8 @@ async fn exchange(server: &str, msg: &[u8]) -> Result<Vec<u8>, String> {
         s.read_exact(&mut buf).await?;
         Ok::<_, std::io::Error>(buf)
     };
-    io.await.map_err(|e| format!("the DNS server {server} closed the connection: {e}"))
+    io.await
+        .map_err(|e| format!("the DNS server {server} closed the connection: {e}"))
 }
 
 /// A parsed TSIG record from an answer.
@@ -243,7 +283,9 @@ fn rd16(b: &[u8], i: usize) -> Option<u16> {
 
 /// Finds the TSIG record (the last additional record) in an answer.
 fn find_tsig(b: &[u8]) -> Option<Tsig> {
-    let counts: Vec<usize> = (0..4).map(|k| rd16(b, 4 + 2 * k).map(usize::from)).collect::<Option<_>>()?;
+    let counts: Vec<usize> = (0..4)
+        .map(|k| rd16(b, 4 + 2 * k).map(usize::from))
+        .collect::<Option<_>>()?;
     if counts[3] == 0 {
         return None;
     }
@@ -261,28 +303,49 @@ fn find_tsig(b: &[u8]) -> Option<Tsig> {
         i += 10 + rdlen;
         if n + 1 == rrs && rtype == TYPE_TSIG {
             let j = skip_name(rdata, 0)?;
-            let time = rdata.get(j..j + 6)?.iter().fold(0u64, |t, &x| (t << 8) | u64::from(x));
+            let time = rdata
+                .get(j..j + 6)?
+                .iter()
+                .fold(0u64, |t, &x| (t << 8) | u64::from(x));
             let mac_len = usize::from(rd16(rdata, j + 8)?);
             let mac = rdata.get(j + 10..j + 10 + mac_len)?.to_vec();
             let k = j + 10 + mac_len;
             let error = rd16(rdata, k + 2)?;
             let other_len = usize::from(rd16(rdata, k + 4)?);
             let other = rdata.get(k + 6..k + 6 + other_len)?.to_vec();
-            return Some(Tsig { start, time, mac, error, other });
+            return Some(Tsig {
+                start,
+                time,
+                mac,
+                error,
+                other,
+            });
         }
     }
     None
 }
 
 #[allow(clippy::too_many_arguments)]
-fn check_reply(b: &[u8], id: u16, req_mac: &[u8], key: &hmac::Key, key_name: &str, alg: Algorithm, zone: &str, server: &str) -> Result<(), String> {
+fn check_reply(
+    b: &[u8],
+    id: u16,
+    req_mac: &[u8],
+    key: &hmac::Key,
+    key_name: &str,
+    alg: Algorithm,
+    zone: &str,
+    server: &str,
+) -> Result<(), String> {
     if b.len() < 12 || rd16(b, 0) != Some(id) {
-        return Err(format!("the DNS server {server} sent an answer that does not match the update"));
+        return Err(format!(
+            "the DNS server {server} sent an answer that does not match the update"
+        ));
     }
     let rcode = rd16(b, 2).unwrap_or(0) & 0xf;
     let tsig = find_tsig(b);
     let tsig_error = tsig.as_ref().map_or(0, |t| t.error);
-    let key_problem = "check acme.dns.key_name, key_secret and key_algorithm against the server's key";
+    let key_problem =
+        "check acme.dns.key_name, key_secret and key_algorithm against the server's key";
     match (rcode, tsig_error) {
         (0, 0) => {}
         (_, 16) => return Err(format!("the DNS server {server} says the update's signature is wrong (BADSIG): {key_problem}")),
@@ -313,20 +376,37 @@ mod tests {
     use super::*;
 
     fn provider() -> Rfc2136 {
-        Rfc2136::new("127.0.0.1".into(), "example.test".into(), "hearth-key.".into(), "hmac-sha256", "c2VjcmV0c2VjcmV0c2VjcmV0").unwrap()
+        Rfc2136::new(
+            "127.0.0.1".into(),
+            "example.test".into(),
+            "hearth-key.".into(),
+            "hmac-sha256",
+            "c2VjcmV0c2VjcmV0c2VjcmV0",
+        )
+        .unwrap()
     }
 
     #[test]
     fn server_gets_port_53_unless_given() {
         assert_eq!(provider().server, "127.0.0.1:53");
-        let p = Rfc2136::new("ns.example.test:5353".into(), "z".into(), "k".into(), "hmac-sha512", "AAAA").unwrap();
+        let p = Rfc2136::new(
+            "ns.example.test:5353".into(),
+            "z".into(),
+            "k".into(),
+            "hmac-sha512",
+            "AAAA",
+        )
+        .unwrap();
         assert_eq!(p.server, "ns.example.test:5353");
     }
 
     #[test]
     fn update_message_has_zone_updates_and_a_verifiable_tsig() {
         let p = provider();
-        let recs = [TxtRecord { fqdn: "_acme-challenge.example.test".into(), value: "abc".into() }];
+        let recs = [TxtRecord {
+            fqdn: "_acme-challenge.example.test".into(),
+            value: "abc".into(),
+        }];
         let (msg, mac) = p.signed_update(0x1234, &recs, true, 1_700_000_000);
         assert_eq!(&msg[..4], &[0x12, 0x34, 0x28, 0x00], "id, opcode UPDATE");
         assert_eq!(rd16(&msg, 8), Some(2), "delete set + add");
@@ -337,7 +417,13 @@ mod tests {
         // Recompute the MAC over the message without the TSIG record, as a server does.
         let mut body = msg[..t.start].to_vec();
         body[10..12].copy_from_slice(&[0, 0]);
-        body.extend(tsig_variables("hearth-key", Algorithm::HmacSha256, t.time, 0, &[]));
+        body.extend(tsig_variables(
+            "hearth-key",
+            Algorithm::HmacSha256,
+            t.time,
+            0,
+            &[],
+        ));
         assert!(hmac::verify(&p.key, &body, &t.mac).is_ok());
     }
 
@@ -348,12 +434,42 @@ mod tests {
         put_name(&mut reply, "example.test");
         put16(&mut reply, TYPE_SOA);
         put16(&mut reply, CLASS_IN);
-        let e = check_reply(&reply, 0x1234, &[], &p.key, "hearth-key", p.alg, "example.test", "ns").unwrap_err();
+        let e = check_reply(
+            &reply,
+            0x1234,
+            &[],
+            &p.key,
+            "hearth-key",
+            p.alg,
+            "example.test",
+            "ns",
+        )
+        .unwrap_err();
         assert!(e.contains("REFUSED") && e.contains("hearth-key"), "{e}");
         reply[3] = 0; // NOERROR but unsigned
-        let e = check_reply(&reply, 0x1234, &[], &p.key, "hearth-key", p.alg, "example.test", "ns").unwrap_err();
+        let e = check_reply(
+            &reply,
+            0x1234,
+            &[],
+            &p.key,
+            "hearth-key",
+            p.alg,
+            "example.test",
+            "ns",
+        )
+        .unwrap_err();
         assert!(e.contains("without a TSIG"), "{e}");
-        let e = check_reply(&reply, 0x9999, &[], &p.key, "hearth-key", p.alg, "example.test", "ns").unwrap_err();
+        let e = check_reply(
+            &reply,
+            0x9999,
+            &[],
+            &p.key,
+            "hearth-key",
+            p.alg,
+            "example.test",
+            "ns",
+        )
+        .unwrap_err();
         assert!(e.contains("does not match"), "{e}");
     }
 }

@@ -49,6 +49,8 @@ pub async fn run(server: Arc<Server>, bound: Bound) {
     if let Some(old) = server.router.bind(handle.clone()) {
         old.shared.kick(Kick::Replaced);
     }
+    // Unbinds on every way out, a panic in a module included: no ghost sessions in the router.
+    let _bound = Unbind { server: &server, jid: &jid, id: handle.id };
     let progress = reader.progress();
     // Boxed: tokio preallocates a block of 32 slots per channel, so slot size matters per session.
     let (in_tx, mut inbound) = mpsc::channel::<Box<Result<XmlEvent, XmlError>>>(1);
@@ -151,6 +153,18 @@ pub async fn run(server: Arc<Server>, bound: Bound) {
         let _ = tokio::time::timeout(Duration::from_secs(5), writer.shutdown()).await;
     }
     presence::session_ended(&server, &handle, &directed).await;
+}
+
+struct Unbind<'a> {
+    server: &'a Server,
+    jid: &'a Jid,
+    id: u64,
+}
+
+impl Drop for Unbind<'_> {
+    fn drop(&mut self) {
+        self.server.router.unbind(self.jid, self.id);
+    }
 }
 
 /// Handles one stanza from the client; Err closes the stream with that condition.

@@ -21,6 +21,8 @@ pub struct Facts<'a> {
     pub challenge: Challenge,
     pub state: &'a State,
     pub force: bool,
+    /// The ACME directory this run would use.
+    pub directory: &'a str,
 }
 
 pub fn decide(f: &Facts) -> Decision {
@@ -56,6 +58,15 @@ pub fn decide(f: &Facts) -> Decision {
     }
     if !acme && !cert.self_signed {
         return Decision::Renew("the configuration asks for a self-signed certificate".into());
+    }
+    let ours = acme && f.state.issued_serial.as_deref() == Some(cert.serial.as_str());
+    if let (true, Some(by)) = (ours, &f.state.issued_by) {
+        if by != f.directory {
+            return Decision::Renew(format!(
+                "it came from {by}, but the configured CA is now {}",
+                f.directory
+            ));
+        }
     }
     if let Some(ari) = f
         .state
@@ -145,6 +156,7 @@ mod tests {
             challenge,
             state,
             force: false,
+            directory: "https://ca.test/dir",
         })
     }
 
@@ -192,6 +204,7 @@ mod tests {
             challenge: Challenge::Http01,
             state: &s,
             force: true,
+            directory: "https://ca.test/dir",
         });
         assert!(matches!(forced, Decision::Renew(_)));
     }
@@ -256,6 +269,28 @@ mod tests {
         };
         assert!(matches!(
             decide_at(11 * DAY, Some(&c), &stale, Challenge::Http01),
+            Decision::Wait { .. }
+        ));
+    }
+
+    #[test]
+    fn a_changed_ca_replaces_the_certificate() {
+        let c = cert(0, 90 * DAY, false);
+        let mut s = State::default();
+        s.record_issued(&c.serial, Some("https://staging.test/dir"));
+        match decide_at(DAY, Some(&c), &s, Challenge::Http01) {
+            Decision::Renew(why) => assert!(why.contains("staging.test"), "{why}"),
+            d => panic!("{d:?}"),
+        }
+        s.record_issued(&c.serial, Some("https://ca.test/dir"));
+        assert!(matches!(
+            decide_at(DAY, Some(&c), &s, Challenge::Http01),
+            Decision::Wait { .. }
+        ));
+        // A certificate we did not record (restored from a backup, say) is judged by its dates.
+        s.record_issued("ffff", Some("https://staging.test/dir"));
+        assert!(matches!(
+            decide_at(DAY, Some(&c), &s, Challenge::Http01),
             Decision::Wait { .. }
         ));
     }

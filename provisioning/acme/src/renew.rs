@@ -61,6 +61,7 @@ pub fn current(s: &Settings) -> Current {
 }
 
 pub async fn run(s: &Settings, opts: &Options) -> Result<Outcome, String> {
+    let _lock = state::lock(&s.state_dir)?;
     store::finish_interrupted(&s.cert_path, &s.key_path)?;
     let now = state::now();
     let mut st = State::load(&s.state_dir);
@@ -127,6 +128,7 @@ pub async fn run(s: &Settings, opts: &Options) -> Result<Outcome, String> {
         challenge: s.challenge,
         state: &st,
         force: opts.force,
+        directory: &directory,
     };
     let why = match policy::decide(&facts) {
         Decision::Wait { why, .. } => {
@@ -167,6 +169,7 @@ pub async fn run(s: &Settings, opts: &Options) -> Result<Outcome, String> {
     match installed {
         Ok(info) => {
             st.record_success(now);
+            st.record_issued(&info.serial, acme_mode.then_some(directory.as_str()));
             st.save(&s.state_dir)?;
             let reload = reload::reload_hearthd(&s.control_socket).await;
             Ok(Outcome::Renewed {

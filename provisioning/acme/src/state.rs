@@ -29,6 +29,10 @@ pub struct State {
     pub next_attempt: Option<i64>,
     /// ACME Renewal Information (RFC 9773) for the current certificate, when the CA offers it.
     pub ari: Option<AriState>,
+    /// Serial of the last certificate we obtained from a CA, and that CA's directory URL: when the
+    /// configured CA changes (staging to production, say), the certificate is replaced at once.
+    pub issued_serial: Option<String>,
+    pub issued_by: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -83,6 +87,11 @@ impl State {
         self.next_attempt = Some(now + backoff_secs(self.failures, expires_in, random));
     }
 
+    pub fn record_issued(&mut self, serial: &str, directory: Option<&str>) {
+        self.issued_serial = Some(serial.to_string());
+        self.issued_by = directory.map(str::to_string);
+    }
+
     pub fn record_success(&mut self, now: i64) {
         self.failures = 0;
         self.last_attempt = Some(now);
@@ -90,6 +99,29 @@ impl State {
         self.last_error = None;
         self.next_attempt = None;
         self.ari = None;
+    }
+}
+
+/// Held for the whole of a `renew` run, so the timer and a "Renew now" from the admin page
+/// cannot run two orders and two installs at once. Released when dropped (or the process dies).
+pub struct RunLock(#[allow(dead_code)] nix::fcntl::Flock<std::fs::File>);
+
+pub fn lock(state_dir: &Path) -> Result<RunLock, String> {
+    std::fs::create_dir_all(state_dir)
+        .map_err(|e| format!("cannot create {}: {e}", state_dir.display()))?;
+    let p = state_dir.join("renew.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&p)
+        .map_err(|e| format!("cannot open {}: {e}", p.display()))?;
+    match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        Ok(l) => Ok(RunLock(l)),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+            Err("another hearth-acme run is renewing right now; this one stops without touching anything".into())
+        }
+        Err((_, e)) => Err(format!("cannot lock {}: {e}", p.display())),
     }
 }
 
@@ -160,6 +192,16 @@ mod tests {
             (ok.failures, ok.next_attempt, ok.last_error),
             (0, None, None)
         );
+    }
+
+    #[test]
+    fn only_one_run_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = lock(dir.path()).unwrap();
+        let e = lock(dir.path()).err().unwrap();
+        assert!(e.contains("another hearth-acme run"), "{e}");
+        drop(first);
+        assert!(lock(dir.path()).is_ok());
     }
 
     #[test]

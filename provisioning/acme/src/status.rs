@@ -73,6 +73,7 @@ pub fn render(s: &Settings) -> String {
         challenge: s.challenge,
         state: &st,
         force: false,
+        directory: &s.directory,
     };
     let _ = match policy::decide(&facts) {
         Decision::Renew(why) => writeln!(out, "Next renewal: at the next run, because {why}."),

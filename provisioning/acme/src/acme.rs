@@ -137,14 +137,25 @@ pub async fn obtain(
     directory: &str,
 ) -> Result<Issued, String> {
     let ids: Vec<Identifier> = names.iter().map(|n| Identifier::Dns(n.clone())).collect();
-    let mut new = NewOrder::new(&ids);
-    if let Some(r) = replaces {
-        new = new.replaces(r);
-    }
-    let mut order = account
-        .new_order(&new)
-        .await
-        .map_err(|e| acme_error(directory, &e))?;
+    let plain = NewOrder::new(&ids);
+    let mut order = match replaces {
+        // `replaces` (RFC 9773) only earns friendlier rate limits; if the CA refuses it (say the
+        // old certificate was already replaced), an ordinary order is still what we need.
+        Some(r) => match account.new_order(&NewOrder::new(&ids).replaces(r)).await {
+            Ok(o) => o,
+            Err(e) => {
+                log::warn!("the CA refused an order replacing the current certificate ({e}); ordering afresh");
+                account
+                    .new_order(&plain)
+                    .await
+                    .map_err(|e| acme_error(directory, &e))?
+            }
+        },
+        None => account
+            .new_order(&plain)
+            .await
+            .map_err(|e| acme_error(directory, &e))?,
+    };
     let (ctype, challenge) = solver.kind();
 
     // Pass 1: learn what to publish.

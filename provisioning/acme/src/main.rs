@@ -45,8 +45,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Obtain a certificate if none is installed, or renew it when due (a third of its lifetime
-    /// left, or the CA's renewal window), then ask hearthd to reload. Failures keep the old
+    /// Obtain or renew the certificate when due, then tell hearthd
+    ///
+    /// Obtains a certificate if none is installed, or renews it when due (a third of its lifetime
+    /// left, or the CA's renewal window), then asks hearthd to reload. Failures keep the old
     /// certificate and wait longer before each new attempt.
     Renew {
         /// Renew now, even if not due and even if a recent failure asked to wait.
@@ -61,9 +63,11 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         ca_bundle: Option<PathBuf>,
     },
-    /// Test everything renewal depends on and say what to fix: DNS records for every name, whether
-    /// port 80 serves our test token (HTTP-01) or the DNS provider accepts our key (DNS-01), the
-    /// current certificate's names and expiry, and the last error.
+    /// Test what renewal needs and say what to fix
+    ///
+    /// Tests everything renewal depends on: DNS records for every name, whether port 80 serves
+    /// our test token (HTTP-01) or the DNS provider accepts our key (DNS-01), the current
+    /// certificate's names and expiry, and the last error.
     Check {
         /// Probe this port instead of 80 (e.g. when testing behind a port forward).
         #[arg(long, value_name = "PORT", default_value_t = 80)]
@@ -72,8 +76,7 @@ enum Command {
         #[arg(long, value_name = "NAME=IP")]
         resolve: Vec<String>,
     },
-    /// Show the installed certificate, when it will be renewed, and the last error, without
-    /// contacting anyone.
+    /// Show the certificate, the next renewal and the last error (no network)
     Status,
 }
 

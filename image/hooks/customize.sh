@@ -69,4 +69,7 @@ rm -f "$root/etc/initramfs-tools/conf.d/resume" "$root/var/lib/systemd/random-se
 rm -f "$root/etc/ssh/sshd_config.d/.keep"
 
 # Every time stamp clamped to SOURCE_DATE_EPOCH.
-find "$root" -xdev -newermt "@$SOURCE_DATE_EPOCH" -print0 | xargs -0r touch --no-dereference --date="@$SOURCE_DATE_EPOCH"
+# mmdebstrap still has /proc, /sys and /dev mounted here: skip the mount points themselves (mke2fs -d
+# clamps their times to SOURCE_DATE_EPOCH too).
+find "$root" -xdev \( -path "$root/proc" -o -path "$root/sys" -o -path "$root/dev" \) -prune \
+    -o -newermt "@$SOURCE_DATE_EPOCH" -print0 | xargs -0r touch --no-dereference --date="@$SOURCE_DATE_EPOCH"

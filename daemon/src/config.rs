@@ -467,6 +467,9 @@ mod example_tests {
             "minimal",
         )
         .unwrap();
-        assert_eq!(c, minimal, "hearth.example.toml documents a value that is not the default");
+        assert_eq!(
+            c, minimal,
+            "hearth.example.toml documents a value that is not the default"
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! Shared harness for Hearth's end-to-end tests: real processes, real peers.
 
 pub mod agent;
+pub mod browser;
 pub mod pebble;
 pub mod raw;
 pub mod server;

@@ -30,15 +30,37 @@ struct Opts {
 }
 
 fn parse_args() -> Result<Opts, String> {
-    let mut o = Opts { sessions: 1000, pairs: 50, messages: 200, interval_ms: 10, hearthd: default_hearthd() };
+    let mut o = Opts {
+        sessions: 1000,
+        pairs: 50,
+        messages: 200,
+        interval_ms: 10,
+        hearthd: default_hearthd(),
+    };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut val = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
         match a.as_str() {
-            "--sessions" => o.sessions = val("--sessions")?.parse().map_err(|e| format!("--sessions: {e}"))?,
-            "--pairs" => o.pairs = val("--pairs")?.parse().map_err(|e| format!("--pairs: {e}"))?,
-            "--messages" => o.messages = val("--messages")?.parse().map_err(|e| format!("--messages: {e}"))?,
-            "--interval-ms" => o.interval_ms = val("--interval-ms")?.parse().map_err(|e| format!("--interval-ms: {e}"))?,
+            "--sessions" => {
+                o.sessions = val("--sessions")?
+                    .parse()
+                    .map_err(|e| format!("--sessions: {e}"))?
+            }
+            "--pairs" => {
+                o.pairs = val("--pairs")?
+                    .parse()
+                    .map_err(|e| format!("--pairs: {e}"))?
+            }
+            "--messages" => {
+                o.messages = val("--messages")?
+                    .parse()
+                    .map_err(|e| format!("--messages: {e}"))?
+            }
+            "--interval-ms" => {
+                o.interval_ms = val("--interval-ms")?
+                    .parse()
+                    .map_err(|e| format!("--interval-ms: {e}"))?
+            }
             "--hearthd" => o.hearthd = PathBuf::from(val("--hearthd")?),
             "-h" | "--help" => {
                 println!(
@@ -58,7 +80,10 @@ fn parse_args() -> Result<Opts, String> {
 }
 
 fn default_hearthd() -> PathBuf {
-    std::env::current_exe().ok().and_then(|p| p.parent().map(|d| d.join("hearthd"))).unwrap_or_else(|| "hearthd".into())
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("hearthd")))
+        .unwrap_or_else(|| "hearthd".into())
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -72,7 +97,10 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
 }
 
 fn raise_fd_limit() {
@@ -106,9 +134,14 @@ async fn start_server(o: &Opts, users: usize) -> Result<Server, String> {
     let data = dir.path().join("data");
     // Accounts are made directly in the database before the server starts.
     let storage = Storage::open(&data.join("hearth.sqlite")).map_err(|e| e.to_string())?;
-    let creds = hearthd::storage::accounts_derive(PASSWORD.to_string(), 4096).await.map_err(|e| e.to_string())?;
+    let creds = hearthd::storage::accounts_derive(PASSWORD.to_string(), 4096)
+        .await
+        .map_err(|e| e.to_string())?;
     for i in 0..users {
-        storage.register(&format!("u{i}"), creds.clone(), false).await.map_err(|e| e.to_string())?;
+        storage
+            .register(&format!("u{i}"), creds.clone(), false)
+            .await
+            .map_err(|e| e.to_string())?;
     }
     drop(storage);
     let port = free_port();
@@ -132,7 +165,12 @@ async fn start_server(o: &Opts, users: usize) -> Result<Server, String> {
         .map_err(|e| format!("cannot start {}: {e}", o.hearthd.display()))?;
     for _ in 0..200 {
         if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-            return Ok(Server { child, port, cert, _dir: dir });
+            return Ok(Server {
+                child,
+                port,
+                cert,
+                _dir: dir,
+            });
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -144,11 +182,13 @@ fn connector(cert: &Path) -> TlsConnector {
     for c in CertificateDer::pem_file_iter(cert).expect("cert").flatten() {
         let _ = roots.add(c);
     }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
     TlsConnector::from(Arc::new(config))
 }
 
@@ -178,18 +218,32 @@ fn find(h: &[u8], n: &[u8]) -> Option<usize> {
 
 /// Logs in as `user` (PLAIN inside TLS), binds, sends initial presence.
 async fn login(tls: &TlsConnector, port: u16, user: &str) -> Result<Conn, String> {
-    let tcp = TcpStream::connect(("127.0.0.1", port)).await.map_err(|e| e.to_string())?;
+    let tcp = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .map_err(|e| e.to_string())?;
     // Like real clients: no Nagle delay on small stanzas.
     tcp.set_nodelay(true).map_err(|e| e.to_string())?;
-    let mut c = tls.connect(ServerName::try_from(DOMAIN).expect("name"), tcp).await.map_err(|e| e.to_string())?;
+    let mut c = tls
+        .connect(ServerName::try_from(DOMAIN).expect("name"), tcp)
+        .await
+        .map_err(|e| e.to_string())?;
     let header = format!("<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='{DOMAIN}' version='1.0'>");
     let mut buf = Vec::new();
-    c.write_all(header.as_bytes()).await.map_err(|e| e.to_string())?;
+    c.write_all(header.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
     read_until(&mut c, &mut buf, "</stream:features>").await?;
     let creds = base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{PASSWORD}"));
-    c.write_all(format!("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{creds}</auth>").as_bytes()).await.map_err(|e| e.to_string())?;
+    c.write_all(
+        format!("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{creds}</auth>")
+            .as_bytes(),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     read_until(&mut c, &mut buf, "<success").await?;
-    c.write_all(header.as_bytes()).await.map_err(|e| e.to_string())?;
+    c.write_all(header.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
     read_until(&mut c, &mut buf, "</stream:features>").await?;
     c.write_all(b"<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>bench</resource></bind></iq><presence/>").await.map_err(|e| e.to_string())?;
     read_until(&mut c, &mut buf, "</iq>").await?;
@@ -221,7 +275,10 @@ async fn main() {
 async fn run(o: Opts) -> Result<(), String> {
     raise_fd_limit();
     let users = o.sessions.max(o.pairs * 2);
-    eprintln!("creating {users} accounts and starting {} …", o.hearthd.display());
+    eprintln!(
+        "creating {users} accounts and starting {} …",
+        o.hearthd.display()
+    );
     let server = start_server(&o, users).await?;
     let pid = server.child.id();
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -264,14 +321,20 @@ async fn run(o: Opts) -> Result<(), String> {
             let mut buf = Vec::new();
             let mut chunk = vec![0u8; 16 * 1024];
             while lat.len() < expected {
-                let n = match tokio::time::timeout(Duration::from_secs(30), r.read(&mut chunk)).await {
-                    Ok(Ok(n)) if n > 0 => n,
-                    _ => break,
-                };
+                let n =
+                    match tokio::time::timeout(Duration::from_secs(30), r.read(&mut chunk)).await {
+                        Ok(Ok(n)) if n > 0 => n,
+                        _ => break,
+                    };
                 buf.extend_from_slice(&chunk[..n]);
                 while let Some(i) = find(&buf, b"<body>") {
-                    let Some(j) = find(&buf[i..], b"</body>") else { break };
-                    let sent: u64 = std::str::from_utf8(&buf[i + 6..i + j]).ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+                    let Some(j) = find(&buf[i..], b"</body>") else {
+                        break;
+                    };
+                    let sent: u64 = std::str::from_utf8(&buf[i + 6..i + j])
+                        .ok()
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(0);
                     lat.push((t0.elapsed().as_micros() as u64).saturating_sub(sent));
                     buf.drain(..i + j + 7);
                 }
@@ -287,7 +350,9 @@ async fn run(o: Opts) -> Result<(), String> {
         send_handles.push(tokio::spawn(async move {
             for _ in 0..n {
                 let stamp = t0.elapsed().as_micros();
-                let msg = format!("<message type='chat' to='{to}@{DOMAIN}/bench'><body>{stamp}</body></message>");
+                let msg = format!(
+                    "<message type='chat' to='{to}@{DOMAIN}/bench'><body>{stamp}</body></message>"
+                );
                 if s.write_all(msg.as_bytes()).await.is_err() {
                     break;
                 }
@@ -313,14 +378,38 @@ async fn run(o: Opts) -> Result<(), String> {
 
     println!("## hearth-bench results\n");
     println!("| measure | value |\n|---|---|");
-    println!("| idle RSS (no sessions) | {:.1} MiB |", idle as f64 / 1024.0);
-    println!("| RSS with {} idle TLS sessions | {:.1} MiB |", o.sessions, loaded as f64 / 1024.0);
-    println!("| RSS added per idle authenticated TLS session | {:.1} KiB |", per_session / 1024.0);
+    println!(
+        "| idle RSS (no sessions) | {:.1} MiB |",
+        idle as f64 / 1024.0
+    );
+    println!(
+        "| RSS with {} idle TLS sessions | {:.1} MiB |",
+        o.sessions,
+        loaded as f64 / 1024.0
+    );
+    println!(
+        "| RSS added per idle authenticated TLS session | {:.1} KiB |",
+        per_session / 1024.0
+    );
     println!("| logins per second (PLAIN in TLS, PBKDF2 4096) | {login_rate:.0} |");
-    println!("| messages delivered | {delivered} of {} |", o.pairs * o.messages);
-    println!("| messages per second ({} pairs, one message per {} ms each) | {rate:.0} |", o.pairs, o.interval_ms);
-    println!("| latency p50 / p99 / max | {:.2} / {:.2} / {:.2} ms |", percentile(&all, 0.5) as f64 / 1000.0, percentile(&all, 0.99) as f64 / 1000.0, all.last().copied().unwrap_or(0) as f64 / 1000.0);
-    println!("| RSS after the message run | {:.1} MiB |", peak as f64 / 1024.0);
+    println!(
+        "| messages delivered | {delivered} of {} |",
+        o.pairs * o.messages
+    );
+    println!(
+        "| messages per second ({} pairs, one message per {} ms each) | {rate:.0} |",
+        o.pairs, o.interval_ms
+    );
+    println!(
+        "| latency p50 / p99 / max | {:.2} / {:.2} / {:.2} ms |",
+        percentile(&all, 0.5) as f64 / 1000.0,
+        percentile(&all, 0.99) as f64 / 1000.0,
+        all.last().copied().unwrap_or(0) as f64 / 1000.0
+    );
+    println!(
+        "| RSS after the message run | {:.1} MiB |",
+        peak as f64 / 1024.0
+    );
     drop(keep);
     drop(server);
     Ok(())

@@ -10,6 +10,8 @@ python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 { command -v chromium && command -v chromedriver; } >/dev/null || need_apt+=(chromium chromium-driver fonts-dejavu-core)
 # Certificates are tested against Pebble, the ACME test server.
 [ -x /usr/bin/pebble ] && [ -x /usr/bin/pebble-challtestsrv ] || need_apt+=(pebble)
+# DNS-01 by RFC 2136 dynamic updates is tested against Knot (its default config listens nowhere).
+command -v knotd >/dev/null || need_apt+=(knot)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "install-test-deps: please install as root: apt-get install ${need_apt[*]}" >&2

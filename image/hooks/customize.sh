@@ -34,8 +34,11 @@ for exe in "$HEARTH_BIN"/*; do
     [ -e "$exe" ] || continue
     install -m 0755 "$exe" "$root/usr/bin/$(basename "$exe")"
 done
+# HEARTH_UNITS are paths from the repository root ($HEARTH_UNIT_DIR): each crate ships its own units.
+units=""
 for unit in $HEARTH_UNITS; do
-    install -m 0644 "$HEARTH_UNIT_DIR/$unit" "$root/usr/lib/systemd/system/$unit"
+    install -m 0644 "$HEARTH_UNIT_DIR/$unit" "$root/usr/lib/systemd/system/$(basename "$unit")"
+    units="$units $(basename "$unit")"
 done
 
 # System users and groups (hearth, hearth-web, hearth-acme, hearth-admin) from sysusers.d, now, so that
@@ -44,14 +47,15 @@ chroot "$root" systemd-sysusers
 chroot "$root" systemd-tmpfiles --create --exclude-prefix=/dev --exclude-prefix=/proc --exclude-prefix=/sys \
     --exclude-prefix=/run --exclude-prefix=/tmp /usr/lib/tmpfiles.d/hearth.conf
 
-# Services. hearthd waits for /etc/hearth/hearth.toml (written by the preseed or the wizard).
+# Services. hearthd waits for /etc/hearth/hearth.toml (written by the preseed or the wizard);
+# hearthd-on-setup.path starts it when the wizard writes that file.
 enable="systemd-networkd.service systemd-resolved.service systemd-timesyncd.service ssh.service
         hearth-firstboot.service"
-for unit in $HEARTH_UNITS; do
-    case "$unit" in *.timer|*.service) enable="$enable $unit" ;; esac
+for unit in $units; do
+    case "$unit" in *.timer|*.service|*.path) enable="$enable $unit" ;; esac
 done
 # A timer's service is started by the timer, not at boot.
-for unit in $HEARTH_UNITS; do
+for unit in $units; do
     case "$unit" in *.timer) enable=$(echo "$enable" | tr ' ' '\n' | grep -vx "${unit%.timer}.service" | tr '\n' ' ') ;; esac
 done
 chroot "$root" systemctl enable $enable

@@ -26,7 +26,7 @@ pub struct Binary {
 pub struct Binaries {
     pub dir: PathBuf,
     pub built: Vec<Binary>,
-    /// Unit files to install and enable (from image/units/).
+    /// Unit files to install and enable (paths from the repository root).
     pub units: Vec<String>,
     /// Optional packages left out because they did not build.
     pub skipped: Vec<String>,

@@ -58,7 +58,8 @@ pub struct BinarySpec {
     pub executables: Vec<String>,
     /// A required binary that fails to build fails the image; an optional one is left out with a warning.
     pub required: bool,
-    /// Unit files from `image/units/` installed and enabled with this binary.
+    /// Unit files (paths from the repository root, e.g. `provisioning/web/systemd/hearth-web.service`)
+    /// installed to /usr/lib/systemd/system and enabled with this binary.
     #[serde(default)]
     pub units: Vec<String>,
 }

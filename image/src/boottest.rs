@@ -19,7 +19,8 @@ hostname = "hearth"
 
 [server]
 domain = "hearth.test"
-registration = "invite"
+# open: the client test registers a second account in-band.
+registration = "open"
 certificate = "self-signed"
 
 [admin]

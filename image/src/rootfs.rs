@@ -7,7 +7,7 @@ use std::process::Command;
 
 use crate::binaries::Binaries;
 use crate::build::Ctx;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::lock::Lock;
 use crate::progress::Step;
 use crate::run::{remove_tree, run};
@@ -17,6 +17,12 @@ pub fn build(ctx: &Ctx, lock: &Lock, repo_dir: &Path, bins: &Binaries, step: &St
     step.status("removing the previous root filesystem");
     remove_tree(&rootfs, &step.log)?;
     let image_dir = ctx.repo.join("image");
+    for unit in &bins.units {
+        if !ctx.repo.join(unit).is_file() {
+            return Err(Error::new(format!("unit file {unit} (named in board-configs/{}.toml) does not exist", ctx.board.name))
+                .hint("unit paths in [[image.binary]] units are relative to the repository root"));
+        }
+    }
     // Names only: the local repository holds exactly one (the locked) version of each. The leading comma
     // stops mmdebstrap from reading versions such as 1.69~deb13u1 as apt patterns.
     let include: Vec<String> = lock.packages.iter().map(|p| p.name.clone()).collect();
@@ -31,7 +37,7 @@ pub fn build(ctx: &Ctx, lock: &Lock, repo_dir: &Path, bins: &Binaries, step: &St
             .env("HEARTH_SUITE", &debian.suite)
             .env("HEARTH_COMPONENTS", debian.components.join(" "))
             .env("HEARTH_OVERLAY", image_dir.join("overlay"))
-            .env("HEARTH_UNIT_DIR", image_dir.join("units"))
+            .env("HEARTH_UNIT_DIR", ctx.repo)
             .env("HEARTH_UNITS", bins.units.join(" "))
             .env("HEARTH_BIN", &bins.dir)
             .args(["--mode=root", "--variant=essential"])

@@ -5,7 +5,7 @@ use crate::config::{Config, RegistrationPolicy};
 use std::path::Path;
 
 /// Builds (and on first use, prepares) the development configuration under `dir`.
-pub fn prepare(dir: &Path) -> Result<Config, String> {
+pub fn prepare(dir: &Path, port: u16) -> Result<Config, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let dir = dir
         .canonicalize()
@@ -22,12 +22,13 @@ pub fn prepare(dir: &Path) -> Result<Config, String> {
     }
     let text = format!(
         "domain = \"localhost\"\ndata_dir = {:?}\ncontrol_socket = {:?}\n[tls]\ncert = {:?}\nkey = {:?}\n\
-         [listen]\nc2s = [\"127.0.0.1:5222\"]\nc2s_direct_tls = [\"127.0.0.1:5223\"]\n\
+         [listen]\nc2s = [\"127.0.0.1:{port}\"]\nc2s_direct_tls = [\"127.0.0.1:{}\"]\n\
          [registration]\npolicy = \"open\"\nopen_per_ip_per_hour = 100\n",
         dir,
         dir.join("control.sock"),
         cert,
-        key
+        key,
+        port.saturating_add(1),
     );
     let config = Config::parse(&text, "dev config").map_err(|e| e.to_string())?;
     debug_assert_eq!(config.registration.policy, RegistrationPolicy::Open);
@@ -35,13 +36,16 @@ pub fn prepare(dir: &Path) -> Result<Config, String> {
 }
 
 pub fn banner(config: &Config) -> String {
+    let port = |l: &[std::net::SocketAddr]| l.first().map(|a| a.port()).unwrap_or(0);
     format!(
         "Hearth development server for domain \"localhost\"\n\
          data: {}\n\
-         Connect a client to 127.0.0.1 port 5222 (STARTTLS) or 5223 (direct TLS),\n\
+         Connect a client to 127.0.0.1 port {} (STARTTLS) or {} (direct TLS),\n\
          register any account, e.g. alice@localhost, and accept the self-signed certificate.\n\
          Or add one here: hearthctl --config {}/hearth.toml user add alice@localhost\n",
         config.data_dir.display(),
+        port(&config.listen.c2s),
+        port(&config.listen.c2s_direct_tls),
         config.data_dir.display()
     )
 }

@@ -26,6 +26,9 @@ struct Args {
     /// Development mode: domain `localhost`, self-signed certificate, open registration, data in --dev-dir.
     #[arg(long)]
     dev: bool,
+    /// With --dev: the STARTTLS port on 127.0.0.1 (direct TLS is the next one).
+    #[arg(long, default_value_t = 5222)]
+    dev_port: u16,
     /// Where --dev keeps its data.
     #[arg(long, default_value = "hearth-dev")]
     dev_dir: PathBuf,
@@ -49,7 +52,7 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> Result<(), String> {
     let config = if args.dev {
-        let c = hearthd::dev::prepare(&args.dev_dir)?;
+        let c = hearthd::dev::prepare(&args.dev_dir, args.dev_port)?;
         let path = c.data_dir.join("hearth.toml");
         c.write_atomically(&path).map_err(|e| e.to_string())?;
         eprint!("{}", hearthd::dev::banner(&c));

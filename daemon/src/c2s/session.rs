@@ -50,7 +50,11 @@ pub async fn run(server: Arc<Server>, bound: Bound) {
         old.shared.kick(Kick::Replaced);
     }
     // Unbinds on every way out, a panic in a module included: no ghost sessions in the router.
-    let _bound = Unbind { server: &server, jid: &jid, id: handle.id };
+    let _bound = Unbind {
+        server: &server,
+        jid: &jid,
+        id: handle.id,
+    };
     let progress = reader.progress();
     // Boxed: tokio preallocates a block of 32 slots per channel, so slot size matters per session.
     let (in_tx, mut inbound) = mpsc::channel::<Box<Result<XmlEvent, XmlError>>>(1);

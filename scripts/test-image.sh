@@ -3,14 +3,24 @@
 # difference), verify it against the board file, boot it under QEMU -M virt and -M raspi3b with a preseed
 # until XMPP answers, and print how long each part took. Needs root (mmdebstrap, chroot, binfmt).
 #
-# HEARTH_CLIENT_TEST: optional command run against each booted image once XMPP is ready (the slixmpp
-#   client test); it gets HEARTH_XMPP_PORT, HEARTH_DOMAIN, HEARTH_ADMIN, HEARTH_ADMIN_PASSWORD.
+# HEARTH_CLIENT_TEST: command run against each booted image once XMPP is ready; it gets HEARTH_XMPP_PORT,
+#   HEARTH_DOMAIN, HEARTH_ADMIN, HEARTH_ADMIN_PASSWORD. Default: the slixmpp client test
+#   tests/peers/boot_client.py (admin login, in-band registration of a second account, a message each way)
+#   with the venv scripts/install-test-deps.sh makes. Set it to "" to only wait for XMPP.
 # HEARTH_CACHE: download cache and tools chroot (default /var/cache/hearth-image), kept between runs.
 # HEARTH_IMAGE_MACHINES: QEMU machines to boot (default "virt raspi3b").
 set -eu
 cd "$(dirname "$0")/.."
 start=$(date +%s)
 stamp() { echo "$(( $(date +%s) - $1 ))"; }
+
+client_default="$PWD/target/venv/bin/python $PWD/tests/peers/boot_client.py"
+HEARTH_CLIENT_TEST=${HEARTH_CLIENT_TEST-$client_default}
+if [ "$HEARTH_CLIENT_TEST" = "$client_default" ] && ! target/venv/bin/python -c 'import slixmpp' 2>/dev/null; then
+    echo "test-image: the client test needs slixmpp in target/venv: run scripts/install-test-deps.sh" >&2
+    echo "  (or HEARTH_CLIENT_TEST= $0 to boot without it)" >&2
+    exit 1
+fi
 
 cargo build --release -p hearth-image
 bin=target/release/hearth-image
@@ -19,7 +29,7 @@ t=$(date +%s)
 "$bin" build --verify
 build_s=$(stamp "$t")
 
-img=$(ls out/hearth-*-rpi-arm64.img | head -n 1)
+img=$(ls out/hearth-*-rpi-arm64.img.xz | head -n 1)
 t=$(date +%s)
 "$bin" verify "$img"
 verify_s=$(stamp "$t")
@@ -36,5 +46,5 @@ for machine in ${HEARTH_IMAGE_MACHINES:-virt raspi3b}; do
 done
 
 echo "test-image timings: build+rebuild+compare=${build_s}s verify=${verify_s}s${boots} total=$(stamp "$start")s"
-echo "image: $img ($(du -m "$img" | cut -f1) MiB; $(du -m "$img.xz" | cut -f1) MiB as .xz)"
+echo "image: $img ($(du -m "$img" | cut -f1) MiB; $(du -m "${img%.xz}" | cut -f1) MiB unpacked)"
 cat out/SHA256SUMS

@@ -17,8 +17,17 @@ pub fn header(domain: &str) -> String {
 
 /// Opens a direct-TLS connection trusting `cert` (the server's self-signed certificate).
 pub fn tls_connect(port: u16, domain: &str, cert: &Path) -> TlsConn {
+    tls_connect_trusting(
+        port,
+        domain,
+        &std::fs::read_to_string(cert).expect("cert file"),
+    )
+}
+
+/// Opens a direct-TLS connection trusting every certificate in `pem` (one or several).
+pub fn tls_connect_trusting(port: u16, domain: &str, pem: &str) -> TlsConn {
     let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(cert).expect("cert file") {
+    for c in CertificateDer::pem_slice_iter(pem.as_bytes()) {
         roots.add(c.expect("pem")).expect("root");
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());

@@ -127,3 +127,52 @@ pub fn read_until(tcp: &mut TcpStream, end: &str) -> String {
     }
     String::from_utf8_lossy(&out).into_owned()
 }
+
+#[test]
+fn same_resource_replaces_the_old_session_and_disco_lists_the_features() {
+    use hearth_e2e::raw::{login_plain, read_until, tls_connect};
+    let server = TestServer::start("[auth]\nallow_plain = true\n");
+    server.add_user("alice", "correct horse battery");
+    let mut first = tls_connect(server.direct_port, DOMAIN, &server.cert_path);
+    login_plain(&mut first, DOMAIN, "alice", "correct horse battery");
+    let mut second = tls_connect(server.direct_port, DOMAIN, &server.cert_path);
+    login_plain(&mut second, DOMAIN, "alice", "correct horse battery");
+    let (old, _) = read_until(&mut first, "</stream:stream>", Duration::from_secs(10));
+    assert!(
+        old.contains("<conflict xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>"),
+        "{old}"
+    );
+    second
+        .write_all(b"<iq type='get' id='p'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .unwrap();
+    let (pong, _) = read_until(&mut second, "</iq>", Duration::from_secs(10));
+    assert!(
+        pong.contains("type='result'"),
+        "the new session works: {pong}"
+    );
+
+    let mut agent = server.agent("alice", "correct horse battery");
+    agent.connect();
+    let disco = agent.cmd(json!({"cmd": "disco"}));
+    let features: Vec<&str> = disco["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f.as_str())
+        .collect();
+    for f in [
+        "msgoffline",
+        "urn:xmpp:ping",
+        "vcard-temp",
+        "jabber:iq:register",
+        "http://jabber.org/protocol/disco#info",
+    ] {
+        assert!(features.contains(&f), "{f} missing from {features:?}");
+    }
+    assert!(
+        !features.contains(&"jabber:iq:version"),
+        "XEP-0092 is off by default"
+    );
+    let account = agent.cmd(json!({"cmd": "disco", "to": format!("alice@{DOMAIN}")}));
+    assert_eq!(account["ok"], json!(true), "{account}");
+}

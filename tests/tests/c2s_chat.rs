@@ -139,3 +139,25 @@ fn messages_to_unknown_accounts_bounce_and_iq_payloads_nobody_handles_get_servic
     let bounce = alice.expect_event("message", T, |m| m["type"] == "error");
     assert_eq!(bounce["from"], json!(format!("nobody@{DOMAIN}")));
 }
+
+#[test]
+fn directed_presence_reaches_a_non_contact_and_is_withdrawn_at_logout() {
+    let server = TestServer::start("");
+    server.add_user("alice", "alice-password");
+    server.add_user("bob", "bob-password");
+    let mut bob = server.agent("bob", "bob-password");
+    bob.connect();
+    bob.presence();
+    let mut alice = server.agent("alice", "alice-password");
+    alice.connect();
+    alice.presence();
+    alice.cmd(json!({"cmd": "raw", "xml": format!("<presence to='bob@{DOMAIN}'><status>here for you</status></presence>")}));
+    let p = bob.expect_event("presence", T, |p| {
+        p["from"].as_str().unwrap().starts_with("alice@") && p["type"] == "available"
+    });
+    assert_eq!(p["status"], json!("here for you"));
+    alice.disconnect();
+    bob.expect_event("presence", T, |p| {
+        p["from"].as_str().unwrap().starts_with("alice@") && p["type"] == "unavailable"
+    });
+}

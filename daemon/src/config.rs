@@ -378,8 +378,9 @@ impl Config {
     }
 }
 
-/// 1-based line and column of a byte offset.
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
+/// 1-based line and column of a byte offset: config errors name the line a person must fix.
+/// Shared by every parser of Hearth's TOML files (`hearth-acme`'s `[acme]`, the preseed file).
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
     let col = before

@@ -327,9 +327,7 @@ impl Preseed {
 
     pub fn parse(text: &str, origin: &str) -> Result<Preseed, SetupError> {
         let p: Preseed = toml::from_str(text).map_err(|e| {
-            let line = e
-                .span()
-                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+            let line = e.span().map(|s| crate::config::line_col(text, s.start).0);
             match line {
                 Some(line) => SetupError::system(format!("{origin}:{line}: {}", e.message())),
                 None => SetupError::system(format!("{origin}: {}", e.message())),

@@ -4,6 +4,7 @@
 //! We parse the file text ourselves (not `hearthd`'s opaque table) because only the text carries
 //! spans: an unknown or mistyped key is reported with its line, like every other Hearth config error.
 
+use hearthd::config::line_col;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use toml::Spanned;
@@ -327,17 +328,6 @@ impl Settings {
             section_missing,
         })
     }
-}
-
-/// 1-based line and column of a byte offset.
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let col = before
-        .rfind('\n')
-        .map(|i| before.len() - i)
-        .unwrap_or(before.len() + 1);
-    (line, col)
 }
 
 #[cfg(test)]

@@ -65,6 +65,11 @@ chroot "$root" systemctl enable wpa_supplicant@wlan0.service
 echo uninitialized > "$root/etc/machine-id"
 rm -f "$root/var/lib/dbus/machine-id" "$root"/etc/ssh/ssh_host_*
 
+# A Pi has no clock: timesyncd advances the clock at boot to this file's time (clamped to SOURCE_DATE_EPOCH
+# below) instead of starting from systemd's older built-in floor.
+mkdir -p "$root/var/lib/systemd/timesync"
+touch "$root/var/lib/systemd/timesync/clock"
+
 # Leftovers with build-time clocks or host data.
 rm -rf "$root"/var/log/apt/* "$root/var/log/dpkg.log" "$root/var/log/alternatives.log" "$root/var/log/bootstrap.log"
 rm -f "$root"/var/cache/debconf/*-old "$root"/var/lib/dpkg/*-old "$root/var/cache/ldconfig/aux-cache"

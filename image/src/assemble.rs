@@ -134,6 +134,9 @@ pub fn assemble(ctx: &Ctx, tools: &Tools, step: &Step) -> Result<Layout> {
     for f in &files {
         let _ = writeln!(s, "mcopy -m -i boot.vfat {} {}", q(&format!("boot/{}", rel(&boot, f))), q(&format!("::/{}", rel(&boot, f))));
     }
+    // Clamp every time in the root tree once more: mmdebstrap's cleanup (after our hook) and the move of
+    // /boot/firmware above touched /etc, /run, /usr/sbin, /boot and /dev with the build's clock.
+    let _ = writeln!(s, "find rootfs -newermt @{e} -print0 | xargs -0r touch --no-dereference --date=@{e}");
     let _ = writeln!(
         s,
         "mke2fs -q -F -t ext4 -L {} -U {} -E hash_seed={},root_owner=0:0 -m 1 -d rootfs root.ext4 {root_mib}M",

@@ -251,6 +251,11 @@ fn judge(report: &[String], console: &Path) -> Vec<String> {
     if !get("hearthd").starts_with("active user=hearth") {
         bad.push(format!("hearthd is not running as user hearth ({})", get("hearthd")));
     }
+    // Older images do not report hearth-web; an image that does must have it running.
+    let web = get("hearth-web");
+    if !web.is_empty() && !web.starts_with("active") {
+        bad.push(format!("hearth-web is not running ({web})"));
+    }
     if !get("failed-units").is_empty() {
         bad.push(format!("failed units: {}", get("failed-units")));
     }

@@ -7,7 +7,7 @@ use std::process::Command;
 
 use crate::binaries::Binaries;
 use crate::build::Ctx;
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Result};
 use crate::lock::Lock;
 use crate::progress::Step;
 use crate::run::{remove_tree, run};
@@ -52,5 +52,14 @@ pub fn build(ctx: &Ctx, lock: &Lock, repo_dir: &Path, bins: &Binaries, step: &St
             .arg(&rootfs)
             .arg(format!("deb [trusted=yes] file://{} ./", repo_dir.display())),
         &step.log,
-    )
+    )?;
+    // mmdebstrap's own cleanup runs after the customize hook and leaves apt's binary caches behind; they
+    // differ between two builds (found by comparing two builds). apt rebuilds them when it needs them.
+    for cache in ["var/cache/apt/pkgcache.bin", "var/cache/apt/srcpkgcache.bin"] {
+        let path = rootfs.join(cache);
+        if path.exists() {
+            std::fs::remove_file(&path).ctx(|| format!("removing {}", path.display()))?;
+        }
+    }
+    Ok(())
 }

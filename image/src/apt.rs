@@ -17,7 +17,9 @@ pub struct Apt {
 
 impl Apt {
     pub fn new(cache: &Path, req: &Request) -> Result<Apt> {
-        let root = cache.join("apt").join(format!("{}-{}", req.suite, req.architecture));
+        let root = cache
+            .join("apt")
+            .join(format!("{}-{}", req.suite, req.architecture));
         for d in [
             "etc/apt/apt.conf.d",
             "etc/apt/preferences.d",
@@ -28,21 +30,30 @@ impl Apt {
             "var/cache/apt/archives/partial",
             "var/log/apt",
         ] {
-            std::fs::create_dir_all(root.join(d)).ctx(|| format!("creating {}", root.join(d).display()))?;
+            std::fs::create_dir_all(root.join(d))
+                .ctx(|| format!("creating {}", root.join(d).display()))?;
         }
         let status = root.join("var/lib/dpkg/status");
         if !status.exists() {
             std::fs::write(&status, "").ctx(|| format!("creating {}", status.display()))?;
         }
-        let keyring = format!("/usr/share/keyrings/debian-archive-{}-stable.gpg", req.suite);
-        let keyring = if Path::new(&keyring).exists() { keyring } else { "/usr/share/keyrings/debian-archive-keyring.gpg".into() };
+        let keyring = format!(
+            "/usr/share/keyrings/debian-archive-{}-stable.gpg",
+            req.suite
+        );
+        let keyring = if Path::new(&keyring).exists() {
+            keyring
+        } else {
+            "/usr/share/keyrings/debian-archive-keyring.gpg".into()
+        };
         let sources = format!(
             "deb [signed-by={keyring}] {} {} {}\n",
             req.mirror,
             req.suite,
             req.components.join(" ")
         );
-        std::fs::write(root.join("etc/apt/sources.list"), sources).ctx(|| "writing private sources.list".into())?;
+        std::fs::write(root.join("etc/apt/sources.list"), sources)
+            .ctx(|| "writing private sources.list".into())?;
         let conf = format!(
             "Dir \"{r}/\";\nDir::State::status \"{r}/var/lib/dpkg/status\";\n\
              APT::Architecture \"{a}\";\nAPT::Architectures {{ \"{a}\"; }};\n\
@@ -57,7 +68,8 @@ impl Apt {
 
     pub fn cmd(&self, program: &str) -> Command {
         let mut c = Command::new(program);
-        c.env("APT_CONFIG", self.root.join("apt.conf")).env("LC_ALL", "C.UTF-8");
+        c.env("APT_CONFIG", self.root.join("apt.conf"))
+            .env("LC_ALL", "C.UTF-8");
         c
     }
 
@@ -73,7 +85,14 @@ impl Apt {
     pub fn resolve(&self, req: &Request, log: &Path) -> Result<Vec<LockedPackage>> {
         let sim = output(
             self.cmd("apt-get")
-                .args(["-s", "install", "--no-install-recommends", "apt", "?essential", "?priority(required)"])
+                .args([
+                    "-s",
+                    "install",
+                    "--no-install-recommends",
+                    "apt",
+                    "?essential",
+                    "?priority(required)",
+                ])
                 .args(req.packages),
             log,
         )?;
@@ -82,32 +101,52 @@ impl Apt {
             // Inst libc6 (2.41-12 Debian:13.1/stable [arm64])
             if let Some(rest) = line.strip_prefix("Inst ") {
                 let mut it = rest.split_whitespace();
-                let (Some(name), Some(ver)) = (it.next(), it.next()) else { continue };
+                let (Some(name), Some(ver)) = (it.next(), it.next()) else {
+                    continue;
+                };
                 wanted.insert(name.to_string(), ver.trim_start_matches('(').to_string());
             }
         }
         if wanted.is_empty() {
-            return Err(Error::new("apt resolved no packages").hint(format!("see {}", log.display())));
+            return Err(
+                Error::new("apt resolved no packages").hint(format!("see {}", log.display()))
+            );
         }
         let specs: Vec<String> = wanted.iter().map(|(n, v)| format!("{n}={v}")).collect();
         let show = output(self.cmd("apt-cache").arg("show").args(&specs), log)?;
         let mut found: BTreeMap<String, LockedPackage> = BTreeMap::new();
         for record in show.split("\n\n") {
             let field = |k: &str| {
-                record.lines().find_map(|l| l.strip_prefix(k).and_then(|r| r.strip_prefix(':')).map(|v| v.trim().to_string()))
+                record.lines().find_map(|l| {
+                    l.strip_prefix(k)
+                        .and_then(|r| r.strip_prefix(':'))
+                        .map(|v| v.trim().to_string())
+                })
             };
-            let (Some(name), Some(version), Some(arch), Some(filename), Some(sha256)) =
-                (field("Package"), field("Version"), field("Architecture"), field("Filename"), field("SHA256"))
-            else {
+            let (Some(name), Some(version), Some(arch), Some(filename), Some(sha256)) = (
+                field("Package"),
+                field("Version"),
+                field("Architecture"),
+                field("Filename"),
+                field("SHA256"),
+            ) else {
                 continue;
             };
             if wanted.get(&name) == Some(&version) {
-                found.entry(name.clone()).or_insert(LockedPackage { name, version, architecture: arch, sha256, filename });
+                found.entry(name.clone()).or_insert(LockedPackage {
+                    name,
+                    version,
+                    architecture: arch,
+                    sha256,
+                    filename,
+                });
             }
         }
         let missing: Vec<&String> = wanted.keys().filter(|n| !found.contains_key(*n)).collect();
         if !missing.is_empty() {
-            return Err(Error::new(format!("apt-cache show lacks records for: {missing:?}")));
+            return Err(Error::new(format!(
+                "apt-cache show lacks records for: {missing:?}"
+            )));
         }
         Ok(found.into_values().collect())
     }
@@ -125,8 +164,16 @@ impl Apt {
 
 /// Makes sure every `.deb` in `lock` is in `<cache>/debs/<arch>` with the locked SHA-256, downloading what is
 /// missing, and returns a flat repository directory holding exactly those packages.
-pub fn local_repo(cache: &Path, lock: &Lock, lock_name: &str, req: &Request, step: &Step) -> Result<PathBuf> {
-    let repo = cache.join("repos").join(format!("{lock_name}-{}", lock.digest()));
+pub fn local_repo(
+    cache: &Path,
+    lock: &Lock,
+    lock_name: &str,
+    req: &Request,
+    step: &Step,
+) -> Result<PathBuf> {
+    let repo = cache
+        .join("repos")
+        .join(format!("{lock_name}-{}", lock.digest()));
     if repo.join(".complete").exists() {
         return Ok(repo);
     }
@@ -141,7 +188,11 @@ pub fn local_repo(cache: &Path, lock: &Lock, lock_name: &str, req: &Request, ste
         }
     }
     if !missing.is_empty() {
-        step.status(&format!("downloading {} of {} packages", missing.len(), lock.packages.len()));
+        step.status(&format!(
+            "downloading {} of {} packages",
+            missing.len(),
+            lock.packages.len()
+        ));
         let apt = Apt::new(cache, req)?;
         apt.update(&step.log)?;
         apt.download(&missing, &debs, &step.log)?;
@@ -166,15 +217,26 @@ pub fn local_repo(cache: &Path, lock: &Lock, lock_name: &str, req: &Request, ste
             std::fs::copy(&from, &to).ctx(|| format!("copying {}", from.display()))?;
         }
     }
-    let packages = output(Command::new("apt-ftparchive").current_dir(&tmp).args(["packages", "."]), &step.log)?;
+    let packages = output(
+        Command::new("apt-ftparchive")
+            .current_dir(&tmp)
+            .args(["packages", "."]),
+        &step.log,
+    )?;
     std::fs::write(tmp.join("Packages"), packages).ctx(|| "writing Packages".into())?;
     // mmdebstrap selects Essential packages with ?archive(^suite$) or ?codename(^suite$): say which suite this is.
     let release = output(
         Command::new("apt-ftparchive")
             .current_dir(&tmp)
             .arg(format!("-oAPT::FTPArchive::Release::Suite={}", lock.suite))
-            .arg(format!("-oAPT::FTPArchive::Release::Codename={}", lock.suite))
-            .arg(format!("-oAPT::FTPArchive::Release::Architectures={}", lock.architecture))
+            .arg(format!(
+                "-oAPT::FTPArchive::Release::Codename={}",
+                lock.suite
+            ))
+            .arg(format!(
+                "-oAPT::FTPArchive::Release::Architectures={}",
+                lock.architecture
+            ))
             .args(["release", "."]),
         &step.log,
     )?;
@@ -188,7 +250,10 @@ pub fn local_repo(cache: &Path, lock: &Lock, lock_name: &str, req: &Request, ste
 /// Resolves `req` against the real mirror and writes a new lock; downloads the packages into the cache.
 pub fn refresh_lock(cache: &Path, req: &Request, path: &Path, step: &Step) -> Result<Lock> {
     let apt = Apt::new(cache, req)?;
-    step.status(&format!("apt-get update ({} {})", req.suite, req.architecture));
+    step.status(&format!(
+        "apt-get update ({} {})",
+        req.suite, req.architecture
+    ));
     apt.update(&step.log)?;
     step.status("resolving packages");
     let packages = apt.resolve(req, &step.log)?;
@@ -199,6 +264,10 @@ pub fn refresh_lock(cache: &Path, req: &Request, path: &Path, step: &Step) -> Re
         packages,
     };
     lock.write(path)?;
-    step.note(&format!("wrote {} ({} packages)", path.display(), lock.packages.len()));
+    step.note(&format!(
+        "wrote {} ({} packages)",
+        path.display(),
+        lock.packages.len()
+    ));
     Ok(lock)
 }

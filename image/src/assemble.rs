@@ -25,7 +25,10 @@ fn q(s: &str) -> String {
 }
 
 fn rel(base: &Path, p: &Path) -> String {
-    p.strip_prefix(base).unwrap_or(p).to_string_lossy().into_owned()
+    p.strip_prefix(base)
+        .unwrap_or(p)
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// Directories and files below `dir`, each list sorted, so the FAT's directory order never depends on readdir.
@@ -52,8 +55,14 @@ fn usage(dir: &Path) -> Result<(u64, u64)> {
     let (mut bytes, mut inodes) = (0u64, 0u64);
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).ctx(|| format!("listing {}", d.display()))?.flatten() {
-            let md = e.path().symlink_metadata().ctx(|| format!("stat {}", e.path().display()))?;
+        for e in std::fs::read_dir(&d)
+            .ctx(|| format!("listing {}", d.display()))?
+            .flatten()
+        {
+            let md = e
+                .path()
+                .symlink_metadata()
+                .ctx(|| format!("stat {}", e.path().display()))?;
             inodes += 1;
             bytes += md.len().div_ceil(4096) * 4096;
             if md.is_dir() {
@@ -73,8 +82,12 @@ fn single(boot: &Path, prefix: &str) -> Result<String> {
         .collect();
     match names.as_slice() {
         [one] => Ok(one.clone()),
-        [] => Err(Error::new(format!("no {prefix}* in the boot partition: did raspi-firmware's kernel hook run?"))),
-        many => Err(Error::new(format!("several {prefix}* in the boot partition: {many:?}"))),
+        [] => Err(Error::new(format!(
+            "no {prefix}* in the boot partition: did raspi-firmware's kernel hook run?"
+        ))),
+        many => Err(Error::new(format!(
+            "several {prefix}* in the boot partition: {many:?}"
+        ))),
     }
 }
 
@@ -90,13 +103,26 @@ fn prepare_boot(ctx: &Ctx, step: &Step) -> Result<(PathBuf, String, String)> {
     let initrd = single(&boot, "initrd.img-")?;
     let b = &ctx.spec.boot;
     let root = format!("LABEL={}", ctx.spec.partitions.root_label);
-    let config = b.config_txt.trim_start().replace("{kernel}", &kernel).replace("{initrd}", &initrd);
+    let config = b
+        .config_txt
+        .trim_start()
+        .replace("{kernel}", &kernel)
+        .replace("{initrd}", &initrd);
     std::fs::write(boot.join("config.txt"), config).ctx(|| "writing config.txt".into())?;
-    std::fs::write(boot.join("cmdline.txt"), format!("{}\n", b.cmdline_txt.replace("{root}", &root)))
-        .ctx(|| "writing cmdline.txt".into())?;
+    std::fs::write(
+        boot.join("cmdline.txt"),
+        format!("{}\n", b.cmdline_txt.replace("{root}", &root)),
+    )
+    .ctx(|| "writing cmdline.txt".into())?;
     let example = ctx.repo.join("image/hearth-setup.example.toml");
-    std::fs::copy(&example, boot.join("hearth-setup.example.toml")).ctx(|| format!("copying {}", example.display()))?;
-    let missing: Vec<&String> = b.firmware.iter().chain(&b.dtbs).filter(|f| !boot.join(f).exists()).collect();
+    std::fs::copy(&example, boot.join("hearth-setup.example.toml"))
+        .ctx(|| format!("copying {}", example.display()))?;
+    let missing: Vec<&String> = b
+        .firmware
+        .iter()
+        .chain(&b.dtbs)
+        .filter(|f| !boot.join(f).exists())
+        .collect();
     if !missing.is_empty() {
         return Err(Error::new(format!("the boot partition lacks {missing:?}"))
             .hint("check the board file's firmware/dtbs lists against what raspi-firmware and the kernel ship"));
@@ -112,15 +138,22 @@ pub fn assemble(ctx: &Ctx, tools: &Tools, step: &Step) -> Result<Layout> {
     let parts = &ctx.spec.partitions;
     let (bytes, inodes) = usage(&ctx.work.join("rootfs"))?;
     // Data plus 10% for ext4 metadata, 64 MiB of journal, the board's free space; 16 MiB steps.
-    let root_mib = ((bytes + bytes / 10 + inodes * 256) / MIB + 64 + parts.root_free_mib).div_ceil(16) * 16;
-    step.note(&format!("root filesystem: {} MiB of files, {inodes} inodes -> {root_mib} MiB ext4", bytes / MIB));
+    let root_mib =
+        ((bytes + bytes / 10 + inodes * 256) / MIB + 64 + parts.root_free_mib).div_ceil(16) * 16;
+    step.note(&format!(
+        "root filesystem: {} MiB of files, {inodes} inodes -> {root_mib} MiB ext4",
+        bytes / MIB
+    ));
 
     let (mut dirs, mut files) = (vec![], vec![]);
     walk(&boot, &mut dirs, &mut files)?;
     let e = ctx.epoch;
     let mut s = String::new();
     let _ = writeln!(s, "cd /work/work\nrm -f boot.vfat root.ext4");
-    let _ = writeln!(s, "find boot rootfs/boot/firmware -exec touch --no-dereference --date=@{e} {{}} +");
+    let _ = writeln!(
+        s,
+        "find boot rootfs/boot/firmware -exec touch --no-dereference --date=@{e} {{}} +"
+    );
     let _ = writeln!(
         s,
         "mkfs.vfat --invariant -i {} -n {} -F 32 -C boot.vfat {}",
@@ -129,14 +162,26 @@ pub fn assemble(ctx: &Ctx, tools: &Tools, step: &Step) -> Result<Layout> {
         parts.boot_mib * 1024
     );
     for d in &dirs {
-        let _ = writeln!(s, "mmd -i boot.vfat {}", q(&format!("::/{}", rel(&boot, d))));
+        let _ = writeln!(
+            s,
+            "mmd -i boot.vfat {}",
+            q(&format!("::/{}", rel(&boot, d)))
+        );
     }
     for f in &files {
-        let _ = writeln!(s, "mcopy -m -i boot.vfat {} {}", q(&format!("boot/{}", rel(&boot, f))), q(&format!("::/{}", rel(&boot, f))));
+        let _ = writeln!(
+            s,
+            "mcopy -m -i boot.vfat {} {}",
+            q(&format!("boot/{}", rel(&boot, f))),
+            q(&format!("::/{}", rel(&boot, f)))
+        );
     }
     // Clamp every time in the root tree once more: mmdebstrap's cleanup (after our hook) and the move of
     // /boot/firmware above touched /etc, /run, /usr/sbin, /boot and /dev with the build's clock.
-    let _ = writeln!(s, "find rootfs -newermt @{e} -print0 | xargs -0r touch --no-dereference --date=@{e}");
+    let _ = writeln!(
+        s,
+        "find rootfs -newermt @{e} -print0 | xargs -0r touch --no-dereference --date=@{e}"
+    );
     let _ = writeln!(
         s,
         "mke2fs -q -F -t ext4 -L {} -U {} -E hash_seed={},root_owner=0:0 -m 1 -d rootfs root.ext4 {root_mib}M",
@@ -147,29 +192,59 @@ pub fn assemble(ctx: &Ctx, tools: &Tools, step: &Step) -> Result<Layout> {
     let _ = writeln!(s, "e2fsck -fn root.ext4");
     step.status("mkfs.vfat + mcopy, mke2fs -d (tools chroot)");
     std::fs::write(ctx.out.join("logs/assemble.sh"), &s).ctx(|| "saving assemble.sh".into())?;
-    tools.run_script(&ctx.out, &s, &[("SOURCE_DATE_EPOCH", e.to_string())], &step.log)?;
+    tools.run_script(
+        &ctx.out,
+        &s,
+        &[("SOURCE_DATE_EPOCH", e.to_string())],
+        &step.log,
+    )?;
 
     step.status("writing the MBR and partitions");
     let first = FIRST_PARTITION_MIB * MIB / 512;
-    let boot_p = Partition { kind: 0x0c, start_lba: first, sectors: parts.boot_mib * MIB / 512 };
-    let root_p = Partition { kind: 0x83, start_lba: boot_p.start_lba + boot_p.sectors, sectors: root_mib * MIB / 512 };
+    let boot_p = Partition {
+        kind: 0x0c,
+        start_lba: first,
+        sectors: parts.boot_mib * MIB / 512,
+    };
+    let root_p = Partition {
+        kind: 0x83,
+        start_lba: boot_p.start_lba + boot_p.sectors,
+        sectors: root_mib * MIB / 512,
+    };
     let image = ctx.out.join(ctx.image_name());
     let total = root_p.offset() + root_p.size();
-    let disk_id = u32::from_str_radix(&ids.disk_id, 16).map_err(|_| Error::new("bad derived disk id"))?;
+    let disk_id =
+        u32::from_str_radix(&ids.disk_id, 16).map_err(|_| Error::new("bad derived disk id"))?;
     disk::write_image(
         &image,
         disk_id,
-        &[(boot_p, &ctx.work.join("boot.vfat")), (root_p, &ctx.work.join("root.ext4"))],
+        &[
+            (boot_p, &ctx.work.join("boot.vfat")),
+            (root_p, &ctx.work.join("root.ext4")),
+        ],
         total,
     )?;
-    Ok(Layout { image, ids, boot: boot_p, root: root_p, kernel, initrd })
+    Ok(Layout {
+        image,
+        ids,
+        boot: boot_p,
+        root: root_p,
+        kernel,
+        initrd,
+    })
 }
 
 /// `.img.xz` with a fixed thread count and block size: xz's multi-threaded output depends on both.
 pub fn compress(ctx: &Ctx, tools: &Tools, image: &Path, step: &Step) -> Result<PathBuf> {
-    let name = image.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = image
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let xz = ctx.out.join(format!("{name}.xz"));
-    let script = format!("cd /work\nrm -f {n}.xz\nxz -6 --threads=2 --block-size=64MiB --keep --force {n}", n = q(&name));
+    let script = format!(
+        "cd /work\nrm -f {n}.xz\nxz -6 --threads=2 --block-size=64MiB --keep --force {n}",
+        n = q(&name)
+    );
     tools.run_script(&ctx.out, &script, &[], &step.log)?;
     Ok(xz)
 }

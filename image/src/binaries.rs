@@ -33,37 +33,59 @@ pub struct Binaries {
 }
 
 fn target_dir(repo: &Path) -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| repo.join("target"))
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo.join("target"))
 }
 
 /// The musl headers C code (SQLite, ring) compiles against: musl-dev for the target, unpacked.
 fn ensure_sysroot(ctx: &Ctx, req: &Request, step: &Step) -> Result<PathBuf> {
     let sysroot = target_dir(ctx.repo).join("aarch64-musl-sysroot");
-    if sysroot.join("usr/include/aarch64-linux-musl/stdio.h").exists() {
+    if sysroot
+        .join("usr/include/aarch64-linux-musl/stdio.h")
+        .exists()
+    {
         return Ok(sysroot);
     }
     step.status("fetching musl-dev (arm64) for the C sysroot");
     let debs = ctx.cache.join("debs/musl-dev");
     std::fs::create_dir_all(&debs).ctx(|| format!("creating {}", debs.display()))?;
     let have_deb = |d: &Path| -> Option<PathBuf> {
-        std::fs::read_dir(d).ok()?.flatten().map(|e| e.path()).find(|p| p.extension().is_some_and(|x| x == "deb"))
+        std::fs::read_dir(d)
+            .ok()?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|x| x == "deb"))
     };
     if have_deb(&debs).is_none() {
         let apt = Apt::new(&ctx.cache, req)?;
         apt.update(&step.log)?;
-        run(apt.cmd("apt-get").current_dir(&debs).args(["download", "musl-dev"]), &step.log)?;
+        run(
+            apt.cmd("apt-get")
+                .current_dir(&debs)
+                .args(["download", "musl-dev"]),
+            &step.log,
+        )?;
     }
     let deb = have_deb(&debs).ok_or_else(|| Error::new("musl-dev download produced no .deb"))?;
     std::fs::create_dir_all(&sysroot).ctx(|| format!("creating {}", sysroot.display()))?;
-    run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&sysroot), &step.log)?;
+    run(
+        Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&sysroot),
+        &step.log,
+    )?;
     Ok(sysroot)
 }
 
 fn is_static_aarch64(path: &Path) -> Result<bool> {
     let bytes = std::fs::read(path).ctx(|| format!("reading {}", path.display()))?;
-    let elf = bytes.len() > 64 && &bytes[..4] == b"\x7fELF" && bytes[4] == 2 && u16::from_le_bytes([bytes[18], bytes[19]]) == 0xb7;
+    let elf = bytes.len() > 64
+        && &bytes[..4] == b"\x7fELF"
+        && bytes[4] == 2
+        && u16::from_le_bytes([bytes[18], bytes[19]]) == 0xb7;
     // A dynamic executable names its interpreter in a PT_INTERP header; look for the usual path.
-    let dynamic = bytes.windows(14).any(|w| w == b"/lib/ld-linux-" || w == b"/lib/ld-musl-a");
+    let dynamic = bytes
+        .windows(14)
+        .any(|w| w == b"/lib/ld-linux-" || w == b"/lib/ld-musl-a");
     Ok(elf && !dynamic)
 }
 
@@ -73,13 +95,20 @@ pub fn build(ctx: &Ctx, req: &Request, step: &Step) -> Result<Binaries> {
     let stage = ctx.work.join("bin");
     let _ = std::fs::remove_dir_all(&stage);
     std::fs::create_dir_all(&stage).ctx(|| format!("creating {}", stage.display()))?;
-    let cargo_home = std::env::var("CARGO_HOME").unwrap_or_else(|_| format!("{}/.cargo", std::env::var("HOME").unwrap_or_default()));
+    let cargo_home = std::env::var("CARGO_HOME")
+        .unwrap_or_else(|_| format!("{}/.cargo", std::env::var("HOME").unwrap_or_default()));
     // Paths of this checkout and of the registry must not end up in the binaries.
     let rustflags = format!(
         "--remap-path-prefix={}=/hearth --remap-path-prefix={cargo_home}=/cargo",
-        ctx.repo.canonicalize().unwrap_or_else(|_| ctx.repo.to_path_buf()).display()
+        ctx.repo
+            .canonicalize()
+            .unwrap_or_else(|_| ctx.repo.to_path_buf())
+            .display()
     );
-    let mut result = Binaries { dir: stage.clone(), ..Default::default() };
+    let mut result = Binaries {
+        dir: stage.clone(),
+        ..Default::default()
+    };
     // HEARTH_PREBUILT_BIN=DIR takes the executables from DIR instead of cargo: for comparing two image
     // builds while the Rust sources change underneath (a shared working tree).
     let prebuilt = std::env::var_os("HEARTH_PREBUILT_BIN").map(PathBuf::from);
@@ -93,25 +122,43 @@ pub fn build(ctx: &Ctx, req: &Request, step: &Step) -> Result<Binaries> {
                 let to = stage.join(exe);
                 std::fs::copy(dir.join(exe), &to).ctx(|| format!("copying prebuilt {exe}"))?;
                 let size = std::fs::metadata(&to).map(|m| m.len()).unwrap_or(0);
-                result.built.push(Binary { name: exe.clone(), package: b.package.clone(), sha256: sha256_file(&to)?, size, version: None });
+                result.built.push(Binary {
+                    name: exe.clone(),
+                    package: b.package.clone(),
+                    sha256: sha256_file(&to)?,
+                    size,
+                    version: None,
+                });
             }
             result.units.extend(b.units.iter().cloned());
             continue;
         }
-        step.status(&format!("cargo build --release --target {target} -p {}", b.package));
+        step.status(&format!(
+            "cargo build --release --target {target} -p {}",
+            b.package
+        ));
         let built = run(
             Command::new("cargo")
                 .current_dir(ctx.repo)
                 .args(["build", "--release", "--target", target, "-p", &b.package])
                 .env("HEARTH_MUSL_SYSROOT", &sysroot)
-                .env(format!("CARGO_TARGET_{}_RUSTFLAGS", target.to_uppercase().replace('-', "_")), &rustflags),
+                .env(
+                    format!(
+                        "CARGO_TARGET_{}_RUSTFLAGS",
+                        target.to_uppercase().replace('-', "_")
+                    ),
+                    &rustflags,
+                ),
             &step.log,
         );
         if let Err(e) = built {
             if b.required {
                 return Err(e);
             }
-            step.note(&format!("warning: optional package {} did not build; left out of the image", b.package));
+            step.note(&format!(
+                "warning: optional package {} did not build; left out of the image",
+                b.package
+            ));
             result.skipped.push(b.package.clone());
             continue;
         }
@@ -119,18 +166,38 @@ pub fn build(ctx: &Ctx, req: &Request, step: &Step) -> Result<Binaries> {
             let from = target_dir(ctx.repo).join(target).join("release").join(exe);
             let to = stage.join(exe);
             std::fs::copy(&from, &to).ctx(|| format!("copying {}", from.display()))?;
-            run(Command::new("aarch64-linux-gnu-strip").arg("--strip-all").arg(&to), &step.log)?;
+            run(
+                Command::new("aarch64-linux-gnu-strip")
+                    .arg("--strip-all")
+                    .arg(&to),
+                &step.log,
+            )?;
             if !is_static_aarch64(&to)? {
                 return Err(Error::new(format!("{} is not a static aarch64 executable", from.display()))
                     .hint("check .cargo/config.toml: the musl target must link statically with aarch64-linux-gnu-gcc"));
             }
-            let version = output(Command::new("qemu-aarch64-static").arg(&to).arg("--version"), &step.log)
-                .ok()
-                .and_then(|s| s.lines().next().map(str::to_string))
-                .filter(|s| !s.is_empty());
+            let version = output(
+                Command::new("qemu-aarch64-static")
+                    .arg(&to)
+                    .arg("--version"),
+                &step.log,
+            )
+            .ok()
+            .and_then(|s| s.lines().next().map(str::to_string))
+            .filter(|s| !s.is_empty());
             let size = std::fs::metadata(&to).map(|m| m.len()).unwrap_or(0);
-            step.note(&format!("{exe}: {} KiB, {}", size / 1024, version.as_deref().unwrap_or("prints no --version")));
-            result.built.push(Binary { name: exe.clone(), package: b.package.clone(), sha256: sha256_file(&to)?, size, version });
+            step.note(&format!(
+                "{exe}: {} KiB, {}",
+                size / 1024,
+                version.as_deref().unwrap_or("prints no --version")
+            ));
+            result.built.push(Binary {
+                name: exe.clone(),
+                package: b.package.clone(),
+                sha256: sha256_file(&to)?,
+                size,
+                version,
+            });
         }
         result.units.extend(b.units.iter().cloned());
     }

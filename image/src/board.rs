@@ -135,12 +135,14 @@ impl Board {
 
     pub fn image(&self) -> Result<&ImageSpec> {
         self.image.as_ref().ok_or_else(|| {
-            Error::new(format!("board {} describes a QEMU machine, not an image", self.name)).hint(
-                format!(
-                    "build the image of board {} instead",
-                    self.boots_image_of.as_deref().unwrap_or("rpi-arm64")
-                ),
-            )
+            Error::new(format!(
+                "board {} describes a QEMU machine, not an image",
+                self.name
+            ))
+            .hint(format!(
+                "build the image of board {} instead",
+                self.boots_image_of.as_deref().unwrap_or("rpi-arm64")
+            ))
         })
     }
 }
@@ -164,13 +166,22 @@ mod tests {
     use super::*;
 
     fn repo() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .unwrap()
+            .to_path_buf()
     }
 
     #[test]
     fn shipped_boards_parse() {
         let (rpi, _) = Board::load(&repo(), "rpi-arm64").unwrap();
-        assert!(rpi.image().unwrap().boot.dtbs.iter().any(|d| d.contains("bcm2837-rpi-3-b")));
+        assert!(rpi
+            .image()
+            .unwrap()
+            .boot
+            .dtbs
+            .iter()
+            .any(|d| d.contains("bcm2837-rpi-3-b")));
         let (virt, _) = Board::load(&repo(), "qemu-virt").unwrap();
         assert_eq!(virt.boots_image_of.as_deref(), Some("rpi-arm64"));
         assert!(virt.image().is_err());

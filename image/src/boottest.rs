@@ -67,13 +67,25 @@ fn preseed_value(text: &str, key: &str) -> String {
     text.lines()
         .filter_map(|l| l.split_once('='))
         .find(|(k, _)| k.trim() == key)
-        .map(|(_, v)| v.split('#').next().unwrap_or("").trim().trim_matches('"').to_string())
+        .map(|(_, v)| {
+            v.split('#')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .trim_matches('"')
+                .to_string()
+        })
         .unwrap_or_default()
 }
 
 fn console_lines(console: &Path, prefix: &str) -> Vec<String> {
     let text = String::from_utf8_lossy(&std::fs::read(console).unwrap_or_default()).into_owned();
-    text.lines().filter_map(|l| l.find(prefix).map(|i| l[i + prefix.len()..].trim_end().to_string())).collect()
+    text.lines()
+        .filter_map(|l| {
+            l.find(prefix)
+                .map(|i| l[i + prefix.len()..].trim_end().to_string())
+        })
+        .collect()
 }
 
 fn console_tail(console: &Path, n: usize) -> String {
@@ -82,7 +94,10 @@ fn console_tail(console: &Path, n: usize) -> String {
 
 pub fn boot_test(repo: &Path, args: BootTestArgs) -> Result<()> {
     let (board, spec) = qemu::machine(repo, &args.machine)?;
-    let work = args.output.clone().unwrap_or_else(|| repo.join(format!("out/boot-test-{}", args.machine)));
+    let work = args
+        .output
+        .clone()
+        .unwrap_or_else(|| repo.join(format!("out/boot-test-{}", args.machine)));
     std::fs::create_dir_all(&work).ctx(|| format!("creating {}", work.display()))?;
     let mut steps = Steps::new(&work.join("logs"))?;
     let preseed_text = match &args.preseed {
@@ -94,22 +109,38 @@ pub fn boot_test(repo: &Path, args: BootTestArgs) -> Result<()> {
     let (kernel, initrd, dtb, root) = steps.run("prepare a copy of the image", |s| {
         let image = unpacked(&args.image, &s.log)?;
         s.status("copying the image");
-        std::fs::copy(&image, &disk_img).ctx(|| format!("copying {} to {}", image.display(), disk_img.display()))?;
-        let len = std::fs::metadata(&disk_img).ctx(|| "stat disk copy".into())?.len();
+        std::fs::copy(&image, &disk_img)
+            .ctx(|| format!("copying {} to {}", image.display(), disk_img.display()))?;
+        let len = std::fs::metadata(&disk_img)
+            .ctx(|| "stat disk copy".into())?
+            .len();
         let mut want = (spec.disk_mib * disk::MIB).max(len);
         if spec.disk_power_of_two {
             want = want.next_power_of_two();
         }
-        std::fs::OpenOptions::new().write(true).open(&disk_img).and_then(|f| f.set_len(want)).ctx(|| "growing the disk copy".into())?;
-        s.note(&format!("disk {} MiB (image {} MiB): first boot grows the root filesystem into the rest", want / disk::MIB, len / disk::MIB));
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&disk_img)
+            .and_then(|f| f.set_len(want))
+            .ctx(|| "growing the disk copy".into())?;
+        s.note(&format!(
+            "disk {} MiB (image {} MiB): first boot grows the root filesystem into the rest",
+            want / disk::MIB,
+            len / disk::MIB
+        ));
         let (_, parts) = disk::read_mbr(&disk_img)?;
-        let boot = parts.first().ok_or_else(|| Error::new("the image has no partitions"))?;
+        let boot = parts
+            .first()
+            .ok_or_else(|| Error::new("the image has no partitions"))?;
         let preseed = work.join("hearth-setup.toml");
         std::fs::write(&preseed, &preseed_text).ctx(|| "writing the preseed".into())?;
         fat::put(&disk_img, boot, &preseed, "hearth-setup.toml", &s.log)?;
         let config = fat::read(&disk_img, boot, "config.txt", &s.log)?;
         let (k, i) = fat::boot_files(&config);
-        let (k, i) = (k.ok_or_else(|| Error::new("config.txt names no kernel="))?, i.ok_or_else(|| Error::new("config.txt names no initramfs"))?);
+        let (k, i) = (
+            k.ok_or_else(|| Error::new("config.txt names no kernel="))?,
+            i.ok_or_else(|| Error::new("config.txt names no initramfs"))?,
+        );
         let (kernel, initrd) = (work.join("kernel"), work.join("initrd"));
         fat::extract(&disk_img, boot, &k, &kernel, &s.log)?;
         fat::extract(&disk_img, boot, &i, &initrd, &s.log)?;
@@ -132,7 +163,10 @@ pub fn boot_test(repo: &Path, args: BootTestArgs) -> Result<()> {
     };
     let console = work.join("console.log");
     let _ = std::fs::remove_file(&console);
-    let append = format!("{} systemd.wants=hearth-selftest.service", spec.append.replace("{root}", &root));
+    let append = format!(
+        "{} systemd.wants=hearth-selftest.service",
+        spec.append.replace("{root}", &root)
+    );
     let started = Instant::now();
     let child = qemu::start(&Launch {
         spec: &spec,
@@ -146,7 +180,13 @@ pub fn boot_test(repo: &Path, args: BootTestArgs) -> Result<()> {
         log: &work.join("qemu.log"),
     })?;
     let mut guard = Guard(child);
-    eprintln!("booting {} under qemu -M {} ({}); XMPP on 127.0.0.1:{port}; console: {}", args.image.display(), args.machine, board.name, console.display());
+    eprintln!(
+        "booting {} under qemu -M {} ({}); XMPP on 127.0.0.1:{port}; console: {}",
+        args.image.display(),
+        args.machine,
+        board.name,
+        console.display()
+    );
 
     let timeout = Duration::from_secs(spec.timeout_secs);
     let mut report_seen: Option<Instant> = None;
@@ -189,7 +229,14 @@ pub fn boot_test(repo: &Path, args: BootTestArgs) -> Result<()> {
     })?;
     let ready = started.elapsed().as_secs_f64();
     eprintln!("boot-to-XMPP-ready: {} ({})", fmt_secs(ready), args.machine);
-    eprintln!("stream features: {}", features.chars().filter(|c| *c != '\n').take(400).collect::<String>());
+    eprintln!(
+        "stream features: {}",
+        features
+            .chars()
+            .filter(|c| *c != '\n')
+            .take(400)
+            .collect::<String>()
+    );
 
     let report = steps.run("guest self-test report", |s| {
         let deadline = Instant::now() + Duration::from_secs(240);
@@ -199,14 +246,21 @@ pub fn boot_test(repo: &Path, args: BootTestArgs) -> Result<()> {
                 return Ok(lines);
             }
             if Instant::now() > deadline {
-                return Err(Error::new(format!("the guest self-test did not finish\n{}", console_tail(&console, 20))));
+                return Err(Error::new(format!(
+                    "the guest self-test did not finish\n{}",
+                    console_tail(&console, 20)
+                )));
             }
             s.status("waiting for hearth-selftest.service on the console");
             std::thread::sleep(Duration::from_secs(2));
         }
     })?;
     let failures = judge(&report, &console);
-    std::fs::write(work.join("security.txt"), console_lines(&console, "HEARTH-SECURITY: ").join("\n") + "\n").ctx(|| "saving security report".into())?;
+    std::fs::write(
+        work.join("security.txt"),
+        console_lines(&console, "HEARTH-SECURITY: ").join("\n") + "\n",
+    )
+    .ctx(|| "saving security report".into())?;
 
     if let Some(hook) = &args.hook {
         steps.run("client test hook", |s| {
@@ -216,15 +270,23 @@ pub fn boot_test(repo: &Path, args: BootTestArgs) -> Result<()> {
                     .env("HEARTH_XMPP_PORT", port.to_string())
                     .env("HEARTH_DOMAIN", &domain)
                     .env("HEARTH_ADMIN", preseed_value(&preseed_text, "username"))
-                    .env("HEARTH_ADMIN_PASSWORD", preseed_value(&preseed_text, "password")),
+                    .env(
+                        "HEARTH_ADMIN_PASSWORD",
+                        preseed_value(&preseed_text, "password"),
+                    ),
                 &s.log,
             )
         })?;
     }
     if !failures.is_empty() {
-        return Err(Error::new(format!("booted, but: {}", failures.join("; "))).hint(format!("console log: {}", console.display())));
+        return Err(Error::new(format!("booted, but: {}", failures.join("; ")))
+            .hint(format!("console log: {}", console.display())));
     }
-    println!("boot-test {}: XMPP ready after {}; self-test passed", args.machine, fmt_secs(ready));
+    println!(
+        "boot-test {}: XMPP ready after {}; self-test passed",
+        args.machine,
+        fmt_secs(ready)
+    );
     if args.keep_running {
         eprintln!("--keep-running: XMPP on 127.0.0.1:{port} (domain {domain}); Ctrl-C or power off the guest to stop");
         let _ = guard.0.wait();
@@ -235,7 +297,12 @@ pub fn boot_test(repo: &Path, args: BootTestArgs) -> Result<()> {
 /// Prints the guest's report and returns what is wrong with it.
 fn judge(report: &[String], console: &Path) -> Vec<String> {
     let mut bad = vec![];
-    let get = |key: &str| report.iter().find_map(|l| l.strip_prefix(key).map(|v| v.trim().to_string())).unwrap_or_default();
+    let get = |key: &str| {
+        report
+            .iter()
+            .find_map(|l| l.strip_prefix(key).map(|v| v.trim().to_string()))
+            .unwrap_or_default()
+    };
     for l in report {
         eprintln!("  guest: {l}");
     }
@@ -243,13 +310,20 @@ fn judge(report: &[String], console: &Path) -> Vec<String> {
     let rootfs: u64 = get("rootfs-bytes").parse().unwrap_or(0);
     // Grown: the root filesystem covers the disk minus the 4 MiB gap and the boot partition (and ext4 overhead).
     if disk == 0 || rootfs < disk / 100 * 85 - 300 * disk::MIB {
-        bad.push(format!("root filesystem not grown ({} MiB of a {} MiB disk)", rootfs / disk::MIB, disk / disk::MIB));
+        bad.push(format!(
+            "root filesystem not grown ({} MiB of a {} MiB disk)",
+            rootfs / disk::MIB,
+            disk / disk::MIB
+        ));
     }
     if get("journal-max-use").is_empty() {
         bad.push("journald has no SystemMaxUse limit".into());
     }
     if !get("hearthd").starts_with("active user=hearth") {
-        bad.push(format!("hearthd is not running as user hearth ({})", get("hearthd")));
+        bad.push(format!(
+            "hearthd is not running as user hearth ({})",
+            get("hearthd")
+        ));
     }
     // Older images do not report hearth-web; an image that does must have it running.
     let web = get("hearth-web");
@@ -263,7 +337,10 @@ fn judge(report: &[String], console: &Path) -> Vec<String> {
         bad.push("the admin password is still in hearth-setup.toml".into());
     }
     let security = console_lines(console, "HEARTH-SECURITY: ");
-    match security.iter().find(|l| l.contains("Overall exposure level")) {
+    match security
+        .iter()
+        .find(|l| l.contains("Overall exposure level"))
+    {
         Some(l) => eprintln!("  systemd-analyze security: {}", l.trim()),
         None => bad.push("no systemd-analyze security report for hearthd.service".into()),
     }

@@ -42,22 +42,33 @@ impl Ctx<'_> {
 }
 
 pub fn cache_dir() -> PathBuf {
-    std::env::var_os("HEARTH_CACHE").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/var/cache/hearth-image"))
+    std::env::var_os("HEARTH_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/hearth-image"))
 }
 
 /// SOURCE_DATE_EPOCH from the environment, else the last commit's time.
 pub fn source_date_epoch(repo: &Path) -> Result<u64> {
     if let Ok(v) = std::env::var("SOURCE_DATE_EPOCH") {
-        return v.trim().parse().map_err(|_| Error::new(format!("SOURCE_DATE_EPOCH={v} is not a number of seconds")));
+        return v
+            .trim()
+            .parse()
+            .map_err(|_| Error::new(format!("SOURCE_DATE_EPOCH={v} is not a number of seconds")));
     }
-    let out = Command::new("git").arg("-C").arg(repo).args(["log", "-1", "--format=%ct"]).output();
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .args(["log", "-1", "--format=%ct"])
+        .output();
     match out {
         Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout)
             .trim()
             .parse()
             .map_err(|_| Error::new("git log printed no commit time")),
-        _ => Err(Error::new("cannot take SOURCE_DATE_EPOCH from git (no commit, or not a git checkout)")
-            .hint("set SOURCE_DATE_EPOCH=<seconds since 1970> to fix every time stamp in the image")),
+        _ => Err(Error::new(
+            "cannot take SOURCE_DATE_EPOCH from git (no commit, or not a git checkout)",
+        )
+        .hint("set SOURCE_DATE_EPOCH=<seconds since 1970> to fix every time stamp in the image")),
     }
 }
 
@@ -73,17 +84,34 @@ fn rootfs_request(spec: &ImageSpec) -> Request<'_> {
 
 /// The tools chroot's request: the host's own architecture, the board's suite and mirror.
 fn tools_request<'a>(spec: &'a ImageSpec, comps: &'a [String], pkgs: &'a [String]) -> Request<'a> {
-    Request { suite: &spec.debian.suite, architecture: "amd64", mirror: &spec.debian.mirror, components: comps, packages: pkgs }
+    Request {
+        suite: &spec.debian.suite,
+        architecture: "amd64",
+        mirror: &spec.debian.mirror,
+        components: comps,
+        packages: pkgs,
+    }
 }
 
 /// Reads a lock; writes it first if there is none. A lock that no longer matches the board is an error.
-fn current_lock(repo: &Path, name: &str, req: &Request, cache: &Path, steps: &mut Steps) -> Result<Lock> {
+fn current_lock(
+    repo: &Path,
+    name: &str,
+    req: &Request,
+    cache: &Path,
+    steps: &mut Steps,
+) -> Result<Lock> {
     let path = Lock::path(repo, name);
     match Lock::read(&path)? {
         Some(lock) if lock.request == req.hash() => Ok(lock),
-        Some(_) => Err(Error::new(format!("{} no longer matches the board's package list", path.display()))
-            .hint("run `hearth-image lock` to resolve the new list, then commit the lock file")),
-        None => steps.run(&format!("lock {name} (no lock file yet)"), |s| apt::refresh_lock(cache, req, &path, s)),
+        Some(_) => Err(Error::new(format!(
+            "{} no longer matches the board's package list",
+            path.display()
+        ))
+        .hint("run `hearth-image lock` to resolve the new list, then commit the lock file")),
+        None => steps.run(&format!("lock {name} (no lock file yet)"), |s| {
+            apt::refresh_lock(cache, req, &path, s)
+        }),
     }
 }
 
@@ -93,22 +121,38 @@ pub fn lock(repo: &Path, board: &str) -> Result<()> {
     let cache = cache_dir();
     let mut steps = Steps::new(&repo.join("out/logs"))?;
     let (c, p) = (tools::components(), tools::packages());
-    steps.run("lock tools", |s| apt::refresh_lock(&cache, &tools_request(spec, &c, &p), &Lock::path(repo, tools::LOCK_NAME), s))?;
+    steps.run("lock tools", |s| {
+        apt::refresh_lock(
+            &cache,
+            &tools_request(spec, &c, &p),
+            &Lock::path(repo, tools::LOCK_NAME),
+            s,
+        )
+    })?;
     let path = Lock::path(repo, &board.name);
-    steps.run("lock root filesystem", |s| apt::refresh_lock(&cache, &rootfs_request(spec), &path, s))?;
+    steps.run("lock root filesystem", |s| {
+        apt::refresh_lock(&cache, &rootfs_request(spec), &path, s)
+    })?;
     Ok(())
 }
 
 pub fn build(repo: &Path, args: BuildArgs) -> Result<()> {
     let (board, _) = Board::load(repo, &args.board)?;
     let spec = board.image()?;
-    let out = if args.output.is_absolute() { args.output.clone() } else { repo.join(&args.output) };
+    let out = if args.output.is_absolute() {
+        args.output.clone()
+    } else {
+        repo.join(&args.output)
+    };
     let first = build_once(repo, &board, spec, &out)?;
     if !args.verify {
         return Ok(());
     }
     let second_out = out.join("verify");
-    eprintln!("\n--verify: building a second time into {}", second_out.display());
+    eprintln!(
+        "\n--verify: building a second time into {}",
+        second_out.display()
+    );
     let second = build_once(repo, &board, spec, &second_out)?;
     compare(&first, &second, &out)
 }
@@ -122,7 +166,9 @@ struct Built {
 
 fn build_once(repo: &Path, board: &Board, spec: &ImageSpec, out: &Path) -> Result<Built> {
     std::fs::create_dir_all(out).ctx(|| format!("creating {}", out.display()))?;
-    let out = out.canonicalize().ctx(|| format!("resolving {}", out.display()))?;
+    let out = out
+        .canonicalize()
+        .ctx(|| format!("resolving {}", out.display()))?;
     let mut steps = Steps::new(&out.join("logs"))?;
     let epoch = source_date_epoch(repo)?;
     let ctx = Ctx {
@@ -135,24 +181,44 @@ fn build_once(repo: &Path, board: &Board, spec: &ImageSpec, out: &Path) -> Resul
         epoch,
         version: env!("CARGO_PKG_VERSION").to_string(),
     };
-    eprintln!("building {} for {} (SOURCE_DATE_EPOCH={epoch}, cache {})", ctx.image_name(), board.description, ctx.cache.display());
+    eprintln!(
+        "building {} for {} (SOURCE_DATE_EPOCH={epoch}, cache {})",
+        ctx.image_name(),
+        board.description,
+        ctx.cache.display()
+    );
     steps.run("host setup", host::setup)?;
-    std::fs::create_dir_all(&ctx.cache).ctx(|| format!("creating cache {}", ctx.cache.display()))?;
+    std::fs::create_dir_all(&ctx.cache)
+        .ctx(|| format!("creating cache {}", ctx.cache.display()))?;
     let (c, p) = (tools::components(), tools::packages());
     let treq = tools_request(spec, &c, &p);
     let tools_lock = current_lock(repo, tools::LOCK_NAME, &treq, &ctx.cache, &mut steps)?;
     let rreq = rootfs_request(spec);
     let root_lock = current_lock(repo, &board.name, &rreq, &ctx.cache, &mut steps)?;
-    let tools = steps.run("tools chroot", |s| tools::ensure(&ctx.cache, &tools_lock, &treq, epoch, s))?;
-    let bins = steps.run("cross-compile binaries", |s| binaries::build(&ctx, &rreq, s))?;
-    let repo_dir = steps.run("fetch Debian packages", |s| apt::local_repo(&ctx.cache, &root_lock, &board.name, &rreq, s))?;
-    steps.run("root filesystem (mmdebstrap)", |s| rootfs::build(&ctx, &root_lock, &repo_dir, &bins, s))?;
-    let layout = steps.run("assemble disk image", |s| assemble::assemble(&ctx, &tools, s))?;
-    let xz = steps.run("compress (xz)", |s| assemble::compress(&ctx, &tools, &layout.image, s))?;
+    let tools = steps.run("tools chroot", |s| {
+        tools::ensure(&ctx.cache, &tools_lock, &treq, epoch, s)
+    })?;
+    let bins = steps.run("cross-compile binaries", |s| {
+        binaries::build(&ctx, &rreq, s)
+    })?;
+    let repo_dir = steps.run("fetch Debian packages", |s| {
+        apt::local_repo(&ctx.cache, &root_lock, &board.name, &rreq, s)
+    })?;
+    steps.run("root filesystem (mmdebstrap)", |s| {
+        rootfs::build(&ctx, &root_lock, &repo_dir, &bins, s)
+    })?;
+    let layout = steps.run("assemble disk image", |s| {
+        assemble::assemble(&ctx, &tools, s)
+    })?;
+    let xz = steps.run("compress (xz)", |s| {
+        assemble::compress(&ctx, &tools, &layout.image, s)
+    })?;
     steps.run("checksums and manifest", |s| {
         manifest::write(&ctx, &layout, &xz, &bins, &root_lock, &tools.versions(), s)
     })?;
-    let size = std::fs::metadata(&layout.image).map(|m| m.len()).unwrap_or(0);
+    let size = std::fs::metadata(&layout.image)
+        .map(|m| m.len())
+        .unwrap_or(0);
     let xz_size = std::fs::metadata(&xz).map(|m| m.len()).unwrap_or(0);
     eprintln!(
         "\nimage: {} ({} MiB, {} MiB as .xz)\nbuilt in {}\nsha256: {}",
@@ -165,29 +231,50 @@ fn build_once(repo: &Path, board: &Board, spec: &ImageSpec, out: &Path) -> Resul
     for (name, secs) in &steps.timings {
         eprintln!("  {:<32} {}", name, fmt_secs(*secs));
     }
-    Ok(Built { image: layout.image, xz, rootfs: ctx.work.join("rootfs") })
+    Ok(Built {
+        image: layout.image,
+        xz,
+        rootfs: ctx.work.join("rootfs"),
+    })
 }
 
 fn compare(a: &Built, b: &Built, out: &Path) -> Result<()> {
     let (ha, hb) = (sha256_file(&a.image)?, sha256_file(&b.image)?);
     let (xa, xb) = (sha256_file(&a.xz)?, sha256_file(&b.xz)?);
-    eprintln!("\nfirst  build: {ha}  {}\nsecond build: {hb}  {}", a.image.display(), b.image.display());
+    eprintln!(
+        "\nfirst  build: {ha}  {}\nsecond build: {hb}  {}",
+        a.image.display(),
+        b.image.display()
+    );
     if ha == hb && xa == xb {
         eprintln!("reproducible: both builds are bit-identical (.img and .img.xz)");
         let _ = std::fs::remove_dir_all(out.join("verify/work"));
         return Ok(());
     }
     let report = out.join("diffoscope.txt");
-    eprintln!("builds differ; running diffoscope on the root filesystems and images (report: {})", report.display());
+    eprintln!(
+        "builds differ; running diffoscope on the root filesystems and images (report: {})",
+        report.display()
+    );
     let log = out.join("logs/diffoscope.log");
     let _ = Command::new("diffoscope")
         .arg(format!("--text={}", report.display()))
-        .args(["--max-report-size=20000000", "--exclude-directory-metadata=no"])
+        .args([
+            "--max-report-size=20000000",
+            "--exclude-directory-metadata=no",
+        ])
         .arg(&a.rootfs)
         .arg(&b.rootfs)
         .stdout(std::fs::File::create(&log).ctx(|| format!("creating {}", log.display()))?)
         .status();
-    let head: String = std::fs::read_to_string(&report).unwrap_or_default().lines().take(60).collect::<Vec<_>>().join("\n");
-    Err(Error::new(format!("the two builds differ (.img {ha} vs {hb})\n{head}"))
-        .hint(format!("full diffoscope report: {}", report.display())))
+    let head: String = std::fs::read_to_string(&report)
+        .unwrap_or_default()
+        .lines()
+        .take(60)
+        .collect::<Vec<_>>()
+        .join("\n");
+    Err(
+        Error::new(format!("the two builds differ (.img {ha} vs {hb})\n{head}"))
+            .hint(format!("full diffoscope report: {}", report.display())),
+    )
 }

@@ -30,7 +30,14 @@ fn uuid(b: &[u8]) -> String {
     u[6] = (u[6] & 0x0f) | 0x40; // version 4 layout, content from the hash
     u[8] = (u[8] & 0x3f) | 0x80;
     let h: String = u.iter().map(|x| format!("{x:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 impl Ids {
@@ -83,9 +90,13 @@ pub fn mbr(disk_id: u32, parts: &[Partition]) -> [u8; 512] {
 pub fn read_mbr(image: &Path) -> Result<(u32, Vec<Partition>)> {
     let mut f = File::open(image).ctx(|| format!("opening {}", image.display()))?;
     let mut m = [0u8; 512];
-    f.read_exact(&mut m).ctx(|| format!("reading the MBR of {}", image.display()))?;
+    f.read_exact(&mut m)
+        .ctx(|| format!("reading the MBR of {}", image.display()))?;
     if m[510..512] != [0x55, 0xaa] {
-        return Err(Error::new(format!("{}: no MBR signature (55 AA) in the first sector", image.display())));
+        return Err(Error::new(format!(
+            "{}: no MBR signature (55 AA) in the first sector",
+            image.display()
+        )));
     }
     let disk_id = u32::from_le_bytes([m[440], m[441], m[442], m[443]]);
     let mut parts = vec![];
@@ -97,45 +108,79 @@ pub fn read_mbr(image: &Path) -> Result<(u32, Vec<Partition>)> {
         }
         let start = u32::from_le_bytes([m[e + 8], m[e + 9], m[e + 10], m[e + 11]]) as u64;
         let sectors = u32::from_le_bytes([m[e + 12], m[e + 13], m[e + 14], m[e + 15]]) as u64;
-        parts.push(Partition { kind, start_lba: start, sectors });
+        parts.push(Partition {
+            kind,
+            start_lba: start,
+            sectors,
+        });
     }
     Ok((disk_id, parts))
 }
 
 /// Writes `<image>`: MBR, then each (partition, file) at its offset. Unwritten space stays a hole.
-pub fn write_image(image: &Path, disk_id: u32, parts: &[(Partition, &Path)], total: u64) -> Result<()> {
+pub fn write_image(
+    image: &Path,
+    disk_id: u32,
+    parts: &[(Partition, &Path)],
+    total: u64,
+) -> Result<()> {
     let _ = std::fs::remove_file(image);
     let mut out = File::create(image).ctx(|| format!("creating {}", image.display()))?;
-    out.set_len(total).ctx(|| format!("sizing {}", image.display()))?;
+    out.set_len(total)
+        .ctx(|| format!("sizing {}", image.display()))?;
     let table: Vec<Partition> = parts.iter().map(|(p, _)| *p).collect();
-    out.write_all(&mbr(disk_id, &table)).ctx(|| "writing the MBR".into())?;
+    out.write_all(&mbr(disk_id, &table))
+        .ctx(|| "writing the MBR".into())?;
     for (p, file) in parts {
         let mut src = File::open(file).ctx(|| format!("opening {}", file.display()))?;
-        let len = src.metadata().ctx(|| format!("stat {}", file.display()))?.len();
+        let len = src
+            .metadata()
+            .ctx(|| format!("stat {}", file.display()))?
+            .len();
         if len > p.size() {
-            return Err(Error::new(format!("{} ({len} bytes) does not fit its partition ({} bytes)", file.display(), p.size())));
+            return Err(Error::new(format!(
+                "{} ({len} bytes) does not fit its partition ({} bytes)",
+                file.display(),
+                p.size()
+            )));
         }
-        out.seek(SeekFrom::Start(p.offset())).ctx(|| "seeking in the image".into())?;
-        std::io::copy(&mut src, &mut out).ctx(|| format!("copying {} into the image", file.display()))?;
+        out.seek(SeekFrom::Start(p.offset()))
+            .ctx(|| "seeking in the image".into())?;
+        std::io::copy(&mut src, &mut out)
+            .ctx(|| format!("copying {} into the image", file.display()))?;
     }
-    out.sync_all().ctx(|| format!("syncing {}", image.display()))
+    out.sync_all()
+        .ctx(|| format!("syncing {}", image.display()))
 }
 
 fn fmt_uuid(u: &[u8]) -> String {
     let h: String = u.iter().map(|x| format!("{x:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 /// Reads the ext4 superblock of a partition: (label, uuid, hash seed).
 pub fn ext4_identity(image: &Path, part: &Partition) -> Result<(String, String, String)> {
     let mut f = File::open(image).ctx(|| format!("opening {}", image.display()))?;
     let mut sb = [0u8; 1024];
-    f.seek(SeekFrom::Start(part.offset() + 1024)).ctx(|| "seeking to the ext4 superblock".into())?;
-    f.read_exact(&mut sb).ctx(|| "reading the ext4 superblock".into())?;
+    f.seek(SeekFrom::Start(part.offset() + 1024))
+        .ctx(|| "seeking to the ext4 superblock".into())?;
+    f.read_exact(&mut sb)
+        .ctx(|| "reading the ext4 superblock".into())?;
     if sb[0x38..0x3a] != [0x53, 0xef] {
-        return Err(Error::new("the root partition holds no ext2/3/4 filesystem (bad superblock magic)"));
+        return Err(Error::new(
+            "the root partition holds no ext2/3/4 filesystem (bad superblock magic)",
+        ));
     }
-    let label = String::from_utf8_lossy(&sb[0x78..0x88]).trim_end_matches('\0').to_string();
+    let label = String::from_utf8_lossy(&sb[0x78..0x88])
+        .trim_end_matches('\0')
+        .to_string();
     // s_hash_seed is four little-endian u32 words; mke2fs prints/accepts it as the UUID of those bytes.
     Ok((label, fmt_uuid(&sb[0x68..0x78]), fmt_uuid(&sb[0xec..0xfc])))
 }
@@ -144,8 +189,10 @@ pub fn ext4_identity(image: &Path, part: &Partition) -> Result<(String, String, 
 pub fn fat_identity(image: &Path, part: &Partition) -> Result<(String, String)> {
     let mut f = File::open(image).ctx(|| format!("opening {}", image.display()))?;
     let mut bs = [0u8; 512];
-    f.seek(SeekFrom::Start(part.offset())).ctx(|| "seeking to the FAT boot sector".into())?;
-    f.read_exact(&mut bs).ctx(|| "reading the FAT boot sector".into())?;
+    f.seek(SeekFrom::Start(part.offset()))
+        .ctx(|| "seeking to the FAT boot sector".into())?;
+    f.read_exact(&mut bs)
+        .ctx(|| "reading the FAT boot sector".into())?;
     if &bs[82..87] != b"FAT32" {
         return Err(Error::new("the boot partition holds no FAT32 filesystem"));
     }
@@ -175,8 +222,16 @@ mod tests {
         let (a, b, img) = (dir.join("a"), dir.join("b"), dir.join("img"));
         std::fs::write(&a, vec![1u8; 1024]).unwrap();
         std::fs::write(&b, vec![2u8; 512]).unwrap();
-        let pa = Partition { kind: 0x0c, start_lba: 8, sectors: 2 };
-        let pb = Partition { kind: 0x83, start_lba: 10, sectors: 1 };
+        let pa = Partition {
+            kind: 0x0c,
+            start_lba: 8,
+            sectors: 2,
+        };
+        let pb = Partition {
+            kind: 0x83,
+            start_lba: 10,
+            sectors: 1,
+        };
         write_image(&img, 0xdeadbeef, &[(pa, &a), (pb, &b)], 11 * 512).unwrap();
         let (id, parts) = read_mbr(&img).unwrap();
         assert_eq!(id, 0xdeadbeef);
@@ -185,7 +240,10 @@ mod tests {
         assert_eq!(bytes.len(), 11 * 512);
         assert_eq!(bytes[8 * 512], 1);
         assert_eq!(bytes[10 * 512], 2);
-        assert!(write_image(&img, 1, &[(pb, &a)], 11 * 512).is_err(), "oversized content must be refused");
+        assert!(
+            write_image(&img, 1, &[(pb, &a)], 11 * 512).is_err(),
+            "oversized content must be refused"
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

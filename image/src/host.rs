@@ -13,7 +13,10 @@ use crate::run::{have, output, run};
 /// (program or file that must exist, Debian package providing it)
 const NEEDED: &[(&str, &str)] = &[
     ("mmdebstrap", "mmdebstrap"),
-    ("/usr/libexec/qemu-binfmt/aarch64-binfmt-P", "qemu-user-static"),
+    (
+        "/usr/libexec/qemu-binfmt/aarch64-binfmt-P",
+        "qemu-user-static",
+    ),
     ("qemu-system-aarch64", "qemu-system-arm"),
     ("aarch64-linux-gnu-gcc", "gcc-aarch64-linux-gnu"),
     ("apt-ftparchive", "apt-utils"),
@@ -22,8 +25,14 @@ const NEEDED: &[(&str, &str)] = &[
     ("debugfs", "e2fsprogs"),
     ("xz", "xz-utils"),
     ("unshare", "util-linux"),
-    ("/usr/share/keyrings/debian-archive-trixie-stable.gpg", "debian-archive-keyring"),
-    ("/usr/share/mmdebstrap/hooks/file-mirror-automount/setup00.sh", "mmdebstrap"),
+    (
+        "/usr/share/keyrings/debian-archive-trixie-stable.gpg",
+        "debian-archive-keyring",
+    ),
+    (
+        "/usr/share/mmdebstrap/hooks/file-mirror-automount/setup00.sh",
+        "mmdebstrap",
+    ),
 ];
 
 pub const RUST_TARGET: &str = "aarch64-unknown-linux-musl";
@@ -40,24 +49,34 @@ pub fn is_root() -> bool {
     // SAFETY-free check: /proc/self/status has "Uid:\treal\teffective..."
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2) == Some("0")))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2) == Some("0"))
+        })
         .unwrap_or(false)
 }
 
 /// Installs what is missing (as root), registers binfmt for arm64, adds the Rust target.
 pub fn setup(step: &Step) -> Result<()> {
     let missing: Vec<&str> = {
-        let mut m: Vec<&str> = NEEDED.iter().filter(|(w, _)| !present(w)).map(|(_, p)| *p).collect();
+        let mut m: Vec<&str> = NEEDED
+            .iter()
+            .filter(|(w, _)| !present(w))
+            .map(|(_, p)| *p)
+            .collect();
         m.dedup();
         m
     };
     if !missing.is_empty() {
         if !is_root() {
-            return Err(Error::new(format!("missing build tools: {}", missing.join(" "))).hint(format!(
+            return Err(
+                Error::new(format!("missing build tools: {}", missing.join(" "))).hint(format!(
                 "run as root (the build needs root for mmdebstrap and chroot), or install them: \
                  sudo apt-get install --no-install-recommends {}",
                 missing.join(" ")
-            )));
+            )),
+            );
         }
         step.status(&format!("apt-get install {}", missing.join(" ")));
         run(Command::new("apt-get").arg("update"), &step.log)?;
@@ -88,27 +107,47 @@ pub fn register_binfmt(step: &Step) -> Result<()> {
     }
     step.status("registering qemu-aarch64 with binfmt_misc");
     if !Path::new("/proc/sys/fs/binfmt_misc/register").exists() {
-        run(Command::new("mount").args(["-t", "binfmt_misc", "binfmt_misc", "/proc/sys/fs/binfmt_misc"]), &step.log)?;
+        run(
+            Command::new("mount").args([
+                "-t",
+                "binfmt_misc",
+                "binfmt_misc",
+                "/proc/sys/fs/binfmt_misc",
+            ]),
+            &step.log,
+        )?;
     }
-    let conf = std::fs::read_to_string("/usr/lib/binfmt.d/qemu-aarch64.conf")
-        .map_err(|e| Error::new(format!("reading /usr/lib/binfmt.d/qemu-aarch64.conf: {e}")).hint("apt-get install qemu-user-static"))?;
-    let line = conf.lines().find(|l| !l.trim().is_empty() && !l.starts_with('#')).unwrap_or("");
+    let conf = std::fs::read_to_string("/usr/lib/binfmt.d/qemu-aarch64.conf").map_err(|e| {
+        Error::new(format!("reading /usr/lib/binfmt.d/qemu-aarch64.conf: {e}"))
+            .hint("apt-get install qemu-user-static")
+    })?;
+    let line = conf
+        .lines()
+        .find(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .unwrap_or("");
     if !entry.exists() {
         std::fs::write("/proc/sys/fs/binfmt_misc/register", line).map_err(|e| {
             Error::new(format!("registering qemu-aarch64 in binfmt_misc: {e}"))
                 .hint("the kernel needs binfmt_misc; in a container, register it on the host")
         })?;
     } else {
-        std::fs::write(entry, "1").map_err(|e| Error::new(format!("enabling qemu-aarch64 binfmt: {e}")))?;
+        std::fs::write(entry, "1")
+            .map_err(|e| Error::new(format!("enabling qemu-aarch64 binfmt: {e}")))?;
     }
     Ok(())
 }
 
 fn rust_target(step: &Step) -> Result<()> {
-    let installed = output(Command::new("rustup").args(["target", "list", "--installed"]), &step.log)?;
+    let installed = output(
+        Command::new("rustup").args(["target", "list", "--installed"]),
+        &step.log,
+    )?;
     if installed.lines().any(|l| l.trim() == RUST_TARGET) {
         return Ok(());
     }
     step.status(&format!("rustup target add {RUST_TARGET}"));
-    run(Command::new("rustup").args(["target", "add", RUST_TARGET]), &step.log)
+    run(
+        Command::new("rustup").args(["target", "add", RUST_TARGET]),
+        &step.log,
+    )
 }

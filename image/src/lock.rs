@@ -33,7 +33,12 @@ pub struct LockedPackage {
 impl LockedPackage {
     /// The file name `apt-get download` gives it (epoch colon escaped as apt does).
     pub fn deb_name(&self) -> String {
-        format!("{}_{}_{}.deb", self.name, self.version.replace(':', "%3a"), self.architecture)
+        format!(
+            "{}_{}_{}.deb",
+            self.name,
+            self.version.replace(':', "%3a"),
+            self.architecture
+        )
     }
 
     /// `name=version`, as apt-get and mmdebstrap take it (each apt root has a single architecture).
@@ -78,7 +83,9 @@ impl Lock {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::new(format!("reading {}: {e}", path.display()))),
         };
-        toml::from_str(&text).map(Some).map_err(|e| toml_error(path, &text, &e))
+        toml::from_str(&text)
+            .map(Some)
+            .map_err(|e| toml_error(path, &text, &e))
     }
 
     pub fn write(&self, path: &Path) -> Result<()> {
@@ -94,7 +101,10 @@ impl Lock {
     pub fn digest(&self) -> String {
         let mut h = Sha256::new();
         for p in &self.packages {
-            h.update(format!("{} {} {} {}\n", p.name, p.version, p.architecture, p.sha256));
+            h.update(format!(
+                "{} {} {} {}\n",
+                p.name, p.version, p.architecture, p.sha256
+            ));
         }
         hex(&h.finalize())[..16].to_string()
     }
@@ -110,7 +120,9 @@ pub fn sha256_file(path: &Path) -> Result<String> {
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = f.read(&mut buf).ctx(|| format!("reading {}", path.display()))?;
+        let n = f
+            .read(&mut buf)
+            .ctx(|| format!("reading {}", path.display()))?;
         if n == 0 {
             break;
         }
@@ -152,7 +164,13 @@ mod tests {
         let c = vec!["main".to_string()];
         let a = vec!["a".to_string(), "b".to_string()];
         let b = vec!["b".to_string(), "a".to_string()];
-        let r = |p| Request { suite: "trixie", architecture: "arm64", mirror: "m", components: &c, packages: p };
+        let r = |p| Request {
+            suite: "trixie",
+            architecture: "arm64",
+            mirror: "m",
+            components: &c,
+            packages: p,
+        };
         assert_eq!(r(&a).hash(), r(&b).hash());
     }
 }

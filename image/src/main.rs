@@ -93,12 +93,16 @@ fn dispatch(cli: Cli) -> Result<()> {
 
 /// The directory holding `board-configs/`, from the current directory upwards.
 fn find_repo() -> Result<PathBuf> {
-    let cwd = std::env::current_dir().map_err(|e| Error::new(format!("no current directory: {e}")))?;
+    let cwd =
+        std::env::current_dir().map_err(|e| Error::new(format!("no current directory: {e}")))?;
     cwd.ancestors()
         .find(|d| d.join("board-configs").is_dir() && d.join("Cargo.toml").is_file())
         .map(|d| d.to_path_buf())
         .ok_or_else(|| {
-            Error::new(format!("{} is not inside a Hearth source tree (no board-configs/ found)", cwd.display()))
-                .hint("run from the repository, or pass --repo DIR")
+            Error::new(format!(
+                "{} is not inside a Hearth source tree (no board-configs/ found)",
+                cwd.display()
+            ))
+            .hint("run from the repository, or pass --repo DIR")
         })
 }

@@ -49,28 +49,57 @@ pub struct BinaryEntry {
 
 impl From<&Binary> for BinaryEntry {
     fn from(b: &Binary) -> Self {
-        BinaryEntry { name: b.name.clone(), package: b.package.clone(), sha256: b.sha256.clone(), size: b.size, version: b.version.clone() }
+        BinaryEntry {
+            name: b.name.clone(),
+            package: b.package.clone(),
+            sha256: b.sha256.clone(),
+            size: b.size,
+            version: b.version.clone(),
+        }
     }
 }
 
 fn entry(path: &Path) -> Result<FileEntry> {
     Ok(FileEntry {
-        name: path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
-        size: std::fs::metadata(path).ctx(|| format!("stat {}", path.display()))?.len(),
+        name: path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        size: std::fs::metadata(path)
+            .ctx(|| format!("stat {}", path.display()))?
+            .len(),
         sha256: sha256_file(path)?,
     })
 }
 
 fn git_commit(repo: &Path) -> Option<String> {
-    let o = std::process::Command::new("git").arg("-C").arg(repo).args(["rev-parse", "HEAD"]).output().ok()?;
-    o.status.success().then(|| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    let o = std::process::Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .args(["rev-parse", "HEAD"])
+        .output()
+        .ok()?;
+    o.status
+        .success()
+        .then(|| String::from_utf8_lossy(&o.stdout).trim().to_string())
 }
 
-pub fn write(ctx: &Ctx, layout: &Layout, xz: &Path, bins: &Binaries, lock: &Lock, tools: &[(String, String)], step: &Step) -> Result<()> {
+pub fn write(
+    ctx: &Ctx,
+    layout: &Layout,
+    xz: &Path,
+    bins: &Binaries,
+    lock: &Lock,
+    tools: &[(String, String)],
+    step: &Step,
+) -> Result<()> {
     step.status("hashing the image");
     let image = entry(&layout.image)?;
     let image_xz = entry(xz)?;
-    let sums = format!("{}  {}\n{}  {}\n", image_xz.sha256, image_xz.name, image.sha256, image.name);
+    let sums = format!(
+        "{}  {}\n{}  {}\n",
+        image_xz.sha256, image_xz.name, image.sha256, image.name
+    );
     std::fs::write(ctx.out.join("SHA256SUMS"), sums).ctx(|| "writing SHA256SUMS".into())?;
     let m = Manifest {
         builder: format!("hearth-image {}", env!("CARGO_PKG_VERSION")),
@@ -87,11 +116,16 @@ pub fn write(ctx: &Ctx, layout: &Layout, xz: &Path, bins: &Binaries, lock: &Lock
         binaries: bins.built.iter().map(BinaryEntry::from).collect(),
         left_out: bins.skipped.clone(),
         debian_suite: lock.suite.clone(),
-        debian_packages: lock.packages.iter().map(|p| format!("{} {} {}", p.name, p.version, p.architecture)).collect(),
+        debian_packages: lock
+            .packages
+            .iter()
+            .map(|p| format!("{} {} {}", p.name, p.version, p.architecture))
+            .collect(),
         tools: tools.iter().map(|(n, v)| format!("{n} {v}")).collect(),
     };
     let json = serde_json::to_string_pretty(&m).ctx(|| "serialising manifest".into())?;
-    std::fs::write(ctx.out.join("manifest.json"), json + "\n").ctx(|| "writing manifest.json".into())
+    std::fs::write(ctx.out.join("manifest.json"), json + "\n")
+        .ctx(|| "writing manifest.json".into())
 }
 
 /// The manifest next to an image (`manifest.json` in the same directory), if there is one.
@@ -101,5 +135,7 @@ pub fn read_beside(image: &Path) -> Result<Option<Manifest>> {
         Ok(t) => t,
         Err(_) => return Ok(None),
     };
-    serde_json::from_str(&text).map(Some).map_err(|e| Error::new(format!("{}: {e}", path.display())))
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| Error::new(format!("{}: {e}", path.display())))
 }

@@ -37,13 +37,26 @@ impl Step {
 impl Steps {
     pub fn new(log_dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(log_dir).ctx(|| format!("creating {}", log_dir.display()))?;
-        Ok(Steps { log_dir: log_dir.to_path_buf(), number: 0, started: Instant::now(), timings: vec![] })
+        Ok(Steps {
+            log_dir: log_dir.to_path_buf(),
+            number: 0,
+            started: Instant::now(),
+            timings: vec![],
+        })
     }
 
     pub fn run<T>(&mut self, name: &str, f: impl FnOnce(&Step) -> Result<T>) -> Result<T> {
         self.number += 1;
-        let slug: String =
-            name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
+        let slug: String = name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '-'
+                }
+            })
+            .collect();
         let log = self.log_dir.join(format!("{:02}-{slug}.log", self.number));
         let bar = ProgressBar::new_spinner();
         bar.set_style(
@@ -56,13 +69,21 @@ impl Steps {
             eprintln!("==> {name} (log: {})", log.display());
         }
         let t = Instant::now();
-        let step = Step { log, bar: bar.clone(), name: name.to_string() };
+        let step = Step {
+            log,
+            bar: bar.clone(),
+            name: name.to_string(),
+        };
         let result = f(&step);
         let secs = t.elapsed().as_secs_f64();
         let total = self.started.elapsed().as_secs_f64();
         let line = match &result {
             Ok(_) => format!("✔ {name} ({}; total {})", fmt_secs(secs), fmt_secs(total)),
-            Err(_) => format!("✘ {name} failed after {} (log: {})", fmt_secs(secs), step.log.display()),
+            Err(_) => format!(
+                "✘ {name} failed after {} (log: {})",
+                fmt_secs(secs),
+                step.log.display()
+            ),
         };
         bar.finish_and_clear();
         eprintln!("{line}");

@@ -16,21 +16,34 @@ pub fn machine(repo: &Path, machine: &str) -> Result<(Board, QemuSpec)> {
     let mut names: Vec<String> = std::fs::read_dir(&dir)
         .ctx(|| format!("listing {}", dir.display()))?
         .flatten()
-        .filter_map(|e| e.file_name().to_string_lossy().strip_suffix(".toml").map(str::to_string))
+        .filter_map(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .strip_suffix(".toml")
+                .map(str::to_string)
+        })
         .collect();
     names.sort();
     let mut known = vec![];
     for name in names {
         let (board, _) = Board::load(repo, &name)?;
         if let Some(q) = board.qemu.clone() {
-            let m = q.args.windows(2).find(|w| w[0] == "-M").map(|w| w[1].clone()).unwrap_or_default();
+            let m = q
+                .args
+                .windows(2)
+                .find(|w| w[0] == "-M")
+                .map(|w| w[1].clone())
+                .unwrap_or_default();
             if m == machine {
                 return Ok((board, q));
             }
             known.push(m);
         }
     }
-    Err(Error::new(format!("no board file describes QEMU machine {machine:?}")).hint(format!("known machines: {}", known.join(", "))))
+    Err(
+        Error::new(format!("no board file describes QEMU machine {machine:?}"))
+            .hint(format!("known machines: {}", known.join(", "))),
+    )
 }
 
 /// A free TCP port on 127.0.0.1 for hostfwd.
@@ -54,21 +67,34 @@ pub struct Launch<'a> {
 pub fn start(l: &Launch) -> Result<Child> {
     let mut cmd = Command::new(&l.spec.binary);
     for a in &l.spec.args {
-        cmd.arg(a.replace("{image}", &l.image.to_string_lossy()).replace("{console}", &l.console.to_string_lossy()));
+        cmd.arg(
+            a.replace("{image}", &l.image.to_string_lossy())
+                .replace("{console}", &l.console.to_string_lossy()),
+        );
     }
-    cmd.arg("-kernel").arg(l.kernel).arg("-initrd").arg(l.initrd).arg("-append").arg(&l.append);
+    cmd.arg("-kernel")
+        .arg(l.kernel)
+        .arg("-initrd")
+        .arg(l.initrd)
+        .arg("-append")
+        .arg(&l.append);
     if let Some(dtb) = &l.dtb {
         cmd.arg("-dtb").arg(dtb);
     }
     // Guest port 5222 (c2s) is reachable on the host's loopback only.
-    cmd.arg("-netdev").arg(format!("user,id=n0,hostfwd=tcp:127.0.0.1:{}-:5222", l.port));
+    cmd.arg("-netdev")
+        .arg(format!("user,id=n0,hostfwd=tcp:127.0.0.1:{}-:5222", l.port));
     let log = std::fs::File::create(l.log).ctx(|| format!("creating {}", l.log.display()))?;
-    std::fs::write(l.log.with_extension("cmd"), describe(&cmd) + "\n").ctx(|| "saving the QEMU command line".into())?;
+    std::fs::write(l.log.with_extension("cmd"), describe(&cmd) + "\n")
+        .ctx(|| "saving the QEMU command line".into())?;
     cmd.stdin(Stdio::null())
         .stdout(log.try_clone().ctx(|| "duplicating log handle".into())?)
         .stderr(log)
         .spawn()
-        .map_err(|e| Error::new(format!("cannot start {}: {e}", l.spec.binary)).hint("apt-get install qemu-system-arm"))
+        .map_err(|e| {
+            Error::new(format!("cannot start {}: {e}", l.spec.binary))
+                .hint("apt-get install qemu-system-arm")
+        })
 }
 
 /// Opens an XMPP client stream to `domain` and returns what the server sent, if it offered
@@ -90,7 +116,9 @@ pub fn stream_features(port: u16, domain: &str) -> Option<String> {
             Ok(n) => got.extend_from_slice(&buf[..n]),
         }
         let text = String::from_utf8_lossy(&got);
-        if text.contains("<stream:features") && (text.contains("</stream:features>") || text.contains("<stream:features/>")) {
+        if text.contains("<stream:features")
+            && (text.contains("</stream:features>") || text.contains("<stream:features/>"))
+        {
             let _ = s.write_all(b"</stream:stream>");
             return Some(text.into_owned());
         }

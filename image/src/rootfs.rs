@@ -19,15 +19,23 @@ pub fn build(ctx: &Ctx, lock: &Lock, repo_dir: &Path, bins: &Binaries, step: &St
     let image_dir = ctx.repo.join("image");
     for unit in &bins.units {
         if !ctx.repo.join(unit).is_file() {
-            return Err(Error::new(format!("unit file {unit} (named in board-configs/{}.toml) does not exist", ctx.board.name))
-                .hint("unit paths in [[image.binary]] units are relative to the repository root"));
+            return Err(Error::new(format!(
+                "unit file {unit} (named in board-configs/{}.toml) does not exist",
+                ctx.board.name
+            ))
+            .hint("unit paths in [[image.binary]] units are relative to the repository root"));
         }
     }
     // Names only: the local repository holds exactly one (the locked) version of each. The leading comma
     // stops mmdebstrap from reading versions such as 1.69~deb13u1 as apt patterns.
     let include: Vec<String> = lock.packages.iter().map(|p| p.name.clone()).collect();
     let debian = &ctx.spec.debian;
-    step.status(&format!("mmdebstrap {} {} ({} packages; ~13 min under qemu-user)", debian.suite, ctx.spec.architecture, include.len()));
+    step.status(&format!(
+        "mmdebstrap {} {} ({} packages; ~13 min under qemu-user)",
+        debian.suite,
+        ctx.spec.architecture,
+        include.len()
+    ));
     run(
         Command::new("mmdebstrap")
             .env("SOURCE_DATE_EPOCH", ctx.epoch.to_string())
@@ -47,15 +55,24 @@ pub fn build(ctx: &Ctx, lock: &Lock, repo_dir: &Path, bins: &Binaries, step: &St
             .args(["--dpkgopt=force-confold", "--dpkgopt=force-confdef"])
             .arg("--aptopt=Acquire::Languages \"none\"")
             .arg(format!("--include=,{}", include.join(",")))
-            .arg(format!("--customize-hook={} \"$1\"", image_dir.join("hooks/customize.sh").display()))
+            .arg(format!(
+                "--customize-hook={} \"$1\"",
+                image_dir.join("hooks/customize.sh").display()
+            ))
             .arg(&debian.suite)
             .arg(&rootfs)
-            .arg(format!("deb [trusted=yes] file://{} ./", repo_dir.display())),
+            .arg(format!(
+                "deb [trusted=yes] file://{} ./",
+                repo_dir.display()
+            )),
         &step.log,
     )?;
     // mmdebstrap's own cleanup runs after the customize hook and leaves apt's binary caches behind; they
     // differ between two builds (found by comparing two builds). apt rebuilds them when it needs them.
-    for cache in ["var/cache/apt/pkgcache.bin", "var/cache/apt/srcpkgcache.bin"] {
+    for cache in [
+        "var/cache/apt/pkgcache.bin",
+        "var/cache/apt/srcpkgcache.bin",
+    ] {
         let path = rootfs.join(cache);
         if path.exists() {
             std::fs::remove_file(&path).ctx(|| format!("removing {}", path.display()))?;

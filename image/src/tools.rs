@@ -42,7 +42,11 @@ pub fn ensure(cache: &Path, lock: &Lock, req: &Request, epoch: u64, step: &Step)
     let result = run(
         Command::new("mmdebstrap")
             .env("SOURCE_DATE_EPOCH", epoch.to_string())
-            .args(["--mode=root", "--variant=essential", "--architectures=amd64"])
+            .args([
+                "--mode=root",
+                "--variant=essential",
+                "--architectures=amd64",
+            ])
             .arg("--hook-dir=/usr/share/mmdebstrap/hooks/file-mirror-automount")
             .arg(format!("--include=,{}", include.join(",")))
             .arg("--customize-hook=mkdir -p \"$1/work\"")
@@ -55,15 +59,24 @@ pub fn ensure(cache: &Path, lock: &Lock, req: &Request, epoch: u64, step: &Step)
         let _ = remove_tree(&root, &step.log);
         return Err(e);
     }
-    std::fs::write(root.join(".hearth-complete"), "").ctx(|| "marking tools chroot complete".into())?;
+    std::fs::write(root.join(".hearth-complete"), "")
+        .ctx(|| "marking tools chroot complete".into())?;
     Ok(Tools { root })
 }
 
 impl Tools {
     /// Runs `script` with `sh -eu` inside the chroot, with `dir` bind-mounted at /work (in a private mount
     /// namespace, so nothing stays mounted if we are killed).
-    pub fn run_script(&self, dir: &Path, script: &str, env: &[(&str, String)], log: &Path) -> Result<()> {
-        let dir = dir.canonicalize().ctx(|| format!("resolving {}", dir.display()))?;
+    pub fn run_script(
+        &self,
+        dir: &Path,
+        script: &str,
+        env: &[(&str, String)],
+        log: &Path,
+    ) -> Result<()> {
+        let dir = dir
+            .canonicalize()
+            .ctx(|| format!("resolving {}", dir.display()))?;
         let mut cmd = Command::new("unshare");
         cmd.args(["--mount", "--propagation", "private", "--", "sh", "-euc"])
             .arg("mount --bind \"$HEARTH_WORK\" \"$HEARTH_TOOLS/work\"; exec chroot \"$HEARTH_TOOLS\" /bin/sh -euc \"$HEARTH_SCRIPT\"")
@@ -79,7 +92,8 @@ impl Tools {
         }
         run(&mut cmd, log).map_err(|e| {
             if e.to_string().contains("cannot start unshare") {
-                Error::new(format!("{e}")).hint("unshare is in util-linux; the build must run as root")
+                Error::new(format!("{e}"))
+                    .hint("unshare is in util-linux; the build must run as root")
             } else {
                 e
             }
@@ -88,10 +102,14 @@ impl Tools {
 
     /// Versions of the tools, for the manifest.
     pub fn versions(&self) -> Vec<(String, String)> {
-        let status = std::fs::read_to_string(self.root.join("var/lib/dpkg/status")).unwrap_or_default();
+        let status =
+            std::fs::read_to_string(self.root.join("var/lib/dpkg/status")).unwrap_or_default();
         let mut out = vec![];
         for rec in status.split("\n\n") {
-            let f = |k: &str| rec.lines().find_map(|l| l.strip_prefix(k).map(|v| v.trim().to_string()));
+            let f = |k: &str| {
+                rec.lines()
+                    .find_map(|l| l.strip_prefix(k).map(|v| v.trim().to_string()))
+            };
             if let (Some(n), Some(v)) = (f("Package:"), f("Version:")) {
                 if PACKAGES.contains(&n.as_str()) {
                     out.push((n, v));

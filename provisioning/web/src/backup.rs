@@ -337,6 +337,31 @@ fn check_database(path: &Path) -> Result<i64, String> {
     Ok(users)
 }
 
+/// Restores an uploaded archive off the async threads (wizard and admin page alike), removes
+/// the upload, and points HTTPS at the restored certificate.
+async fn restore_upload(
+    app: &AppState,
+    upload: &Path,
+    data_dir: PathBuf,
+) -> Result<Restored, String> {
+    let (config_path, up) = (app.args.config.clone(), upload.to_path_buf());
+    let result = tokio::task::spawn_blocking(move || restore(&up, &data_dir, &config_path))
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r);
+    let _ = std::fs::remove_file(upload);
+    if let Ok(r) = &result {
+        log::info!(
+            "restored a backup of {} with {} accounts",
+            r.config.domain,
+            r.users
+        );
+        app.tls
+            .set_paths(r.config.tls.cert.clone(), r.config.tls.key.clone());
+    }
+    result
+}
+
 pub async fn wizard_page(
     State(app): State<Arc<AppState>>,
     Extension(session): Extension<Session>,
@@ -386,25 +411,8 @@ pub async fn wizard_restore(
         Err(Err(resp)) => return resp,
     };
     let _guard = app.wizard.lock().await;
-    let (data_dir, config_path, up) = (
-        app.args.data_dir.clone(),
-        app.args.config.clone(),
-        upload.clone(),
-    );
-    let result = tokio::task::spawn_blocking(move || restore(&up, &data_dir, &config_path))
-        .await
-        .map_err(|e| e.to_string())
-        .and_then(|r| r);
-    let _ = std::fs::remove_file(&upload);
-    match result {
+    match restore_upload(&app, &upload, app.args.data_dir.clone()).await {
         Ok(r) => {
-            log::info!(
-                "restored a backup of {} with {} accounts",
-                r.config.domain,
-                r.users
-            );
-            app.tls
-                .set_paths(r.config.tls.cert.clone(), r.config.tls.key.clone());
             crate::setup_code::retire(&app.args.state_dir, &app.args.boot_dir);
             *app.code.lock().unwrap_or_else(|p| p.into_inner()) = None;
             message_link(
@@ -457,25 +465,8 @@ pub async fn admin_restore(
         );
     }
     app.backend.close();
-    let (data_dir, config_path, up) = (
-        config.data_dir.clone(),
-        app.args.config.clone(),
-        upload.clone(),
-    );
-    let result = tokio::task::spawn_blocking(move || restore(&up, &data_dir, &config_path))
-        .await
-        .map_err(|e| e.to_string())
-        .and_then(|r| r);
-    let _ = std::fs::remove_file(&upload);
-    match result {
+    match restore_upload(&app, &upload, config.data_dir.clone()).await {
         Ok(r) => {
-            log::info!(
-                "restored a backup of {} with {} accounts",
-                r.config.domain,
-                r.users
-            );
-            app.tls
-                .set_paths(r.config.tls.cert.clone(), r.config.tls.key.clone());
             // The accounts may differ now: everybody signs in again.
             app.sessions.drop_admins();
             message_link(

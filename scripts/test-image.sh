@@ -1,14 +1,16 @@
 #!/bin/sh
 # CI stage for the SD-card image (issue 5): build it twice and compare SHA-256 (diffoscope on a
 # difference), verify it against the board file, boot it under QEMU -M virt and -M raspi3b with a preseed
-# until XMPP answers, and print how long each part took. Needs root (mmdebstrap, chroot, binfmt).
+# until XMPP answers, boot it once more without a preseed until the setup wizard answers, and print how
+# long each part took. Needs root (mmdebstrap, chroot, binfmt).
 #
 # HEARTH_CLIENT_TEST: command run against each booted image once XMPP is ready; it gets HEARTH_XMPP_PORT,
 #   HEARTH_DOMAIN, HEARTH_ADMIN, HEARTH_ADMIN_PASSWORD. Default: the slixmpp client test
 #   tests/peers/boot_client.py (admin login, in-band registration of a second account, a message each way)
 #   with the venv scripts/install-test-deps.sh makes. Set it to "" to only wait for XMPP.
 # HEARTH_CACHE: download cache and tools chroot (default /var/cache/hearth-image), kept between runs.
-# HEARTH_IMAGE_MACHINES: QEMU machines to boot (default "virt raspi3b").
+# HEARTH_IMAGE_MACHINES: QEMU machines to boot with the test preseed (default "virt raspi3b").
+# HEARTH_IMAGE_WIZARD: 1 (default) also boots -M virt without a preseed and waits for the setup wizard.
 set -eu
 cd "$(dirname "$0")/.."
 start=$(date +%s)
@@ -46,6 +48,13 @@ for machine in ${HEARTH_IMAGE_MACHINES:-virt raspi3b}; do
     fi
     boots="$boots boot-test-$machine=$(stamp "$t")s"
 done
+
+# The image as downloaded, without a preseed: first boot makes the setup code and the wizard answers.
+if [ "${HEARTH_IMAGE_WIZARD:-1}" = 1 ]; then
+    t=$(date +%s)
+    "$bin" boot-test "$img" --machine virt --no-preseed --output out/boot-test-virt-no-preseed
+    boots="$boots boot-test-virt-no-preseed=$(stamp "$t")s"
+fi
 
 echo "test-image timings: build+rebuild+compare=${build_s}s verify=${verify_s}s${boots} total=$(stamp "$start")s"
 echo "image: $img ($(du -m "$img" | cut -f1) MiB; $(du -m "${img%.xz}" | cut -f1) MiB unpacked)"

@@ -14,7 +14,7 @@ rm -f "$root/etc/apt/sources.list"
 cat > "$root/etc/apt/sources.list.d/debian.sources" <<SOURCES
 Types: deb
 URIs: $HEARTH_MIRROR
-Suites: $HEARTH_SUITE $HEARTH_SUITE-updates
+Suites: $HEARTH_SUITE $HEARTH_SUITE-updates${HEARTH_EXTRA_SUITES:+ $HEARTH_EXTRA_SUITES}
 Components: $HEARTH_COMPONENTS
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 
@@ -27,7 +27,17 @@ SOURCES
 
 # Our files: configuration, first-boot and self-test scripts, sysusers/tmpfiles.
 cp -dR --preserve=mode "$HEARTH_OVERLAY/." "$root/"
-chmod 0755 "$root/usr/lib/hearth/firstboot" "$root/usr/lib/hearth/selftest"
+chmod 0755 "$root/usr/lib/hearth/firstboot" "$root/usr/lib/hearth/selftest" \
+    "$root/etc/kernel/postinst.d/z51-hearth-dtbs"
+
+# Device trees for the boot partition. raspi-firmware's own hook looks for them where kernels before 6.18
+# put them (/usr/lib/linux-image-VERSION); newer kernel packages keep them in /usr/lib/modules/VERSION/dtb.
+# /etc/kernel/postinst.d/z51-hearth-dtbs copies them on every kernel update on the device; here they are
+# copied directly, because inside mmdebstrap's chroot the hook cannot be sure it is not on a device.
+for dtbs in "$root"/usr/lib/modules/*/dtb/broadcom; do
+    [ -d "$dtbs" ] || continue
+    cp "$dtbs"/bcm*.dtb "$root/boot/firmware/"
+done
 
 # Our binaries and their units.
 for exe in "$HEARTH_BIN"/*; do
@@ -59,7 +69,14 @@ for unit in $units; do
     case "$unit" in *.timer) enable=$(echo "$enable" | tr ' ' '\n' | grep -vx "${unit%.timer}.service" | tr '\n' ' ') ;; esac
 done
 chroot "$root" systemctl enable $enable
-chroot "$root" systemctl enable wpa_supplicant@wlan0.service
+# Wi-Fi starts when the wlan0 device appears, not from multi-user.target: enabled there, a box without
+# Wi-Fi (or QEMU) waits 90 s for the device before network.target, and so before hearthd and the wizard.
+# Its drop-in skips it until hearth-setup.toml's [wifi] has written a configuration. The package's own
+# D-Bus wpa_supplicant.service is not needed by systemd-networkd: off, to save the memory.
+chroot "$root" systemctl disable wpa_supplicant.service
+mkdir -p "$root/etc/systemd/system/sys-subsystem-net-devices-wlan0.device.wants"
+ln -sf /usr/lib/systemd/system/wpa_supplicant@.service \
+    "$root/etc/systemd/system/sys-subsystem-net-devices-wlan0.device.wants/wpa_supplicant@wlan0.service"
 
 # Identity is made on first boot: machine-id (systemd does it while it reads "uninitialized") and SSH host keys.
 echo uninitialized > "$root/etc/machine-id"

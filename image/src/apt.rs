@@ -46,12 +46,22 @@ impl Apt {
         } else {
             "/usr/share/keyrings/debian-archive-keyring.gpg".into()
         };
-        let sources = format!(
-            "deb [signed-by={keyring}] {} {} {}\n",
-            req.mirror,
-            req.suite,
-            req.components.join(" ")
-        );
+        // Backports and -updates are signed by the archive's automatic keys, not the release's own.
+        let archive_keyring = "/usr/share/keyrings/debian-archive-keyring.gpg";
+        let sources: String = std::iter::once((req.suite, keyring.as_str()))
+            .chain(
+                req.extra_suites
+                    .iter()
+                    .map(|s| (s.as_str(), archive_keyring)),
+            )
+            .map(|(suite, keyring)| {
+                format!(
+                    "deb [signed-by={keyring}] {} {suite} {}\n",
+                    req.mirror,
+                    req.components.join(" ")
+                )
+            })
+            .collect();
         std::fs::write(root.join("etc/apt/sources.list"), sources)
             .ctx(|| "writing private sources.list".into())?;
         let conf = format!(

@@ -46,7 +46,12 @@ pub struct DebianSpec {
     /// Written into the image's sources.list (security updates); not used while building.
     pub security_mirror: String,
     pub components: Vec<String>,
+    /// Packages to install; `name/suite` takes one from an extra suite (e.g. the kernel from backports).
     pub packages: Vec<String>,
+    /// Further suites of the same mirror, e.g. `trixie-backports`: offered to the resolver while locking
+    /// and written into the image's apt sources so that what came from them keeps getting updates.
+    #[serde(default)]
+    pub extra_suites: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]

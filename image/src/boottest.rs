@@ -1,5 +1,6 @@
 //! `hearth-image boot-test IMAGE`: boots a copy of the image under QEMU with a preseed on its FAT, waits
 //! until the forwarded port speaks XMPP, and reads the guest's self-test report from the serial console.
+//! With `--no-preseed` it boots the image as downloaded and waits for the setup wizard instead.
 
 use clap::Args;
 use std::path::{Path, PathBuf};
@@ -10,12 +11,20 @@ use crate::disk;
 use crate::error::{Context, Error, Result};
 use crate::progress::{fmt_secs, Steps};
 use crate::qemu::{self, Launch};
+use crate::selftest::{console_lines, judge, Expect};
 use crate::verify::unpacked;
 use crate::{fat, run};
 
 /// What the test writes to hearth-setup.toml unless --preseed names another file.
 const TEST_PRESEED: &str = r#"# Written by hearth-image boot-test.
 hostname = "hearth"
+
+# QEMU has no Wi-Fi: the test checks that first boot wrote wpa_supplicant's file with the derived key
+# only, and that the passphrase is gone from this file.
+[wifi]
+ssid = "hearth-boot-test"
+psk = "boot-test-wifi-passphrase"
+country = "DE"
 
 [server]
 domain = "hearth.test"
@@ -36,11 +45,18 @@ pub struct BootTestArgs {
     #[arg(long, default_value = "virt")]
     pub machine: String,
     /// hearth-setup.toml to put on the FAT (default: domain hearth.test, admin/boot-test-password, self-signed).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "no_preseed")]
     pub preseed: Option<PathBuf>,
+    /// Boot the image as downloaded, without hearth-setup.toml: wait for the setup wizard on port 80 and
+    /// check that first boot made the setup code (SETUP-CODE.txt), instead of logging in over XMPP.
+    #[arg(long, conflicts_with = "hook")]
+    pub no_preseed: bool,
     /// Host port forwarded to the guest's 5222 on 127.0.0.1 (default: a free one).
     #[arg(long)]
     pub port: Option<u16>,
+    /// Host port forwarded to the guest's HTTP port 80, the wizard and admin pages (default: a free one).
+    #[arg(long)]
+    pub web_port: Option<u16>,
     /// Command run once XMPP is ready (via sh -c), with HEARTH_XMPP_PORT, HEARTH_DOMAIN, HEARTH_ADMIN and
     /// HEARTH_ADMIN_PASSWORD set; a non-zero exit fails the test. E.g. the slixmpp client test.
     #[arg(long)]
@@ -78,16 +94,6 @@ fn preseed_value(text: &str, key: &str) -> String {
         .unwrap_or_default()
 }
 
-fn console_lines(console: &Path, prefix: &str) -> Vec<String> {
-    let text = String::from_utf8_lossy(&std::fs::read(console).unwrap_or_default()).into_owned();
-    text.lines()
-        .filter_map(|l| {
-            l.find(prefix)
-                .map(|i| l[i + prefix.len()..].trim_end().to_string())
-        })
-        .collect()
-}
-
 fn console_tail(console: &Path, n: usize) -> String {
     run::tail(console, n)
 }
@@ -102,7 +108,12 @@ pub fn boot_test(repo: &Path, args: BootTestArgs) -> Result<()> {
     let mut steps = Steps::new(&work.join("logs"))?;
     let preseed_text = match &args.preseed {
         Some(p) => std::fs::read_to_string(p).ctx(|| format!("reading {}", p.display()))?,
+        None if args.no_preseed => String::new(),
         None => TEST_PRESEED.to_string(),
+    };
+    let expect = Expect {
+        wizard: args.no_preseed,
+        wifi_ssid: Some(preseed_value(&preseed_text, "ssid")).filter(|s| !s.is_empty()),
     };
     let domain = preseed_value(&preseed_text, "domain");
     let disk_img = work.join("disk.img");
@@ -132,9 +143,11 @@ pub fn boot_test(repo: &Path, args: BootTestArgs) -> Result<()> {
         let boot = parts
             .first()
             .ok_or_else(|| Error::new("the image has no partitions"))?;
-        let preseed = work.join("hearth-setup.toml");
-        std::fs::write(&preseed, &preseed_text).ctx(|| "writing the preseed".into())?;
-        fat::put(&disk_img, boot, &preseed, "hearth-setup.toml", &s.log)?;
+        if !args.no_preseed {
+            let preseed = work.join("hearth-setup.toml");
+            std::fs::write(&preseed, &preseed_text).ctx(|| "writing the preseed".into())?;
+            fat::put(&disk_img, boot, &preseed, "hearth-setup.toml", &s.log)?;
+        }
         let config = fat::read(&disk_img, boot, "config.txt", &s.log)?;
         let (k, i) = fat::boot_files(&config);
         let (k, i) = (
@@ -161,6 +174,15 @@ pub fn boot_test(repo: &Path, args: BootTestArgs) -> Result<()> {
         Some(p) => p,
         None => qemu::free_port()?,
     };
+    let web_port = match args.web_port {
+        Some(p) => p,
+        None => loop {
+            let p = qemu::free_port()?;
+            if p != port {
+                break p;
+            }
+        },
+    };
     let console = work.join("console.log");
     let _ = std::fs::remove_file(&console);
     let append = format!(
@@ -177,36 +199,55 @@ pub fn boot_test(repo: &Path, args: BootTestArgs) -> Result<()> {
         dtb,
         append,
         port,
+        web_port,
         log: &work.join("qemu.log"),
     })?;
     let mut guard = Guard(child);
     eprintln!(
-        "booting {} under qemu -M {} ({}); XMPP on 127.0.0.1:{port}; console: {}",
+        "booting {} under qemu -M {} ({}); XMPP on 127.0.0.1:{port}, web on http://127.0.0.1:{web_port}/; console: {}",
         args.image.display(),
         args.machine,
         board.name,
         console.display()
     );
+    // What "ready" means: XMPP answering with stream features, or, on a box without a preseed, the
+    // wizard's first page (the setup code form) on port 80.
+    let (waiting_for, ready_check): (&str, Box<dyn Fn() -> Option<String>>) = if expect.wizard {
+        (
+            "the setup wizard",
+            Box::new(move || {
+                qemu::http_get(web_port, "/setup")
+                    .filter(|(status, body)| *status == 200 && body.contains("Set up your Hearth"))
+                    .map(|(_, body)| body)
+            }),
+        )
+    } else {
+        let domain = domain.clone();
+        (
+            "XMPP",
+            Box::new(move || qemu::stream_features(port, &domain)),
+        )
+    };
 
     let timeout = Duration::from_secs(spec.timeout_secs);
     let mut report_seen: Option<Instant> = None;
-    let features = steps.run("boot until XMPP answers", |s| loop {
+    let features = steps.run(&format!("boot until {waiting_for} answers"), |s| loop {
         if let Some(status) = guard.0.try_wait().ctx(|| "polling QEMU".into())? {
-            return Err(Error::new(format!("QEMU exited ({status}) before XMPP was ready\n{}", console_tail(&console, 30)))
+            return Err(Error::new(format!("QEMU exited ({status}) before {waiting_for} was ready\n{}", console_tail(&console, 30)))
                 .hint(format!("QEMU's own output: {}", work.join("qemu.log").display())));
         }
         if started.elapsed() > timeout {
             let report = console_lines(&console, "hearth-firstboot:").join("\n    ");
             return Err(Error::new(format!(
-                "no <stream:features> on 127.0.0.1:{port} after {}\n  first boot said:\n    {report}\n  console tail:\n{}",
+                "no answer from {waiting_for} (127.0.0.1:{port} XMPP, :{web_port} web) after {}\n  first boot said:\n    {report}\n  console tail:\n{}",
                 fmt_secs(timeout.as_secs_f64()),
                 console_tail(&console, 30)
             ))
             .hint(format!("full console log: {}", console.display())));
         }
         let seen = console_lines(&console, "").len();
-        s.status(&format!("{} console lines, waiting for XMPP", seen));
-        if let Some(f) = qemu::stream_features(port, &domain) {
+        s.status(&format!("{seen} console lines, waiting for {waiting_for}"));
+        if let Some(f) = ready_check() {
             return Ok(f);
         }
         // The self-test runs once boot is complete: if it has reported and XMPP still does not answer,
@@ -215,10 +256,10 @@ pub fn boot_test(repo: &Path, args: BootTestArgs) -> Result<()> {
         if report.iter().any(|l| l == "end") {
             let since = *report_seen.get_or_insert_with(Instant::now);
             if since.elapsed() > Duration::from_secs(30) {
-                let _ = judge(&report, &console);
+                let _ = judge(&report, &console, &expect);
                 let log = console_lines(&console, "HEARTH-LOG: ").join("\n    ");
                 return Err(Error::new(format!(
-                    "the guest finished booting ({} after start) but 127.0.0.1:{port} sends no <stream:features>\n  \
+                    "the guest finished booting ({} after start) but {waiting_for} does not answer\n  \
                      first boot and hearthd said:\n    {log}",
                     fmt_secs(started.elapsed().as_secs_f64())
                 ))
@@ -228,9 +269,22 @@ pub fn boot_test(repo: &Path, args: BootTestArgs) -> Result<()> {
         std::thread::sleep(Duration::from_secs(2));
     })?;
     let ready = started.elapsed().as_secs_f64();
-    eprintln!("boot-to-XMPP-ready: {} ({})", fmt_secs(ready), args.machine);
+    if expect.wizard {
+        eprintln!(
+            "boot-to-wizard-ready: {} ({})",
+            fmt_secs(ready),
+            args.machine
+        );
+    } else {
+        eprintln!("boot-to-XMPP-ready: {} ({})", fmt_secs(ready), args.machine);
+    }
     eprintln!(
-        "stream features: {}",
+        "{}: {}",
+        if expect.wizard {
+            "setup page"
+        } else {
+            "stream features"
+        },
         features
             .chars()
             .filter(|c| *c != '\n')
@@ -255,7 +309,7 @@ pub fn boot_test(repo: &Path, args: BootTestArgs) -> Result<()> {
             std::thread::sleep(Duration::from_secs(2));
         }
     })?;
-    let failures = judge(&report, &console);
+    let failures = judge(&report, &console, &expect);
     std::fs::write(
         work.join("security.txt"),
         console_lines(&console, "HEARTH-SECURITY: ").join("\n") + "\n",
@@ -283,66 +337,13 @@ pub fn boot_test(repo: &Path, args: BootTestArgs) -> Result<()> {
             .hint(format!("console log: {}", console.display())));
     }
     println!(
-        "boot-test {}: XMPP ready after {}; self-test passed",
+        "boot-test {}: {waiting_for} ready after {}; self-test passed",
         args.machine,
         fmt_secs(ready)
     );
     if args.keep_running {
-        eprintln!("--keep-running: XMPP on 127.0.0.1:{port} (domain {domain}); Ctrl-C or power off the guest to stop");
+        eprintln!("--keep-running: XMPP on 127.0.0.1:{port} (domain {domain}), web on http://127.0.0.1:{web_port}/; Ctrl-C or power off the guest to stop");
         let _ = guard.0.wait();
     }
     Ok(())
-}
-
-/// Prints the guest's report and returns what is wrong with it.
-fn judge(report: &[String], console: &Path) -> Vec<String> {
-    let mut bad = vec![];
-    let get = |key: &str| {
-        report
-            .iter()
-            .find_map(|l| l.strip_prefix(key).map(|v| v.trim().to_string()))
-            .unwrap_or_default()
-    };
-    for l in report {
-        eprintln!("  guest: {l}");
-    }
-    let disk: u64 = get("disk-bytes").parse().unwrap_or(0);
-    let rootfs: u64 = get("rootfs-bytes").parse().unwrap_or(0);
-    // Grown: the root filesystem covers the disk minus the 4 MiB gap and the boot partition (and ext4 overhead).
-    if disk == 0 || rootfs < disk / 100 * 85 - 300 * disk::MIB {
-        bad.push(format!(
-            "root filesystem not grown ({} MiB of a {} MiB disk)",
-            rootfs / disk::MIB,
-            disk / disk::MIB
-        ));
-    }
-    if get("journal-max-use").is_empty() {
-        bad.push("journald has no SystemMaxUse limit".into());
-    }
-    if !get("hearthd").starts_with("active user=hearth") {
-        bad.push(format!(
-            "hearthd is not running as user hearth ({})",
-            get("hearthd")
-        ));
-    }
-    // Older images do not report hearth-web; an image that does must have it running.
-    let web = get("hearth-web");
-    if !web.is_empty() && !web.starts_with("active") {
-        bad.push(format!("hearth-web is not running ({web})"));
-    }
-    if !get("failed-units").is_empty() {
-        bad.push(format!("failed units: {}", get("failed-units")));
-    }
-    if get("preseed-password-left") != "0" && !get("preseed-password-left").is_empty() {
-        bad.push("the admin password is still in hearth-setup.toml".into());
-    }
-    let security = console_lines(console, "HEARTH-SECURITY: ");
-    match security
-        .iter()
-        .find(|l| l.contains("Overall exposure level"))
-    {
-        Some(l) => eprintln!("  systemd-analyze security: {}", l.trim()),
-        None => bad.push("no systemd-analyze security report for hearthd.service".into()),
-    }
-    bad
 }

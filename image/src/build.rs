@@ -19,6 +19,8 @@ pub struct BuildArgs {
     #[arg(long, default_value = "out")]
     pub output: PathBuf,
     /// Build a second time into <output>/verify and compare SHA-256; run diffoscope on a difference.
+    /// The second build runs alongside the first once the packages are fetched: the root filesystem step
+    /// (dpkg under qemu-user) keeps about one core busy, so two of them take little longer than one.
     #[arg(long)]
     pub verify: bool,
 }
@@ -79,6 +81,7 @@ fn rootfs_request(spec: &ImageSpec) -> Request<'_> {
         mirror: &spec.debian.mirror,
         components: &spec.debian.components,
         packages: &spec.debian.packages,
+        extra_suites: &spec.debian.extra_suites,
     }
 }
 
@@ -90,6 +93,7 @@ fn tools_request<'a>(spec: &'a ImageSpec, comps: &'a [String], pkgs: &'a [String
         mirror: &spec.debian.mirror,
         components: comps,
         packages: pkgs,
+        extra_suites: &[],
     }
 }
 
@@ -144,17 +148,103 @@ pub fn build(repo: &Path, args: BuildArgs) -> Result<()> {
     } else {
         repo.join(&args.output)
     };
-    let first = build_once(repo, &board, spec, &out)?;
     if !args.verify {
+        build_once(repo, &board, spec, &out, &mut || Ok(()))?;
         return Ok(());
     }
     let second_out = out.join("verify");
+    let second_log = out.join("logs/second-build.log");
+    let mut second: Option<SecondBuild> = None;
+    // Started once the first build has fetched the packages: from then on the cache is only read, and the
+    // binaries are built (the second cargo run finds them up to date).
+    let first = build_once(repo, &board, spec, &out, &mut || {
+        eprintln!(
+            "--verify: the second build starts now, alongside, into {} (log: {})",
+            second_out.display(),
+            second_log.display()
+        );
+        second = Some(SecondBuild::start(
+            repo,
+            &board.name,
+            &second_out,
+            &second_log,
+        )?);
+        Ok(())
+    })?;
+    let second = second.ok_or_else(|| Error::new("the second build was never started"))?;
     eprintln!(
-        "\n--verify: building a second time into {}",
-        second_out.display()
+        "\n--verify: waiting for the second build (log: {})",
+        second_log.display()
     );
-    let second = build_once(repo, &board, spec, &second_out)?;
+    second.wait()?;
+    let name = |p: &Path| second_out.join(p.file_name().unwrap_or_default());
+    let second = Built {
+        image: name(&first.image),
+        xz: name(&first.xz),
+        rootfs: second_out.join("work/rootfs"),
+    };
     compare(&first, &second, &out)
+}
+
+/// The second build of `--verify`: this program again, as a child process writing to a log. Killed if the
+/// first build fails.
+struct SecondBuild {
+    child: Option<std::process::Child>,
+    log: PathBuf,
+}
+
+impl SecondBuild {
+    fn start(repo: &Path, board: &str, out: &Path, log: &Path) -> Result<SecondBuild> {
+        let exe = std::env::current_exe().ctx(|| "finding this program's path".into())?;
+        let file = std::fs::File::create(log).ctx(|| format!("creating {}", log.display()))?;
+        let err = file
+            .try_clone()
+            .ctx(|| format!("duplicating {}", log.display()))?;
+        let child = Command::new(exe)
+            .arg("--repo")
+            .arg(repo)
+            .args(["build", "--board", board, "--output"])
+            .arg(out)
+            .stdin(std::process::Stdio::null())
+            .stdout(file)
+            .stderr(err)
+            .spawn()
+            .ctx(|| "starting the second build".into())?;
+        Ok(SecondBuild {
+            child: Some(child),
+            log: log.to_path_buf(),
+        })
+    }
+
+    fn wait(mut self) -> Result<()> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        let status = child.wait().ctx(|| "waiting for the second build".into())?;
+        let tail = crate::run::tail(&self.log, 15);
+        if !status.success() {
+            return Err(
+                Error::new(format!("the second build failed ({status}):\n{tail}"))
+                    .hint(format!("its full output: {}", self.log.display())),
+            );
+        }
+        eprintln!("second build:\n{tail}");
+        Ok(())
+    }
+}
+
+impl Drop for SecondBuild {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            // Its children first (mmdebstrap unmounts and cleans up on SIGTERM), then the child itself. It
+            // shares our process group, so Ctrl-C in the terminal reaches all of them anyway.
+            let _ = Command::new("pkill")
+                .args(["-TERM", "-P", &child.id().to_string()])
+                .status();
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 /// Paths of one build's results.
@@ -164,7 +254,14 @@ struct Built {
     rootfs: PathBuf,
 }
 
-fn build_once(repo: &Path, board: &Board, spec: &ImageSpec, out: &Path) -> Result<Built> {
+/// One build. `fetched` runs once the packages are in the local repository and the binaries are built.
+fn build_once(
+    repo: &Path,
+    board: &Board,
+    spec: &ImageSpec,
+    out: &Path,
+    fetched: &mut dyn FnMut() -> Result<()>,
+) -> Result<Built> {
     std::fs::create_dir_all(out).ctx(|| format!("creating {}", out.display()))?;
     let out = out
         .canonicalize()
@@ -204,6 +301,7 @@ fn build_once(repo: &Path, board: &Board, spec: &ImageSpec, out: &Path) -> Resul
     let repo_dir = steps.run("fetch Debian packages", |s| {
         apt::local_repo(&ctx.cache, &root_lock, &board.name, &rreq, s)
     })?;
+    fetched()?;
     steps.run("root filesystem (mmdebstrap)", |s| {
         rootfs::build(&ctx, &root_lock, &repo_dir, &bins, s)
     })?;

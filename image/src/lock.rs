@@ -54,19 +54,26 @@ pub struct Request<'a> {
     pub mirror: &'a str,
     pub components: &'a [String],
     pub packages: &'a [String],
+    /// More suites of the same mirror the resolver may take from, e.g. `trixie-backports`; a package
+    /// comes from one only when asked for as `name/suite`.
+    pub extra_suites: &'a [String],
 }
 
 impl Request<'_> {
     pub fn hash(&self) -> String {
         let mut packages = self.packages.to_vec();
         packages.sort();
-        let text = format!(
+        let mut text = format!(
             "suite={}\narch={}\ncomponents={}\npackages={}\n",
             self.suite,
             self.architecture,
             self.components.join(","),
             packages.join(",")
         );
+        // Only when present, so that requests without extra suites keep the hashes their locks record.
+        if !self.extra_suites.is_empty() {
+            text.push_str(&format!("extra_suites={}\n", self.extra_suites.join(",")));
+        }
         hex(&Sha256::digest(text.as_bytes()))
     }
 }
@@ -170,7 +177,31 @@ mod tests {
             mirror: "m",
             components: &c,
             packages: p,
+            extra_suites: &[],
         };
         assert_eq!(r(&a).hash(), r(&b).hash());
+    }
+
+    #[test]
+    fn extra_suites_change_the_hash_only_when_present() {
+        let c = vec!["main".to_string()];
+        let p = vec!["linux-image-arm64/trixie-backports".to_string()];
+        let bpo = vec!["trixie-backports".to_string()];
+        let r = |e| Request {
+            suite: "trixie",
+            architecture: "arm64",
+            mirror: "m",
+            components: &c,
+            packages: &p,
+            extra_suites: e,
+        };
+        assert_ne!(r(&[]).hash(), r(&bpo).hash());
+        // A request without extra suites hashes as it did before they existed.
+        assert_eq!(
+            r(&[]).hash(),
+            hex(&Sha256::digest(
+                b"suite=trixie\narch=arm64\ncomponents=main\npackages=linux-image-arm64/trixie-backports\n"
+            ))
+        );
     }
 }

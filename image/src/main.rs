@@ -16,6 +16,7 @@ mod progress;
 mod qemu;
 mod rootfs;
 mod run;
+mod selftest;
 mod tools;
 mod verify;
 

@@ -61,6 +61,8 @@ pub struct Launch<'a> {
     pub dtb: Option<PathBuf>,
     pub append: String,
     pub port: u16,
+    /// Host port forwarded to the guest's HTTP port 80 (the wizard and admin pages).
+    pub web_port: u16,
     pub log: &'a Path,
 }
 
@@ -81,9 +83,11 @@ pub fn start(l: &Launch) -> Result<Child> {
     if let Some(dtb) = &l.dtb {
         cmd.arg("-dtb").arg(dtb);
     }
-    // Guest port 5222 (c2s) is reachable on the host's loopback only.
-    cmd.arg("-netdev")
-        .arg(format!("user,id=n0,hostfwd=tcp:127.0.0.1:{}-:5222", l.port));
+    // Guest ports 5222 (c2s) and 80 (hearth-web) are reachable on the host's loopback only.
+    cmd.arg("-netdev").arg(format!(
+        "user,id=n0,hostfwd=tcp:127.0.0.1:{}-:5222,hostfwd=tcp:127.0.0.1:{}-:80",
+        l.port, l.web_port
+    ));
     let log = std::fs::File::create(l.log).ctx(|| format!("creating {}", l.log.display()))?;
     std::fs::write(l.log.with_extension("cmd"), describe(&cmd) + "\n")
         .ctx(|| "saving the QEMU command line".into())?;
@@ -124,4 +128,48 @@ pub fn stream_features(port: u16, domain: &str) -> Option<String> {
         }
     }
     None
+}
+
+/// `GET path` over plain HTTP/1.0 on 127.0.0.1:port: the status code and the body, if the guest answered.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: hearth.local\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut got = Vec::new();
+    // A page is a few KiB; stop reading at 1 MiB whatever the guest sends.
+    let _ = (&mut s).take(1 << 20).read_to_end(&mut got);
+    let text = String::from_utf8_lossy(&got);
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, body.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_get_reads_status_and_body() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut req = [0u8; 1024];
+            let n = s.read(&mut req).unwrap();
+            assert!(String::from_utf8_lossy(&req[..n]).starts_with("GET /setup HTTP/1.0\r\n"));
+            s.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n\r\n<h1>Set up your Hearth</h1>",
+            )
+            .unwrap();
+        });
+        let (status, body) = http_get(port, "/setup").unwrap();
+        server.join().unwrap();
+        assert_eq!(status, 200);
+        assert_eq!(body, "<h1>Set up your Hearth</h1>");
+        // Nobody listening (QEMU before the guest is up closes at once): no answer, no panic.
+        let closed = free_port().unwrap();
+        assert_eq!(http_get(closed, "/"), None);
+    }
 }

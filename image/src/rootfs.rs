@@ -43,6 +43,7 @@ pub fn build(ctx: &Ctx, lock: &Lock, repo_dir: &Path, bins: &Binaries, step: &St
             .env("HEARTH_MIRROR", &debian.mirror)
             .env("HEARTH_SECURITY", &debian.security_mirror)
             .env("HEARTH_SUITE", &debian.suite)
+            .env("HEARTH_EXTRA_SUITES", debian.extra_suites.join(" "))
             .env("HEARTH_COMPONENTS", debian.components.join(" "))
             .env("HEARTH_OVERLAY", image_dir.join("overlay"))
             .env("HEARTH_UNIT_DIR", ctx.repo)

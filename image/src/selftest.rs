@@ -1,0 +1,226 @@
+//! The guest's self-test report (`image/overlay/usr/lib/hearth/selftest`, run by boot tests): reading its
+//! lines from the serial console and deciding what in them is wrong.
+
+use std::path::Path;
+
+use crate::disk;
+
+/// The text after `prefix` on every console line that contains it.
+pub fn console_lines(console: &Path, prefix: &str) -> Vec<String> {
+    let text = String::from_utf8_lossy(&std::fs::read(console).unwrap_or_default()).into_owned();
+    text.lines()
+        .filter_map(|l| {
+            l.find(prefix)
+                .map(|i| l[i + prefix.len()..].trim_end().to_string())
+        })
+        .collect()
+}
+
+/// What the self-test report must show besides the basics.
+pub struct Expect {
+    /// Booted without a preseed: hearthd waits for the wizard, which must run and have a setup code.
+    pub wizard: bool,
+    /// The preseed configured this Wi-Fi network.
+    pub wifi_ssid: Option<String>,
+}
+
+/// Prints the guest's report and returns what is wrong with it.
+pub fn judge(report: &[String], console: &Path, expect: &Expect) -> Vec<String> {
+    let mut bad = vec![];
+    let get = |key: &str| {
+        report
+            .iter()
+            .find_map(|l| l.strip_prefix(key).map(|v| v.trim().to_string()))
+            .unwrap_or_default()
+    };
+    for l in report {
+        eprintln!("  guest: {l}");
+    }
+    let disk: u64 = get("disk-bytes").parse().unwrap_or(0);
+    let rootfs: u64 = get("rootfs-bytes").parse().unwrap_or(0);
+    // Grown: the root filesystem covers the disk minus the 4 MiB gap and the boot partition (and ext4 overhead).
+    if disk == 0 || rootfs < disk / 100 * 85 - 300 * disk::MIB {
+        bad.push(format!(
+            "root filesystem not grown ({} MiB of a {} MiB disk)",
+            rootfs / disk::MIB,
+            disk / disk::MIB
+        ));
+    }
+    if get("journal-max-use").is_empty() {
+        bad.push("journald has no SystemMaxUse limit".into());
+    }
+    if expect.wizard {
+        // Nothing is configured yet: hearthd waits for the wizard to write its config.
+        if !get("hearth-web").contains("setup-code-file=yes") {
+            bad.push(format!(
+                "no SETUP-CODE.txt on the boot partition ({})",
+                get("hearth-web")
+            ));
+        }
+        if !console_lines(console, "hearth-firstboot: ")
+            .iter()
+            .any(|l| l.contains("setup code"))
+        {
+            bad.push("first boot did not tell the console about the setup code".into());
+        }
+    } else if !get("hearthd").starts_with("active user=hearth") {
+        bad.push(format!(
+            "hearthd is not running as user hearth ({})",
+            get("hearthd")
+        ));
+    }
+    if let Some(ssid) = &expect.wifi_ssid {
+        // The passphrase must be stored only as the derived key, readable by root alone.
+        let want = format!("ssid={ssid} psk=derived plaintext=0 mode=600");
+        if get("wifi") != want {
+            bad.push(format!(
+                "Wi-Fi not configured as the preseed asked: {:?}, expected {want:?}",
+                get("wifi")
+            ));
+        }
+        if get("preseed-psk-left") != "0" {
+            bad.push("the Wi-Fi passphrase is still in hearth-setup.toml".into());
+        }
+    }
+    // Older images do not report hearth-web; an image that does must have it running.
+    let web = get("hearth-web");
+    if !web.is_empty() && !web.starts_with("active") {
+        bad.push(format!("hearth-web is not running ({web})"));
+    }
+    if !get("failed-units").is_empty() {
+        bad.push(format!("failed units: {}", get("failed-units")));
+    }
+    if get("preseed-password-left") != "0" && !get("preseed-password-left").is_empty() {
+        bad.push("the admin password is still in hearth-setup.toml".into());
+    }
+    let security = console_lines(console, "HEARTH-SECURITY: ");
+    match security
+        .iter()
+        .find(|l| l.contains("Overall exposure level"))
+    {
+        Some(l) => eprintln!("  systemd-analyze security: {}", l.trim()),
+        None => bad.push("no systemd-analyze security report for hearthd.service".into()),
+    }
+    bad
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A console log as a passing preseeded boot prints it (abridged), with `wifi` and `hearthd` lines
+    /// replaced by the caller.
+    fn console(
+        dir: &Path,
+        wifi: &str,
+        hearthd: &str,
+        web: &str,
+    ) -> (Vec<String>, std::path::PathBuf) {
+        let text = format!(
+            "[  OK  ] Started hearth-firstboot.service\r\n\
+             hearth-firstboot: no /boot/firmware/hearth-setup.toml: open http://hearth.local/ and give the setup code\r\n\
+             HEARTH-SELFTEST: begin\r\n\
+             HEARTH-SELFTEST: disk-bytes 3221225472\r\n\
+             HEARTH-SELFTEST: rootfs-bytes 2947547136\r\n\
+             HEARTH-SELFTEST: journal-max-use 64M\r\n\
+             HEARTH-SELFTEST: hearthd {hearthd}\r\n\
+             HEARTH-SELFTEST: hearth-web {web}\r\n\
+             HEARTH-SELFTEST: wifi {wifi}\r\n\
+             HEARTH-SELFTEST: failed-units \r\n\
+             HEARTH-SELFTEST: preseed-password-left 0\r\n\
+             HEARTH-SELFTEST: preseed-psk-left 0\r\n\
+             HEARTH-SECURITY: → Overall exposure level for hearthd.service: 1.3 OK :-)\r\n\
+             HEARTH-SELFTEST: end\r\n"
+        );
+        let path = dir.join("console.log");
+        std::fs::write(&path, text).unwrap();
+        (console_lines(&path, "HEARTH-SELFTEST: "), path)
+    }
+
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("hearth-selftest-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    const WIFI_OK: &str = "ssid=home psk=derived plaintext=0 mode=600";
+
+    #[test]
+    fn a_good_preseeded_boot_passes() {
+        let dir = scratch("good");
+        let (report, path) = console(
+            &dir,
+            WIFI_OK,
+            "active user=hearth",
+            "active setup-code-file=no",
+        );
+        let expect = Expect {
+            wizard: false,
+            wifi_ssid: Some("home".into()),
+        };
+        assert_eq!(judge(&report, &path, &expect), Vec::<String>::new());
+    }
+
+    #[test]
+    fn wifi_must_hold_only_the_derived_key() {
+        let dir = scratch("wifi");
+        let expect = Expect {
+            wizard: false,
+            wifi_ssid: Some("home".into()),
+        };
+        for wifi in [
+            "none",
+            "ssid=home psk=none plaintext=1 mode=600",
+            "ssid=home psk=derived plaintext=0 mode=644",
+            "ssid=other psk=derived plaintext=0 mode=600",
+        ] {
+            let (report, path) = console(
+                &dir,
+                wifi,
+                "active user=hearth",
+                "active setup-code-file=no",
+            );
+            let bad = judge(&report, &path, &expect);
+            assert!(bad.iter().any(|b| b.contains("Wi-Fi")), "{wifi}: {bad:?}");
+        }
+    }
+
+    #[test]
+    fn hearthd_as_root_or_stopped_fails_a_preseeded_boot() {
+        let dir = scratch("hearthd");
+        let expect = Expect {
+            wizard: false,
+            wifi_ssid: None,
+        };
+        for hearthd in ["active user=root", "inactive user=none"] {
+            let (report, path) = console(&dir, "none", hearthd, "active setup-code-file=no");
+            assert!(!judge(&report, &path, &expect).is_empty(), "{hearthd}");
+        }
+    }
+
+    #[test]
+    fn a_fresh_box_needs_the_wizard_and_a_setup_code() {
+        let dir = scratch("wizard");
+        let expect = Expect {
+            wizard: true,
+            wifi_ssid: None,
+        };
+        // hearthd waits for the wizard: not running is right here.
+        let (report, path) = console(
+            &dir,
+            "none",
+            "inactive user=none",
+            "active setup-code-file=yes",
+        );
+        assert_eq!(judge(&report, &path, &expect), Vec::<String>::new());
+        let (report, path) = console(
+            &dir,
+            "none",
+            "inactive user=none",
+            "active setup-code-file=no",
+        );
+        let bad = judge(&report, &path, &expect);
+        assert!(bad.iter().any(|b| b.contains("SETUP-CODE.txt")), "{bad:?}");
+    }
+}

@@ -42,13 +42,12 @@ impl Agent {
     pub fn spawn(jid: &str, password: &str, port: u16, ca: &Path, extra: &[&str]) -> Agent {
         let mut child = Command::new(venv_python())
             .arg(peer_script("xmpp_agent.py"))
+            // `--key=value`: values may begin with '-' (generated passwords), which argparse would
+            // otherwise read as an option.
             .args([
-                "--jid",
-                jid,
-                "--password",
-                password,
-                "--port",
-                &port.to_string(),
+                format!("--jid={jid}"),
+                format!("--password={password}"),
+                format!("--port={port}"),
             ])
             .arg("--ca-file")
             .arg(ca)

@@ -7,10 +7,10 @@ use serde_json::{json, Value};
 use std::time::Duration;
 
 fn register(server: &TestServer, user: &str, token: Option<&str>) -> (Value, Agent) {
+    // `--token=VALUE`: a token may start with '-' (base64url), which argparse would take for an option.
+    let token_arg = token.map(|t| format!("--token={t}"));
     let mut args = vec!["--register"];
-    if let Some(t) = token {
-        args.extend(["--token", t]);
-    }
+    args.extend(token_arg.as_deref());
     let mut agent = Agent::spawn(
         &format!("{user}@{DOMAIN}"),
         "a-new-password",

@@ -121,3 +121,67 @@ fn a_preseeded_box_is_set_up_without_a_browser() {
     let mut admin = hd.agent(ADMIN, ADMIN_PASSWORD);
     admin.connect();
 }
+
+/// A meetup organiser who would rather not write the admin password onto the card gives a SCRAM
+/// verifier instead (`hearthctl hash-password` on their laptop); the admin logs in with the password.
+#[test]
+fn a_password_hash_sets_up_the_admin_without_the_password() {
+    use std::io::Write;
+    use std::process::Stdio;
+
+    let mut hash = Command::new(binary("hearthctl"))
+        .arg("hash-password")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run hearthctl hash-password");
+    writeln!(hash.stdin.take().unwrap(), "{ADMIN_PASSWORD}").unwrap();
+    let out = hash.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let verifier = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(verifier.starts_with("SCRAM-SHA-256$4096:"), "{verifier}");
+    assert!(!verifier.contains(ADMIN_PASSWORD));
+
+    let mut web = WebServer::new(&[]);
+    let file = web.boot_dir.join("hearth-setup.toml");
+    std::fs::write(
+        &file,
+        setup_toml(ADMIN_PASSWORD).replace(
+            &format!("password = \"{ADMIN_PASSWORD}\""),
+            &format!("password_hash = \"{verifier}\""),
+        ),
+    )
+    .unwrap();
+    assert!(!std::fs::read_to_string(&file)
+        .unwrap()
+        .contains(ADMIN_PASSWORD));
+    let out = preseed(&web, &file);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let left = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        !left.contains(&verifier) && left.contains("# password_hash: removed after first boot"),
+        "{left}"
+    );
+
+    // The admin pages and the chat server both accept the password the verifier was made from.
+    web.spawn();
+    let b = Browser::start();
+    b.goto(&web.https_url("/admin/login"));
+    b.fill("#username", &format!("{ADMIN}@{DOMAIN}"));
+    b.fill("#password", ADMIN_PASSWORD);
+    b.submit("button[type=submit]");
+    assert!(b.url().ends_with("/admin"), "{}", b.body_text());
+    let hd = Hearthd::start(&web);
+    let mut admin = hd.agent(ADMIN, ADMIN_PASSWORD);
+    admin.connect();
+}

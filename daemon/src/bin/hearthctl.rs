@@ -18,6 +18,7 @@ use std::process::ExitCode;
 ///   hearthctl user add bob --generate
 ///   hearthctl invite create --uses 1 --expires 7d
 ///   hearthctl user list
+///   echo 'a-long-password' | hearthctl hash-password   # for hearth-setup.toml's password_hash
 #[derive(Parser)]
 #[command(version, verbatim_doc_comment)]
 struct Args {
@@ -41,6 +42,14 @@ enum Command {
     Invite(InviteCommand),
     /// Whether hearthd runs, and how many users and sessions it has.
     Status,
+    /// Print a SCRAM-SHA-256 verifier of the password on standard input, for `password_hash` in
+    /// hearth-setup.toml: the box gets the admin account without the password being on the card.
+    /// Needs no server or configuration.
+    HashPassword {
+        /// PBKDF2 iterations (at least 4096; clients pay them at every login).
+        #[arg(long, default_value_t = hearthd::sasl::DEFAULT_ITERATIONS)]
+        iterations: u32,
+    },
 }
 
 #[derive(Subcommand)]
@@ -138,7 +147,23 @@ fn main() -> ExitCode {
     }
 }
 
+fn hash_password(iterations: u32) -> Result<(), String> {
+    let (password, _) = read_password(false)?;
+    hearthd::setup::check_password(&password).map_err(|e| e.message)?;
+    let cred = hearthd::sasl::StoredCredential::derive(
+        hearthd::sasl::ScramHash::Sha256,
+        &password,
+        iterations,
+    )
+    .map_err(|e| e.text().to_string())?;
+    println!("{}", cred.to_verifier());
+    Ok(())
+}
+
 fn run(args: Args) -> Result<(), String> {
+    if let Command::HashPassword { iterations } = &args.command {
+        return hash_password(*iterations);
+    }
     let config = Config::load(&args.config).map_err(|e| e.to_string())?;
     let mut generated = None;
     let request = match &args.command {
@@ -182,6 +207,8 @@ fn run(args: Args) -> Result<(), String> {
         },
         Command::Invite(InviteCommand::List) => Request::InviteList,
         Command::Invite(InviteCommand::Revoke { id }) => Request::InviteRevoke { id: *id },
+        // Answered above, before any configuration is read; kept here so the match stays total.
+        Command::HashPassword { iterations } => return hash_password(*iterations),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -229,6 +256,7 @@ fn check_domain(jid: &str, config: &Config) -> Result<(), String> {
 fn print_human(cmd: &Command, resp: &Response, generated: Option<&str>) {
     let d = &resp.data;
     match cmd {
+        Command::HashPassword { .. } => {}
         Command::Status => {
             println!("domain:   {}", d["domain"].as_str().unwrap_or(""));
             println!(

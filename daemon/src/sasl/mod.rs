@@ -17,6 +17,7 @@ mod credential;
 pub mod plain;
 pub mod scram;
 mod scram_msg;
+mod verifier;
 
 pub use credential::{
     init_unknown_user_secret, set_unknown_user_iterations, StoredCredential, DEFAULT_ITERATIONS,

@@ -86,6 +86,18 @@ impl Storage {
         admin: bool,
     ) -> Result<()> {
         let creds = derive_credentials(password.to_string(), iterations).await?;
+        self.create_user_with_credentials(username, creds, admin)
+            .await
+    }
+
+    /// Creates an account from credentials made elsewhere (a `password_hash` in the preseed): the
+    /// password never reaches the box.
+    pub async fn create_user_with_credentials(
+        &self,
+        username: &str,
+        creds: Vec<StoredCredential>,
+        admin: bool,
+    ) -> Result<()> {
         let username = username.to_string();
         self.call(move |conn| insert_user(conn, &username, &creds, admin))
             .await
@@ -98,6 +110,15 @@ impl Storage {
         iterations: u32,
     ) -> Result<()> {
         let creds = derive_credentials(password.to_string(), iterations).await?;
+        self.set_credentials(username, creds).await
+    }
+
+    /// Replaces an account's credentials with ones made elsewhere (see `create_user_with_credentials`).
+    pub async fn set_credentials(
+        &self,
+        username: &str,
+        creds: Vec<StoredCredential>,
+    ) -> Result<()> {
         let username = username.to_string();
         self.call(move |conn| {
             if !user_exists(conn, &username)? {

@@ -276,7 +276,9 @@ pub fn register_with_token(
     user: &str,
     password: &str,
 ) -> serde_json::Value {
-    let args = ["--register", "--token", token];
+    // `--token=VALUE`: a token may start with '-' (base64url), which argparse would take for an option.
+    let token_arg = format!("--token={token}");
+    let args = ["--register", token_arg.as_str()];
     let mut agent = hearth_e2e::agent::Agent::spawn(
         &format!("{user}@{DOMAIN}"),
         password,

@@ -11,7 +11,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Extension;
-use hearthd::setup::{self, Answers, CertificateMode};
+use hearthd::setup::{self, AdminSecret, Answers, CertificateMode};
 use std::sync::Arc;
 
 /// DNS providers offered for DNS-01: (value written to `[acme] dns_provider`, label).
@@ -251,7 +251,7 @@ async fn finish(app: &AppState, session: &Session, mut st: WizardState) -> Respo
         registration: join,
         certificate: cert.mode,
         admin_username: admin.username.clone(),
-        admin_password: admin.password.clone(),
+        admin_secret: AdminSecret::Password(admin.password.clone()),
         data_dir: app.args.data_dir.clone(),
         config_path: app.args.config.clone(),
         acme: acme_table(&cert),

@@ -1,280 +1,14 @@
-//! Turning a few answers into a configured box: the one path shared by the web wizard's last step,
-//! `hearth-web preseed` and `hearthctl preseed`.
-//!
-//! The order of [`apply`] is what keeps the box from ever being half configured: everything that
-//! can be redone safely (directories, certificate, admin account) happens first, and the config file,
-//! whose existence means "this box is set up", is written last and atomically. A power cut at any
-//! point leaves either an unprovisioned box that runs the same steps again, or a finished one.
-//!
-//! The preseed file (`hearth-setup.toml` on the boot partition) is read here too, and its secrets
-//! are scrubbed after use, as Debian's raspi images do with `sysconf.txt`.
+//! `hearth-setup.toml`, the optional file on the boot partition for headless installs: reading and
+//! checking it, turning it into [`Answers`], and scrubbing its secrets after use, as Debian's raspi
+//! images do with `sysconf.txt`.
 
-use crate::config::{Config, RegistrationPolicy};
-use serde::{Deserialize, Serialize};
-use std::fmt;
-use std::path::{Path, PathBuf};
-
-/// Shortest admin password we accept: the account can manage every other account.
-pub const MIN_PASSWORD_CHARS: usize = 8;
-/// Longest password we accept; PBKDF2 cost does not depend on it, but nobody types more.
-pub const MAX_PASSWORD_CHARS: usize = 1024;
-
-/// How the box gets its TLS certificate. The names are the ones `hearth-setup.toml` uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-pub enum CertificateMode {
-    /// Made on the box, valid ten years; for LAN-only names like `hearth.local`.
-    #[default]
-    #[serde(rename = "self-signed")]
-    SelfSigned,
-    /// Let's Encrypt, proving control through port 80 (`/.well-known/acme-challenge/`).
-    #[serde(rename = "acme-http-01")]
-    AcmeHttp01,
-    /// Let's Encrypt, proving control through a DNS TXT record set via the DNS provider's API.
-    #[serde(rename = "acme-dns-01")]
-    AcmeDns01,
-}
-
-impl CertificateMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CertificateMode::SelfSigned => "self-signed",
-            CertificateMode::AcmeHttp01 => "acme-http-01",
-            CertificateMode::AcmeDns01 => "acme-dns-01",
-        }
-    }
-
-    pub fn is_acme(self) -> bool {
-        self != CertificateMode::SelfSigned
-    }
-}
-
-/// Everything [`apply`] needs. `acme` and `web` go into the config's tables of the same names.
-#[derive(Debug, Clone)]
-pub struct Answers {
-    pub domain: String,
-    pub registration: RegistrationPolicy,
-    pub certificate: CertificateMode,
-    pub admin_username: String,
-    pub admin_password: String,
-    pub data_dir: PathBuf,
-    pub config_path: PathBuf,
-    pub acme: Option<toml::Table>,
-    pub web: Option<toml::Table>,
-}
-
-/// A setup problem. `field` names the answer at fault (`domain`, `admin.username`, …) so a form can
-/// show the message beside it; `None` means the box itself failed (disk, permissions).
-#[derive(Debug, Clone, PartialEq)]
-pub struct SetupError {
-    pub field: Option<&'static str>,
-    pub message: String,
-}
-
-impl SetupError {
-    fn field(field: &'static str, message: impl Into<String>) -> SetupError {
-        SetupError {
-            field: Some(field),
-            message: message.into(),
-        }
-    }
-    fn system(message: impl Into<String>) -> SetupError {
-        SetupError {
-            field: None,
-            message: message.into(),
-        }
-    }
-}
-
-impl fmt::Display for SetupError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.field {
-            Some(field) => write!(f, "{field}: {}", self.message),
-            None => f.write_str(&self.message),
-        }
-    }
-}
-
-impl std::error::Error for SetupError {}
-
-/// Checks a domain answer; returns it lowercased without a trailing dot.
-pub fn check_domain(domain: &str) -> Result<String, SetupError> {
-    let d = domain.trim().trim_end_matches('.').to_lowercase();
-    if d.is_empty() {
-        return Err(SetupError::field(
-            "domain",
-            "Enter a name, for example chat.example.org.",
-        ));
-    }
-    if d.contains("://") || d.contains('/') {
-        return Err(SetupError::field(
-            "domain",
-            "Enter only the name, without http:// or a path, for example chat.example.org.",
-        ));
-    }
-    if d.contains('@') {
-        return Err(SetupError::field(
-            "domain",
-            "Enter only the part after the @, for example chat.example.org.",
-        ));
-    }
-    crate::jid::validate_domain(&d)
-        .map_err(|e| SetupError::field("domain", format!("This name cannot be used: {e}.")))?;
-    Ok(d)
-}
-
-/// Checks an admin (or any) user name; returns its normalised form.
-pub fn check_username(name: &str) -> Result<String, SetupError> {
-    let n = name.trim();
-    crate::jid::normalize_local(n).map_err(|e| {
-        SetupError::field(
-            "admin.username",
-            format!("This user name cannot be used: {e}."),
-        )
-    })
-}
-
-/// Checks a new password against the house rules.
-pub fn check_password(password: &str) -> Result<(), SetupError> {
-    let chars = password.chars().count();
-    if chars < MIN_PASSWORD_CHARS {
-        return Err(SetupError::field(
-            "admin.password",
-            format!("Use at least {MIN_PASSWORD_CHARS} characters."),
-        ));
-    }
-    if chars > MAX_PASSWORD_CHARS {
-        return Err(SetupError::field(
-            "admin.password",
-            format!("Use at most {MAX_PASSWORD_CHARS} characters."),
-        ));
-    }
-    if password.chars().any(char::is_control) {
-        return Err(SetupError::field(
-            "admin.password",
-            "The password contains a control character (such as a tab or line break).",
-        ));
-    }
-    Ok(())
-}
-
-/// Where the certificate and key live inside the data directory; `hearth-acme` writes the same files.
-pub fn cert_paths(data_dir: &Path) -> (PathBuf, PathBuf) {
-    let dir = data_dir.join("certs");
-    (dir.join("fullchain.pem"), dir.join("privkey.pem"))
-}
-
-/// The config the answers describe (not yet written).
-pub fn build_config(a: &Answers) -> Result<Config, SetupError> {
-    let domain = check_domain(&a.domain)?;
-    let (cert, key) = cert_paths(&a.data_dir);
-    let mut table = toml::Table::new();
-    table.insert("domain".into(), domain.into());
-    table.insert("data_dir".into(), a.data_dir.display().to_string().into());
-    let mut tls = toml::Table::new();
-    tls.insert("cert".into(), cert.display().to_string().into());
-    tls.insert("key".into(), key.display().to_string().into());
-    table.insert("tls".into(), tls.into());
-    let mut config: Config = toml::Value::Table(table)
-        .try_into()
-        .map_err(|e| SetupError::system(format!("internal error building the config: {e}")))?;
-    config.registration.policy = a.registration;
-    // hearth-acme reads `[acme] challenge` (and, for DNS-01, `[acme.dns]`) from the same file.
-    let mut acme = a.acme.clone().unwrap_or_default();
-    let challenge = match a.certificate {
-        CertificateMode::AcmeHttp01 => "http-01",
-        CertificateMode::AcmeDns01 => "dns-01",
-        CertificateMode::SelfSigned => "self-signed",
-    };
-    acme.insert("challenge".into(), challenge.into());
-    config.acme = Some(acme);
-    config.web = a.web.clone();
-    // Round-trip through the strict parser so we never write a file hearthd would refuse.
-    let text = toml::to_string_pretty(&config)
-        .map_err(|e| SetupError::system(format!("cannot serialise the config: {e}")))?;
-    Config::parse(&text, "generated config").map_err(|e| SetupError::system(e.to_string()))
-}
-
-/// What [`apply`] did.
-#[derive(Debug, Clone)]
-pub struct Outcome {
-    pub config: Config,
-    /// `admin@domain`.
-    pub admin_jid: String,
-    /// False when a certificate already existed (for example one `hearth-acme` had already obtained).
-    pub made_certificate: bool,
-}
-
-/// Turns answers into a configured box; see the module comment for why the steps come in this order.
-/// Running it again with the same answers is safe: the admin's password is reset, an existing
-/// certificate kept.
-pub async fn apply(a: &Answers) -> Result<Outcome, SetupError> {
-    let username = check_username(&a.admin_username)?;
-    check_password(&a.admin_password)?;
-    let config = build_config(a)?;
-
-    for dir in [
-        config.data_dir.clone(),
-        config.data_dir.join("certs"),
-        config.data_dir.join("acme-webroot"),
-    ] {
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| SetupError::system(format!("cannot create {}: {e}", dir.display())))?;
-    }
-
-    // ACME modes get a self-signed placeholder too: hearthd needs some certificate to start, and
-    // hearth-acme replaces the files atomically once Let's Encrypt has answered.
-    let made_certificate = !(config.tls.cert.exists() && config.tls.key.exists());
-    if made_certificate {
-        let pair = crate::certs::self_signed(&config.certificate_names())
-            .map_err(|e| SetupError::system(format!("cannot make a certificate: {e}")))?;
-        crate::fsutil::write_atomically(&config.tls.key, pair.key_pem.as_bytes(), 0o640).map_err(
-            |e| SetupError::system(format!("cannot write {}: {e}", config.tls.key.display())),
-        )?;
-        crate::fsutil::write_atomically(&config.tls.cert, pair.cert_pem.as_bytes(), 0o644)
-            .map_err(|e| {
-                SetupError::system(format!("cannot write {}: {e}", config.tls.cert.display()))
-            })?;
-    }
-
-    create_admin(&config, &username, &a.admin_password).await?;
-
-    if let Some(dir) = a.config_path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| SetupError::system(format!("cannot create {}: {e}", dir.display())))?;
-    }
-    config
-        .write_atomically(&a.config_path)
-        .map_err(|e| SetupError::system(e.to_string()))?;
-    let admin_jid = format!("{username}@{}", config.domain);
-    Ok(Outcome {
-        config,
-        admin_jid,
-        made_certificate,
-    })
-}
-
-/// Creates the admin account, or resets its password when it exists (a rerun after a power cut).
-async fn create_admin(config: &Config, username: &str, password: &str) -> Result<(), SetupError> {
-    let db_path = config.database_path();
-    let fail = |e: crate::storage::StorageError| {
-        SetupError::system(format!(
-            "cannot create the admin account in {}: {e}",
-            db_path.display()
-        ))
-    };
-    let db = crate::storage::Storage::open(&db_path).map_err(fail)?;
-    let iterations = config.auth.scram_iterations;
-    match db.user_info(username).await.map_err(fail)? {
-        Some(_) => db
-            .set_password(username, password, iterations)
-            .await
-            .map_err(fail),
-        None => db
-            .create_user(username, password, iterations, true)
-            .await
-            .map_err(fail),
-    }
-}
+use super::{
+    check_domain, check_password, check_username, AdminSecret, Answers, CertificateMode, SetupError,
+};
+use crate::config::RegistrationPolicy;
+use crate::sasl::StoredCredential;
+use serde::Deserialize;
+use std::path::Path;
 
 /// `hearth-setup.toml`, the optional file on the boot partition for headless installs.
 /// Key names are fixed: the image's first-boot script and its documentation use them.
@@ -315,6 +49,9 @@ pub struct PreseedAdmin {
     pub username: String,
     /// Absent after first boot: it is scrubbed from the file once used.
     pub password: Option<String>,
+    /// Instead of `password`: a SCRAM-SHA-256 verifier (`hearthctl hash-password`, or PostgreSQL's
+    /// format), so the password is never written to the card. Scrubbed after use too.
+    pub password_hash: Option<String>,
 }
 
 impl Preseed {
@@ -386,6 +123,16 @@ impl Preseed {
                 if let Some(pw) = &a.password {
                     check_password(pw)?;
                 }
+                if let Some(hash) = &a.password_hash {
+                    if a.password.is_some() {
+                        return Err(SetupError::field(
+                            "admin.password_hash",
+                            "give either password or password_hash, not both",
+                        ));
+                    }
+                    StoredCredential::from_verifier(hash)
+                        .map_err(|e| SetupError::field("admin.password_hash", e))?;
+                }
             }
             (Some(_), None) => {
                 return Err(SetupError::field(
@@ -412,7 +159,7 @@ impl Preseed {
             registration: server.registration,
             certificate: server.certificate,
             admin_username: admin.username.clone(),
-            admin_password: admin.password.clone()?,
+            admin_secret: admin.secret()?,
             data_dir: data_dir.to_path_buf(),
             config_path: config_path.to_path_buf(),
             acme: self.acme.clone(),
@@ -421,9 +168,23 @@ impl Preseed {
     }
 }
 
+impl PreseedAdmin {
+    /// The password, or else the verifier; `None` once both have been scrubbed (the box is set up).
+    fn secret(&self) -> Option<AdminSecret> {
+        if let Some(p) = &self.password {
+            return Some(AdminSecret::Password(p.clone()));
+        }
+        let hash = self.password_hash.as_deref()?;
+        StoredCredential::from_verifier(hash)
+            .ok()
+            .map(AdminSecret::Verifier)
+    }
+}
+
 /// Keys removed from the preseed file after use, as (table, key).
 const SECRET_KEYS: &[(&str, &str)] = &[
     ("admin", "password"),
+    ("admin", "password_hash"),
     ("wifi", "psk"),
     ("acme.dns", "token"),
     ("acme.dns", "key_secret"),
@@ -482,7 +243,9 @@ pub fn scrub_file(path: &Path) -> Result<bool, SetupError> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::{apply, build_config};
     use super::*;
+    use crate::config::Config;
 
     const FULL: &str = r#"hostname = "hearth"            # the box answers as hearth.local
 [wifi]                         # optional
@@ -507,7 +270,7 @@ password = "one-time-password" # removed from the file after first boot
         assert_eq!(a.domain, "chat.example.org");
         assert_eq!(a.registration, RegistrationPolicy::Invite);
         assert_eq!(a.certificate, CertificateMode::SelfSigned);
-        assert_eq!(a.admin_password, "one-time-password");
+        assert!(matches!(&a.admin_secret, AdminSecret::Password(p) if p == "one-time-password"));
     }
 
     #[test]
@@ -579,7 +342,7 @@ password = "one-time-password" # removed from the file after first boot
         assert_eq!(written, o.config);
         // A rerun (power cut before the wizard noticed) keeps the certificate, resets the password.
         let again = Answers {
-            admin_password: "another-password".into(),
+            admin_secret: AdminSecret::Password("another-password".into()),
             ..a.clone()
         };
         assert!(!apply(&again).await.unwrap().made_certificate);
@@ -591,5 +354,69 @@ password = "one-time-password" # removed from the file after first boot
             .unwrap();
         assert!(cred.verify_password("another-password"));
         assert!(db.user_info("admin").await.unwrap().unwrap().is_admin);
+    }
+
+    #[tokio::test]
+    async fn a_password_hash_makes_the_admin_without_the_password() {
+        let dir = tempfile::tempdir().unwrap();
+        let verifier =
+            StoredCredential::derive(crate::sasl::ScramHash::Sha256, "meetup-secret", 4096)
+                .unwrap()
+                .to_verifier();
+        let text = FULL.replace(
+            "password = \"one-time-password\"",
+            &format!("password_hash = \"{verifier}\""),
+        );
+        let p = Preseed::parse(&text, "t").unwrap();
+        let a = p
+            .answers(
+                &dir.path().join("data"),
+                &dir.path().join("etc/hearth.toml"),
+            )
+            .unwrap();
+        assert!(matches!(a.admin_secret, AdminSecret::Verifier(_)));
+        let o = apply(&a).await.unwrap();
+        let db = crate::storage::Storage::open(&o.config.database_path()).unwrap();
+        let cred = db
+            .credential("admin", crate::sasl::ScramHash::Sha256)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(cred.verify_password("meetup-secret"));
+        assert!(db.user_info("admin").await.unwrap().unwrap().is_admin);
+        // The verifier is scrubbed like a password, and then there is nothing left to apply.
+        let clean = scrub_text(&text).unwrap();
+        assert!(!clean.contains(&verifier), "{clean}");
+        let again = Preseed::parse(&clean, "t").unwrap();
+        assert!(again.answers(Path::new("/d"), Path::new("/c")).is_none());
+    }
+
+    #[test]
+    fn a_bad_password_hash_names_the_key() {
+        let bad = FULL.replace(
+            "password = \"one-time-password\"",
+            "password_hash = \"md5c2a7e8d3\"",
+        );
+        let e = Preseed::parse(&bad, "hs.toml").unwrap_err();
+        assert_eq!(e.field, Some("admin.password_hash"));
+        assert!(e.message.contains("SCRAM-SHA-256$"), "{e}");
+        let verifier = StoredCredential::derive(crate::sasl::ScramHash::Sha256, "x-x-x-x-x", 4096)
+            .unwrap()
+            .to_verifier();
+        let both = FULL.replace(
+            "password = \"one-time-password\"",
+            &format!("password = \"one-time-password\"\npassword_hash = \"{verifier}\""),
+        );
+        let e = Preseed::parse(&both, "hs.toml").unwrap_err();
+        assert!(e.message.contains("not both"), "{e}");
+    }
+
+    /// The commented example shipped on every card (image/hearth-setup.example.toml) must stay a file
+    /// the box accepts once copied to hearth-setup.toml.
+    #[test]
+    fn the_example_on_the_card_is_valid() {
+        let text = include_str!("../../../image/hearth-setup.example.toml");
+        let p = Preseed::parse(text, "hearth-setup.example.toml").unwrap();
+        assert!(p.wifi.is_some() && p.answers(Path::new("/d"), Path::new("/c")).is_some());
     }
 }

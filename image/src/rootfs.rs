@@ -56,6 +56,11 @@ pub fn build(ctx: &Ctx, lock: &Lock, repo_dir: &Path, bins: &Binaries, step: &St
             .args(["--dpkgopt=force-confold", "--dpkgopt=force-confdef"])
             .arg("--aptopt=Acquire::Languages \"none\"")
             .arg(format!("--include=,{}", include.join(",")))
+            // Before the kernel's initramfs is made: tell initramfs-tools the root's type (see the file).
+            .arg(format!(
+                "--essential-hook=mkdir -p \"$1/etc/initramfs-tools/conf.d\" && cp {} \"$1/etc/initramfs-tools/conf.d/hearth\"",
+                image_dir.join("overlay/etc/initramfs-tools/conf.d/hearth").display()
+            ))
             .arg(format!(
                 "--customize-hook={} \"$1\"",
                 image_dir.join("hooks/customize.sh").display()

@@ -46,6 +46,10 @@ pub fn judge(report: &[String], console: &Path, expect: &Expect) -> Vec<String> 
             disk / disk::MIB
         ));
     }
+    // Reported by images since the initramfs checks the root (older ones print no root-fsck line).
+    if get("root-fsck") == "none" {
+        bad.push("the initramfs did not check the root filesystem (no fsck in it)".into());
+    }
     if get("journal-max-use").is_empty() {
         bad.push("journald has no SystemMaxUse limit".into());
     }
@@ -116,12 +120,14 @@ mod tests {
         hearthd: &str,
         web: &str,
     ) -> (Vec<String>, std::path::PathBuf) {
+        let fsck = "/dev/vda2: clean, 17037/68544 files, 200000/274432 blocks";
         let text = format!(
             "[  OK  ] Started hearth-firstboot.service\r\n\
              hearth-firstboot: no /boot/firmware/hearth-setup.toml: open http://hearth.local/ and give the setup code\r\n\
              HEARTH-SELFTEST: begin\r\n\
              HEARTH-SELFTEST: disk-bytes 3221225472\r\n\
              HEARTH-SELFTEST: rootfs-bytes 2947547136\r\n\
+             HEARTH-SELFTEST: root-fsck {fsck}\r\n\
              HEARTH-SELFTEST: journal-max-use 64M\r\n\
              HEARTH-SELFTEST: hearthd {hearthd}\r\n\
              HEARTH-SELFTEST: hearth-web {web}\r\n\
@@ -222,5 +228,30 @@ mod tests {
         );
         let bad = judge(&report, &path, &expect);
         assert!(bad.iter().any(|b| b.contains("SETUP-CODE.txt")), "{bad:?}");
+    }
+
+    #[test]
+    fn an_unchecked_root_filesystem_fails() {
+        let dir = scratch("fsck");
+        let expect = Expect {
+            wizard: false,
+            wifi_ssid: None,
+        };
+        let (_, path) = console(
+            &dir,
+            "none",
+            "active user=hearth",
+            "active setup-code-file=no",
+        );
+        let text = std::fs::read_to_string(&path).unwrap();
+        let line = text.lines().find(|l| l.contains("root-fsck")).unwrap();
+        std::fs::write(
+            &path,
+            text.replace(line, "HEARTH-SELFTEST: root-fsck none\r"),
+        )
+        .unwrap();
+        let report = console_lines(&path, "HEARTH-SELFTEST: ");
+        let bad = judge(&report, &path, &expect);
+        assert!(bad.iter().any(|b| b.contains("fsck")), "{bad:?}");
     }
 }

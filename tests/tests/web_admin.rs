@@ -12,19 +12,6 @@ use web_common::*;
 
 const BOB_PASSWORD: &str = "bobs secret pw";
 
-fn sign_in(b: &Browser, web: &WebServer) {
-    b.goto(&web.url("/admin"));
-    assert!(
-        b.url().starts_with(&web.https_url("/admin/login")),
-        "plain HTTP moves to HTTPS: {}",
-        b.url()
-    );
-    b.fill("#username", ADMIN);
-    b.fill("#password", ADMIN_PASSWORD);
-    b.submit("button[type=submit]");
-    assert!(b.url().ends_with("/admin"), "{}", b.url());
-}
-
 /// Polls the roster until `contact` has `subscription` (the server works asynchronously).
 fn wait_roster(a: &mut Agent, contact: &str, subscription: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -60,7 +47,7 @@ fn admin_pages_work_and_a_backup_restores_onto_a_fresh_box() {
         b.body_text()
     );
     b.screenshot("admin-0-login");
-    sign_in(&b, &web);
+    sign_in(&b, &web, ADMIN);
     let text = b.body_text();
     assert!(
         text.contains("running")
@@ -285,7 +272,7 @@ fn admin_pages_work_and_a_backup_restores_onto_a_fresh_box() {
         "signed out after a restore: {}",
         b.url()
     );
-    sign_in(&b, &web);
+    sign_in(&b, &web, ADMIN);
     let kept: Vec<_> = std::fs::read_dir(&web.data_dir)
         .unwrap()
         .flatten()
@@ -339,5 +326,5 @@ fn admin_pages_work_and_a_backup_restores_onto_a_fresh_box() {
     );
     let mut admin = hd2.agent(ADMIN, ADMIN_PASSWORD);
     admin.connect();
-    sign_in(&b, &fresh);
+    sign_in(&b, &fresh, ADMIN);
 }

@@ -105,16 +105,7 @@ fn a_preseeded_box_is_set_up_without_a_browser() {
         "{}",
         b.body_text()
     );
-    b.goto(&web.url("/"));
-    assert!(
-        b.url().starts_with(&web.https_url("/admin/login")),
-        "{}",
-        b.url()
-    );
-    b.fill("#username", &format!("{ADMIN}@{DOMAIN}"));
-    b.fill("#password", ADMIN_PASSWORD);
-    b.submit("button[type=submit]");
-    assert!(b.url().ends_with("/admin"), "{}", b.body_text());
+    sign_in(&b, &web, &format!("{ADMIN}@{DOMAIN}"));
 
     // And the chat server accepts the admin.
     let hd = Hearthd::start(&web);
@@ -176,11 +167,7 @@ fn a_password_hash_sets_up_the_admin_without_the_password() {
     // The admin pages and the chat server both accept the password the verifier was made from.
     web.spawn();
     let b = Browser::start();
-    b.goto(&web.https_url("/admin/login"));
-    b.fill("#username", &format!("{ADMIN}@{DOMAIN}"));
-    b.fill("#password", ADMIN_PASSWORD);
-    b.submit("button[type=submit]");
-    assert!(b.url().ends_with("/admin"), "{}", b.body_text());
+    sign_in(&b, &web, &format!("{ADMIN}@{DOMAIN}"));
     let hd = Hearthd::start(&web);
     let mut admin = hd.agent(ADMIN, ADMIN_PASSWORD);
     admin.connect();

@@ -157,6 +157,21 @@ fn wait_port(port: u16, child: &mut Child, log: &Path) {
 
 /// Walks the wizard from the setup code to the done page with the standard answers (own domain
 /// `hearth.test`, admin, invite-only, self-signed). `shots` prefixes screenshot names, or None.
+/// Signs in on the admin pages as `user` (a name or `name@domain`) with the admin password, starting
+/// from plain HTTP, which must move to HTTPS.
+pub fn sign_in(b: &Browser, web: &WebServer, user: &str) {
+    b.goto(&web.url("/admin"));
+    assert!(
+        b.url().starts_with(&web.https_url("/admin/login")),
+        "plain HTTP moves to HTTPS: {}",
+        b.url()
+    );
+    b.fill("#username", user);
+    b.fill("#password", ADMIN_PASSWORD);
+    b.submit("button[type=submit]");
+    assert!(b.url().ends_with("/admin"), "{}", b.body_text());
+}
+
 pub fn run_wizard(b: &Browser, web: &WebServer, shots: Option<&str>) {
     let shot = |name: &str| {
         if let Some(prefix) = shots {

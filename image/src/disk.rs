@@ -29,15 +29,7 @@ fn uuid(b: &[u8]) -> String {
     u.copy_from_slice(&b[..16]);
     u[6] = (u[6] & 0x0f) | 0x40; // version 4 layout, content from the hash
     u[8] = (u[8] & 0x3f) | 0x80;
-    let h: String = u.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
+    fmt_uuid(&u)
 }
 
 impl Ids {

@@ -18,6 +18,11 @@ const NEEDED: &[(&str, &str)] = &[
         "qemu-user-static",
     ),
     ("qemu-system-aarch64", "qemu-system-arm"),
+    // fetch.rs: locked packages by pool path
+    ("curl", "curl"),
+    // the boot tests' ssh login
+    ("ssh", "openssh-client"),
+    ("ssh-keygen", "openssh-client"),
     ("aarch64-linux-gnu-gcc", "gcc-aarch64-linux-gnu"),
     ("apt-ftparchive", "apt-utils"),
     ("diffoscope", "diffoscope-minimal"),

@@ -16,6 +16,10 @@ pub struct Lock {
     /// SHA-256 of what the package set was resolved from (suite, components, requested packages).
     /// When the board's package list changes, the lock is stale and the build says so.
     pub request: String,
+    /// The day the lock was resolved (`YYYY-MM-DD`), for the age warning; older locks have none. Nothing
+    /// in the image depends on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved: Option<String>,
     #[serde(rename = "package")]
     pub packages: Vec<LockedPackage>,
 }
@@ -39,11 +43,6 @@ impl LockedPackage {
             self.version.replace(':', "%3a"),
             self.architecture
         )
-    }
-
-    /// `name=version`, as apt-get and mmdebstrap take it (each apt root has a single architecture).
-    pub fn spec(&self) -> String {
-        format!("{}={}", self.name, self.version)
     }
 }
 
@@ -117,6 +116,103 @@ impl Lock {
     }
 }
 
+/// A lock older than this gets a warning: Debian has likely moved on (security updates), and the older
+/// the lock, the likelier its files are gone from the mirror's pool too.
+pub const MAX_AGE_DAYS: i64 = 30;
+
+impl Lock {
+    /// Days since `resolved`, if the lock records it.
+    pub fn age_days(&self, today: i64) -> Option<i64> {
+        self.resolved
+            .as_deref()
+            .and_then(parse_day)
+            .map(|d| today - d)
+    }
+
+    /// A warning when the lock is older than [`MAX_AGE_DAYS`].
+    pub fn age_warning(&self, path: &Path) -> Option<String> {
+        let age = self.age_days(today())?;
+        (age > MAX_AGE_DAYS).then(|| {
+            format!(
+                "warning: {} was resolved {age} days ago ({}): its packages miss {age} days of Debian's                  security updates, and the mirror may no longer have them. Rebuilding a release as it was                  is what a bundle (--from-bundle) is for; `hearth-image lock` moves to current packages.",
+                path.display(),
+                self.resolved.as_deref().unwrap_or_default()
+            )
+        })
+    }
+
+    /// What changed from `old` to `self`: "name old → new", "+ name version", "- name version".
+    pub fn changes_from(&self, old: &Lock) -> Vec<String> {
+        use std::collections::BTreeMap;
+        let before: BTreeMap<&str, &str> = old
+            .packages
+            .iter()
+            .map(|p| (p.name.as_str(), p.version.as_str()))
+            .collect();
+        let after: BTreeMap<&str, &str> = self
+            .packages
+            .iter()
+            .map(|p| (p.name.as_str(), p.version.as_str()))
+            .collect();
+        let mut out = vec![];
+        for (name, new) in &after {
+            match before.get(name) {
+                Some(old) if old != new => out.push(format!("{name} {old} → {new}")),
+                Some(_) => {}
+                None => out.push(format!("+ {name} {new}")),
+            }
+        }
+        for (name, old) in &before {
+            if !after.contains_key(name) {
+                out.push(format!("- {name} {old}"));
+            }
+        }
+        out
+    }
+}
+
+/// Days since 1970-01-01 (UTC) of today.
+pub fn today() -> i64 {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    secs.div_euclid(86_400)
+}
+
+/// `YYYY-MM-DD` of a day number (days since 1970-01-01), proleptic Gregorian.
+pub fn format_day(days: i64) -> String {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// The day number of `YYYY-MM-DD`; `None` if it is not one.
+pub fn parse_day(text: &str) -> Option<i64> {
+    let mut it = text.trim().splitn(3, '-');
+    let y: i64 = it.next()?.parse().ok()?;
+    let m: i64 = it.next()?.parse().ok()?;
+    let d: i64 = it.next()?.parse().ok()?;
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return None;
+    }
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = if m > 2 { m - 3 } else { m + 9 };
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    (format_day(days) == text.trim()).then_some(days)
+}
+
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -148,6 +244,7 @@ mod tests {
             suite: "trixie".into(),
             architecture: "arm64".into(),
             request: "abc".into(),
+            resolved: Some("2026-11-25".into()),
             packages: vec![LockedPackage {
                 name: "libc6".into(),
                 version: "1:2.41-12".into(),
@@ -162,8 +259,64 @@ mod tests {
         lock.write(&path).unwrap();
         assert_eq!(Lock::read(&path).unwrap().unwrap(), lock);
         assert_eq!(lock.packages[0].deb_name(), "libc6_1%3a2.41-12_arm64.deb");
-        assert_eq!(lock.packages[0].spec(), "libc6=1:2.41-12");
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn days_roundtrip_and_age() {
+        assert_eq!(format_day(0), "1970-01-01");
+        assert_eq!(parse_day("2000-02-29"), Some(11_016));
+        assert_eq!(format_day(11_016), "2000-02-29");
+        assert_eq!(parse_day("2026-02-30"), None);
+        assert_eq!(parse_day("soon"), None);
+        let d = parse_day("2026-11-25").unwrap();
+        assert_eq!(format_day(d), "2026-11-25");
+        let mut lock = Lock {
+            suite: "trixie".into(),
+            architecture: "arm64".into(),
+            request: "r".into(),
+            resolved: Some("2026-10-01".into()),
+            packages: vec![],
+        };
+        assert_eq!(lock.age_days(d), Some(55));
+        lock.resolved = None;
+        assert_eq!(lock.age_days(d), None);
+        assert!(lock.age_warning(Path::new("x.lock")).is_none());
+        lock.resolved = Some(format_day(today() - MAX_AGE_DAYS - 1));
+        let w = lock.age_warning(Path::new("x.lock")).unwrap();
+        assert!(w.contains("31 days ago"), "{w}");
+        lock.resolved = Some(format_day(today() - MAX_AGE_DAYS));
+        assert!(lock.age_warning(Path::new("x.lock")).is_none());
+    }
+
+    #[test]
+    fn old_locks_without_a_date_load() {
+        let text = "suite = \"trixie\"\narchitecture = \"arm64\"\nrequest = \"r\"\n\n[[package]]\n\
+                    name = \"a\"\nversion = \"1\"\narchitecture = \"all\"\nsha256 = \"00\"\nfilename = \"pool/a.deb\"\n";
+        let lock: Lock = toml::from_str(text).unwrap();
+        assert_eq!(lock.resolved, None);
+        assert_eq!(lock.packages.len(), 1);
+    }
+
+    #[test]
+    fn changes_name_moved_added_removed() {
+        let pkg = |n: &str, v: &str| LockedPackage {
+            name: n.into(),
+            version: v.into(),
+            architecture: "all".into(),
+            sha256: "00".into(),
+            filename: format!("pool/{n}_{v}.deb"),
+        };
+        let lock = |p| Lock {
+            suite: "trixie".into(),
+            architecture: "arm64".into(),
+            request: "r".into(),
+            resolved: None,
+            packages: p,
+        };
+        let old = lock(vec![pkg("a", "1"), pkg("b", "1"), pkg("c", "1")]);
+        let new = lock(vec![pkg("a", "2"), pkg("c", "1"), pkg("d", "1")]);
+        assert_eq!(new.changes_from(&old), vec!["a 1 → 2", "+ d 1", "- b 1"]);
     }
 
     #[test]
@@ -180,6 +333,12 @@ mod tests {
             extra_suites: &[],
         };
         assert_eq!(r(&a).hash(), r(&b).hash());
+        // The mirror only says where bytes come from: it is not part of what the lock was resolved from.
+        let other_mirror = Request {
+            mirror: "http://elsewhere.example/debian",
+            ..r(&a)
+        };
+        assert_eq!(other_mirror.hash(), r(&a).hash());
     }
 
     #[test]

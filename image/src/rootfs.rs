@@ -40,8 +40,11 @@ pub fn build(ctx: &Ctx, lock: &Lock, repo_dir: &Path, bins: &Binaries, step: &St
         Command::new("mmdebstrap")
             .env("SOURCE_DATE_EPOCH", ctx.epoch.to_string())
             .env("HEARTH_HOSTNAME", &ctx.spec.hostname)
-            .env("HEARTH_MIRROR", &debian.mirror)
-            .env("HEARTH_SECURITY", &debian.security_mirror)
+            .env("HEARTH_IMAGE_MIRROR", debian.image_mirror.as_deref().unwrap_or(""))
+            .env(
+                "HEARTH_IMAGE_SECURITY",
+                debian.image_security_mirror.as_deref().unwrap_or(""),
+            )
             .env("HEARTH_SUITE", &debian.suite)
             .env("HEARTH_EXTRA_SUITES", debian.extra_suites.join(" "))
             .env("HEARTH_COMPONENTS", debian.components.join(" "))
@@ -51,6 +54,17 @@ pub fn build(ctx: &Ctx, lock: &Lock, repo_dir: &Path, bins: &Binaries, step: &St
             .env("HEARTH_BIN", &bins.dir)
             .args(["--mode=root", "--variant=essential"])
             .arg(format!("--architectures={}", ctx.spec.architecture))
+            .arg(format!("--components={}", debian.components.join(",")))
+            // No mirror is named below, so mmdebstrap writes its default sources (Debian's, for the image:
+            // customize.sh takes the URIs from them). The host's apt trust must not change them.
+            .arg("--skip=check/signed-by")
+            // Before file-mirror-automount (hooks run in order): keep the defaults aside and install from
+            // the local repository of locked packages only.
+            .arg(format!(
+                "--setup-hook=mv \"$1/etc/apt/sources.list\" \"$1/etc/apt/sources.list.hearth-default\" && \
+                 echo 'deb [trusted=yes] file://{} ./' > \"$1/etc/apt/sources.list\"",
+                repo_dir.display()
+            ))
             .arg("--hook-dir=/usr/share/mmdebstrap/hooks/file-mirror-automount")
             // Debian's raspi-firmware and our overlay's /etc/default file must not stop dpkg at a prompt.
             .args(["--dpkgopt=force-confold", "--dpkgopt=force-confdef"])
@@ -66,11 +80,7 @@ pub fn build(ctx: &Ctx, lock: &Lock, repo_dir: &Path, bins: &Binaries, step: &St
                 image_dir.join("hooks/customize.sh").display()
             ))
             .arg(&debian.suite)
-            .arg(&rootfs)
-            .arg(format!(
-                "deb [trusted=yes] file://{} ./",
-                repo_dir.display()
-            )),
+            .arg(&rootfs),
         &step.log,
     )?;
     // mmdebstrap's own cleanup runs after the customize hook and leaves apt's binary caches behind; they

@@ -29,7 +29,9 @@ fi
 
 # The debug build: scripts/test.sh has just built it, and the heavy lifting is done by mmdebstrap, mke2fs,
 # xz and QEMU, not by this binary (dependencies are optimised in debug builds too, see Cargo.toml).
-cargo build -p hearth-image
+# HEARTH_IMAGE_BUILT=1: scripts/test.sh has built it already and runs `cargo test` alongside (which holds
+# cargo's lock on target/debug while it compiles).
+[ "${HEARTH_IMAGE_BUILT:-0}" = 1 ] || cargo build -p hearth-image
 bin=target/debug/hearth-image
 
 timing() { [ -z "${HEARTH_TIMINGS:-}" ] || echo "$1 $2" >> "$HEARTH_TIMINGS"; }

@@ -194,6 +194,7 @@ pub fn build(repo: &Path, args: BuildArgs) -> Result<()> {
         repo.join(&args.output)
     };
     let opts = Opts {
+        epoch: source_date_epoch(repo)?,
         bundle: args.bundle || args.verify,
         from_bundle: args.from_bundle.as_deref(),
         sources: &args.sources,
@@ -218,6 +219,7 @@ pub fn build(repo: &Path, args: BuildArgs) -> Result<()> {
         second = Some(SecondBuild::start(
             repo,
             &board.name,
+            opts.epoch,
             bundle,
             &second_out,
             &second_log,
@@ -241,6 +243,8 @@ pub fn build(repo: &Path, args: BuildArgs) -> Result<()> {
 
 /// How one build gets its packages.
 struct Opts<'a> {
+    /// Read once: the second build of `--verify` gets it too, even if a commit lands meanwhile.
+    epoch: u64,
     bundle: bool,
     from_bundle: Option<&'a Path>,
     sources: &'a SourceArgs,
@@ -266,6 +270,7 @@ impl SecondBuild {
     fn start(
         repo: &Path,
         board: &str,
+        epoch: u64,
         bundle: &Path,
         out: &Path,
         log: &Path,
@@ -288,6 +293,7 @@ impl SecondBuild {
             .arg(bundle)
             .args(["--mirror", &closed])
             .env("HEARTH_CACHE", &cache)
+            .env("SOURCE_DATE_EPOCH", epoch.to_string())
             .env("HEARTH_EXTRA_SOURCES", &closed)
             .stdin(std::process::Stdio::null())
             .stdout(file)
@@ -355,7 +361,7 @@ fn build_once(
         .canonicalize()
         .ctx(|| format!("resolving {}", out.display()))?;
     let mut steps = Steps::new(&out.join("logs"))?;
-    let epoch = source_date_epoch(repo)?;
+    let epoch = opts.epoch;
     let ctx = Ctx {
         repo,
         board,

@@ -178,3 +178,120 @@ pub fn unpack(bundle: &Path, locks: &[BundledLock], cache: &Path, log: &Path) ->
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lock::{hex, LockedPackage};
+    use sha2::{Digest, Sha256};
+
+    fn lock_with(dir: &Path, arch: &str, names: &[&str]) -> (Lock, PathBuf) {
+        let debs = fetch::debs_dir(&dir.join("cache"), arch);
+        std::fs::create_dir_all(&debs).unwrap();
+        let mut packages = vec![];
+        for n in names {
+            let body = format!("package {n} for {arch}\n");
+            let p = LockedPackage {
+                name: n.to_string(),
+                version: "1:1.0-1".into(),
+                architecture: arch.into(),
+                sha256: hex(&Sha256::digest(body.as_bytes())),
+                filename: format!("pool/main/{n}_1.0-1_{arch}.deb"),
+            };
+            std::fs::write(debs.join(p.deb_name()), body).unwrap();
+            packages.push(p);
+        }
+        let lock = Lock {
+            suite: "trixie".into(),
+            architecture: arch.into(),
+            request: "r".into(),
+            resolved: None,
+            packages,
+        };
+        let path = dir.join(format!("{arch}.lock"));
+        lock.write(&path).unwrap();
+        (lock, path)
+    }
+
+    #[test]
+    fn roundtrip_into_an_empty_cache_and_damage_is_refused() {
+        let dir = std::env::temp_dir().join(format!("hearth-bundle-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (tools, tools_path) = lock_with(&dir, "amd64", &["e2fsprogs", "mtools"]);
+        let (root, root_path) = lock_with(&dir, "arm64", &["libc6", "systemd"]);
+        let locks = [
+            BundledLock {
+                name: "tools-amd64",
+                path: tools_path,
+                lock: &tools,
+            },
+            BundledLock {
+                name: "rpi-arm64",
+                path: root_path,
+                lock: &root,
+            },
+        ];
+        let log = dir.join("log");
+        let tar = dir.join("hearth-0.1.0-debs.tar");
+        let sum = write(&tar, &locks, &dir.join("cache"), 1_700_000_000, &log).unwrap();
+        // The tar is reproducible: the same inputs give the same bytes.
+        let again = dir.join("again.tar");
+        assert_eq!(
+            write(&again, &locks, &dir.join("cache"), 1_700_000_000, &log).unwrap(),
+            sum
+        );
+
+        let fresh = dir.join("fresh-cache");
+        unpack(&tar, &locks, &fresh, &log).unwrap();
+        for l in &locks {
+            for p in &l.lock.packages {
+                let f = fetch::debs_dir(&fresh, &l.lock.architecture).join(p.deb_name());
+                assert_eq!(sha256_file(&f).unwrap(), p.sha256, "{}", f.display());
+            }
+        }
+        assert!(!fresh.join("bundle-unpack").exists());
+
+        // A bundle whose lock differs from the checkout's is refused.
+        let mut other = root.packages.clone();
+        other.pop();
+        let other = Lock {
+            packages: other,
+            ..Lock::read(&locks[1].path).unwrap().unwrap()
+        };
+        let wrong = [BundledLock {
+            name: "rpi-arm64",
+            path: locks[1].path.clone(),
+            lock: &other,
+        }];
+        let err = unpack(&tar, &wrong, &dir.join("c2"), &log).unwrap_err();
+        assert!(err.to_string().contains("differs"), "{err}");
+
+        // A damaged file inside the bundle is refused by SHA256SUMS.
+        let x = dir.join("x");
+        std::fs::create_dir_all(&x).unwrap();
+        assert!(Command::new("tar")
+            .arg("-xf")
+            .arg(&tar)
+            .arg("-C")
+            .arg(&x)
+            .status()
+            .unwrap()
+            .success());
+        let victim = x.join("debs/arm64").join(root.packages[0].deb_name());
+        std::fs::write(&victim, "damaged").unwrap();
+        let damaged = dir.join("damaged.tar");
+        assert!(Command::new("tar")
+            .arg("-cf")
+            .arg(&damaged)
+            .arg("-C")
+            .arg(&x)
+            .arg(".")
+            .status()
+            .unwrap()
+            .success());
+        let err = unpack(&damaged, &locks, &dir.join("c3"), &log).unwrap_err();
+        assert!(err.to_string().contains("libc6"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -18,6 +18,9 @@ use crate::progress::Step;
 /// How many downloads run at once: enough to hide a mirror's latency, few enough to be polite.
 const PARALLEL: usize = 4;
 
+/// How many packages' source answers an error quotes (all of them are in the log).
+const DETAILED: usize = 8;
+
 /// Where locked packages come from, tried in order after the cache.
 #[derive(Debug, Clone, Default)]
 pub struct Sources {
@@ -193,12 +196,22 @@ fn missing_error(misses: &[(LockedPackage, Miss)], sources: &Sources) -> Error {
     let mut gone = vec![];
     let mut corrupt = vec![];
     let mut detail = String::new();
-    for (p, miss) in misses {
+    for (i, (p, miss)) in misses.iter().enumerate() {
         let (list, answers) = match miss {
             Miss::Gone(a) => (&mut gone, a),
             Miss::Corrupt(a) => (&mut corrupt, a),
         };
         list.push(format!("{} {}", p.name, p.version));
+        // Each source's answer for the first few; the step's log has them all.
+        if i == DETAILED {
+            detail.push_str(&format!(
+                "\n  … {} more; every answer is in the step's log",
+                misses.len() - DETAILED
+            ));
+        }
+        if i >= DETAILED {
+            continue;
+        }
         detail.push_str(&format!("\n  {} {} ({}):", p.name, p.version, p.filename));
         for a in answers {
             detail.push_str(&format!("\n    {a}"));

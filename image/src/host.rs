@@ -77,8 +77,8 @@ pub fn setup(step: &Step) -> Result<()> {
         if !is_root() {
             return Err(
                 Error::new(format!("missing build tools: {}", missing.join(" "))).hint(format!(
-                "run as root (the build needs root for mmdebstrap and chroot), or install them: \
-                 sudo apt-get install --no-install-recommends {}",
+                "run as root (the build needs root for mmdebstrap and chroot), or install them as root: \
+                 apt-get install --no-install-recommends {}",
                 missing.join(" ")
             )),
             );
@@ -95,7 +95,7 @@ pub fn setup(step: &Step) -> Result<()> {
     }
     if !is_root() {
         return Err(Error::new("hearth-image build must run as root")
-            .hint("mmdebstrap --mode=root, chroot and the binfmt registration need it: sudo scripts/build-image.sh"));
+            .hint("mmdebstrap --mode=root, chroot and the binfmt registration need it: run scripts/build-image.sh as root"));
     }
     register_binfmt(step)?;
     rust_target(step)

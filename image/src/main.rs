@@ -33,13 +33,17 @@ use error::{Error, Result};
     name = "hearth-image",
     version,
     about = "Build, verify and boot-test Hearth's reproducible Raspberry Pi image",
-    after_help = "Examples:\n  \
-        sudo hearth-image build                      # out/hearth-<version>-rpi-arm64.img.xz\n  \
-        sudo hearth-image build --verify             # build twice, compare SHA-256, diffoscope on a difference\n  \
+    after_help = "Examples (build, lock and host-setup run as root):\n  \
+        hearth-image build                           # out/hearth-<version>-rpi-arm64.img.xz\n  \
+        hearth-image build --bundle                  # also out/hearth-<version>-debs.tar, every package\n  \
+        hearth-image build --from-bundle FILE        # rebuild a release bit for bit, no network\n  \
+        hearth-image build --verify                  # rebuild offline from the bundle, compare SHA-256\n  \
+        hearth-image build --mirror URL --source URL # fetch from a local mirror, then a further archive\n  \
         hearth-image verify out/hearth-0.1.0-rpi-arm64.img\n  \
         hearth-image boot-test out/hearth-0.1.0-rpi-arm64.img --machine raspi3b\n  \
-        sudo hearth-image lock                       # move to Debian's current package versions\n\n\
+        hearth-image lock                            # move to Debian's current package versions\n\n\
         Environment: HEARTH_CACHE (default /var/cache/hearth-image) keeps .debs and the tools chroot;\n\
+        HEARTH_EXTRA_SOURCES: further base URLs (space-separated) tried after the mirror and --source;\n\
         SOURCE_DATE_EPOCH (default: the last commit's time) fixes every time stamp and id in the image."
 )]
 struct Cli {

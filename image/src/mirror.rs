@@ -245,6 +245,14 @@ mod tests {
     }
 
     #[test]
+    fn the_users_mirror_wins() {
+        assert_eq!(
+            build_mirror(Some("http://local.example/debian/"), "trixie").unwrap(),
+            "http://local.example/debian"
+        );
+    }
+
+    #[test]
     fn other_vendors_are_not_the_archive() {
         let s = parse_deb822("Types: deb\nURIs: https://n.example/node\nSuites: nodistro\n");
         assert_eq!(pick(&s), HostMirrors::default());

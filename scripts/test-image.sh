@@ -39,7 +39,8 @@ if [ -n "${HEARTH_IMAGE_CACHE:-}" ]; then
     HEARTH_CACHE=$HEARTH_IMAGE_CACHE
 else
     HEARTH_CACHE=$(mktemp -d /var/tmp/hearth-image-cache.XXXXXX)
-    trap 'rm -rf "$HEARTH_CACHE"' EXIT
+    # A failed mmdebstrap may leave mounts below it: unmount, and never cross into another filesystem.
+    trap 'findmnt -rn -o TARGET | grep "^$HEARTH_CACHE/" | sort -r | xargs -r umount -l; rm -rf --one-file-system "$HEARTH_CACHE"' EXIT
 fi
 export HEARTH_CACHE
 echo "test-image: cache $HEARTH_CACHE ($(du -sm "$HEARTH_CACHE" | cut -f1) MiB at start)"

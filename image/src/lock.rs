@@ -35,7 +35,7 @@ pub struct LockedPackage {
 }
 
 impl LockedPackage {
-    /// The file name `apt-get download` gives it (epoch colon escaped as apt does).
+    /// Its file name in the cache and the bundle (as apt names a download: epoch colon escaped).
     pub fn deb_name(&self) -> String {
         format!(
             "{}_{}_{}.deb",

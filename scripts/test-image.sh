@@ -8,7 +8,10 @@
 #   HEARTH_DOMAIN, HEARTH_ADMIN, HEARTH_ADMIN_PASSWORD. Default: the slixmpp client test
 #   tests/peers/boot_client.py (admin login, in-band registration of a second account, a message each way)
 #   with the venv scripts/install-test-deps.sh makes. Set it to "" to only wait for XMPP.
-# HEARTH_CACHE: download cache and tools chroot (default /var/cache/hearth-image), kept between runs.
+# HEARTH_CACHE: the build starts from an EMPTY cache (a fresh temporary directory, removed at the end), so a
+#   stale lock or a missing install step turns CI red instead of hiding behind a warm cache: every locked
+#   package is fetched by pool path and the tools chroot is rebuilt. HEARTH_IMAGE_CACHE=DIR keeps one instead.
+# HEARTH_TIMINGS: file that gets one "stage seconds" line per stage (scripts/test.sh prints them as a table).
 # HEARTH_IMAGE_MACHINES: QEMU machines to boot with the test preseed (default "virt raspi3b").
 # HEARTH_IMAGE_WIZARD: 1 (default) also boots -M virt without a preseed and waits for the setup wizard.
 set -eu
@@ -26,17 +29,34 @@ fi
 
 # The debug build: scripts/test.sh has just built it, and the heavy lifting is done by mmdebstrap, mke2fs,
 # xz and QEMU, not by this binary (dependencies are optimised in debug builds too, see Cargo.toml).
-cargo build -p hearth-image
+# HEARTH_IMAGE_BUILT=1: scripts/test.sh has built it already and runs `cargo test` alongside (which holds
+# cargo's lock on target/debug while it compiles).
+[ "${HEARTH_IMAGE_BUILT:-0}" = 1 ] || cargo build -p hearth-image
 bin=target/debug/hearth-image
 
+timing() { [ -z "${HEARTH_TIMINGS:-}" ] || echo "$1 $2" >> "$HEARTH_TIMINGS"; }
+if [ -n "${HEARTH_IMAGE_CACHE:-}" ]; then
+    HEARTH_CACHE=$HEARTH_IMAGE_CACHE
+else
+    HEARTH_CACHE=$(mktemp -d /var/tmp/hearth-image-cache.XXXXXX)
+    # A failed mmdebstrap may leave mounts below it: unmount, and never cross into another filesystem.
+    trap 'findmnt -rn -o TARGET | grep "^$HEARTH_CACHE/" | sort -r | xargs -r umount -l; rm -rf --one-file-system "$HEARTH_CACHE"' EXIT
+fi
+export HEARTH_CACHE
+echo "test-image: cache $HEARTH_CACHE ($(du -sm "$HEARTH_CACHE" | cut -f1) MiB at start)"
+
+# --verify: the second build rebuilds from the first one's package bundle in its own empty cache, with
+# every network source pointing at a closed port, and must give the same .img SHA-256.
 t=$(date +%s)
 "$bin" build --verify
 build_s=$(stamp "$t")
+timing "image-build+offline-rebuild" "$build_s"
 
 img=$(ls out/hearth-*-rpi-arm64.img.xz | head -n 1)
 t=$(date +%s)
 "$bin" verify "$img"
 verify_s=$(stamp "$t")
+timing "image-verify" "$verify_s"
 
 boots=""
 for machine in ${HEARTH_IMAGE_MACHINES:-virt raspi3b}; do
@@ -47,6 +67,7 @@ for machine in ${HEARTH_IMAGE_MACHINES:-virt raspi3b}; do
         "$bin" boot-test "$img" --machine "$machine"
     fi
     boots="$boots boot-test-$machine=$(stamp "$t")s"
+    timing "boot-test-$machine" "$(stamp "$t")"
 done
 
 # The image as downloaded, without a preseed: first boot makes the setup code and the wizard answers.
@@ -54,8 +75,11 @@ if [ "${HEARTH_IMAGE_WIZARD:-1}" = 1 ]; then
     t=$(date +%s)
     "$bin" boot-test "$img" --machine virt --no-preseed --output out/boot-test-virt-no-preseed
     boots="$boots boot-test-virt-no-preseed=$(stamp "$t")s"
+    timing "boot-test-virt-no-preseed" "$(stamp "$t")"
 fi
 
 echo "test-image timings: build+rebuild+compare=${build_s}s verify=${verify_s}s${boots} total=$(stamp "$start")s"
 echo "image: $img ($(du -m "$img" | cut -f1) MiB; $(du -m "${img%.xz}" | cut -f1) MiB unpacked)"
 cat out/SHA256SUMS
+bundle=$(ls out/hearth-*-debs.tar | head -n 1)
+echo "$(sha256sum "$bundle" | cut -d' ' -f1)  $(basename "$bundle") ($(du -m "$bundle" | cut -f1) MiB)"

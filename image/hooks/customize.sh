@@ -9,17 +9,28 @@ rm -f "$root/etc/resolv.conf" "$root/etc/hostname"
 echo "$HEARTH_HOSTNAME" > "$root/etc/hostname"
 printf '127.0.0.1\tlocalhost\n127.0.1.1\t%s\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' "$HEARTH_HOSTNAME" > "$root/etc/hosts"
 
-# The build's local mirror is replaced by Debian's, for updates on the device.
-rm -f "$root/etc/apt/sources.list"
+# The build's local mirror is replaced by Debian's, for updates on the device: the URIs mmdebstrap's
+# defaults name (rootfs.rs kept them aside), whatever mirror the build fetched from, unless the board sets
+# image_mirror / image_security_mirror.
+defaults="$root/etc/apt/sources.list.hearth-default"
+uri_of() { sed -e 's/\[[^]]*\] //' "$defaults" | awk -v s="$1" '$1 == "deb" && $3 == s { print $2; exit }'; }
+mirror=${HEARTH_IMAGE_MIRROR:-$(uri_of "$HEARTH_SUITE")}
+security=${HEARTH_IMAGE_SECURITY:-$(uri_of "$HEARTH_SUITE-security")}
+if [ -z "$mirror" ] || [ -z "$security" ]; then
+    echo "customize.sh: no archive or security URI in mmdebstrap's default sources:" >&2
+    cat "$defaults" >&2
+    exit 1
+fi
+rm -f "$root/etc/apt/sources.list" "$defaults"
 cat > "$root/etc/apt/sources.list.d/debian.sources" <<SOURCES
 Types: deb
-URIs: $HEARTH_MIRROR
+URIs: $mirror
 Suites: $HEARTH_SUITE $HEARTH_SUITE-updates${HEARTH_EXTRA_SUITES:+ $HEARTH_EXTRA_SUITES}
 Components: $HEARTH_COMPONENTS
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 
 Types: deb
-URIs: $HEARTH_SECURITY
+URIs: $security
 Suites: $HEARTH_SUITE-security
 Components: $HEARTH_COMPONENTS
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::error::{Context, Error, Result};
-use crate::lock::{sha256_file, Lock, LockedPackage, Request};
+use crate::fetch::{self, Sources};
+use crate::lock::{format_day, today, Lock, LockedPackage, Request};
 use crate::progress::Step;
 use crate::run::{output, run};
 
@@ -160,25 +161,15 @@ impl Apt {
         }
         Ok(found.into_values().collect())
     }
-
-    pub fn download(&self, pkgs: &[LockedPackage], dir: &Path, log: &Path) -> Result<()> {
-        let specs: Vec<String> = pkgs.iter().map(|p| p.spec()).collect();
-        run(self.cmd("apt-get").current_dir(dir).arg("download").args(&specs), log).map_err(|e| {
-            Error::new(format!("downloading locked packages failed: {e}")).hint(
-                "the mirror may have dropped a locked version (a Debian point release): \
-                 run `hearth-image lock` to move to the current versions, then commit the lock file",
-            )
-        })
-    }
 }
 
-/// Makes sure every `.deb` in `lock` is in `<cache>/debs/<arch>` with the locked SHA-256, downloading what is
-/// missing, and returns a flat repository directory holding exactly those packages.
+/// Makes sure every `.deb` in `lock` is in `<cache>/debs/<arch>` with the locked SHA-256, fetching what is
+/// missing by pool path from `sources`, and returns a flat repository directory holding exactly those.
 pub fn local_repo(
     cache: &Path,
     lock: &Lock,
     lock_name: &str,
-    req: &Request,
+    sources: &Sources,
     step: &Step,
 ) -> Result<PathBuf> {
     let repo = cache
@@ -187,36 +178,8 @@ pub fn local_repo(
     if repo.join(".complete").exists() {
         return Ok(repo);
     }
-    let debs = cache.join("debs").join(&lock.architecture);
-    std::fs::create_dir_all(&debs).ctx(|| format!("creating {}", debs.display()))?;
-    let mut missing = vec![];
-    for p in &lock.packages {
-        let path = debs.join(p.deb_name());
-        if !path.exists() || sha256_file(&path)? != p.sha256 {
-            let _ = std::fs::remove_file(&path);
-            missing.push(p.clone());
-        }
-    }
-    if !missing.is_empty() {
-        step.status(&format!(
-            "downloading {} of {} packages",
-            missing.len(),
-            lock.packages.len()
-        ));
-        let apt = Apt::new(cache, req)?;
-        apt.update(&step.log)?;
-        apt.download(&missing, &debs, &step.log)?;
-        for p in &missing {
-            let got = sha256_file(&debs.join(p.deb_name()))?;
-            if got != p.sha256 {
-                return Err(Error::new(format!(
-                    "{} {}: SHA-256 {got} differs from the lock's {}",
-                    p.name, p.version, p.sha256
-                ))
-                .hint("the mirror serves a different file under the same version: run `hearth-image lock` again"));
-            }
-        }
-    }
+    let debs = fetch::debs_dir(cache, &lock.architecture);
+    fetch::fetch_all(&lock.packages, &debs, sources, step)?;
     step.status("indexing the local package repository");
     let tmp = repo.with_extension("tmp");
     let _ = std::fs::remove_dir_all(&tmp);
@@ -257,7 +220,7 @@ pub fn local_repo(
     Ok(repo)
 }
 
-/// Resolves `req` against the real mirror and writes a new lock; downloads the packages into the cache.
+/// Resolves `req` against the real mirror's index and writes a new lock, printing what moved.
 pub fn refresh_lock(cache: &Path, req: &Request, path: &Path, step: &Step) -> Result<Lock> {
     let apt = Apt::new(cache, req)?;
     step.status(&format!(
@@ -271,9 +234,26 @@ pub fn refresh_lock(cache: &Path, req: &Request, path: &Path, step: &Step) -> Re
         suite: req.suite.into(),
         architecture: req.architecture.into(),
         request: req.hash(),
+        resolved: Some(format_day(today())),
         packages,
     };
+    let old = Lock::read(path).ok().flatten();
     lock.write(path)?;
+    match old {
+        Some(old) => {
+            let changes = lock.changes_from(&old);
+            step.note(&format!(
+                "{}: {} change(s) since {}",
+                path.display(),
+                changes.len(),
+                old.resolved.as_deref().unwrap_or("the previous lock")
+            ));
+            for c in changes {
+                step.note(&format!("  {c}"));
+            }
+        }
+        None => step.note("no previous lock: every package is new"),
+    }
     step.note(&format!(
         "wrote {} ({} packages)",
         path.display(),

@@ -221,6 +221,10 @@ fn cargo_build(
         "cargo build --release --target {target} -p {}",
         packages.join(" -p ")
     ));
+    // The cc crate (ring, SQLite) reruns its build script when SOURCE_DATE_EPOCH changes, and the epoch
+    // moves with every commit: without it here, a second build (which gets the epoch in its environment)
+    // and the next commit's build reuse the compiled C code. The binaries do not depend on it.
+    cmd.env_remove("SOURCE_DATE_EPOCH");
     run(
         cmd.env("HEARTH_MUSL_SYSROOT", sysroot).env(
             format!(

@@ -42,9 +42,17 @@ pub struct ImageSpec {
 #[serde(deny_unknown_fields)]
 pub struct DebianSpec {
     pub suite: String,
-    pub mirror: String,
-    /// Written into the image's sources.list (security updates); not used while building.
-    pub security_mirror: String,
+    /// Where the build fetches packages from. The shipped boards leave it out (the repository names no
+    /// mirror): `--mirror URL` wins, else the build host's apt sources, else mmdebstrap's default.
+    #[serde(default)]
+    pub mirror: Option<String>,
+    /// The archive and security URIs written into the image's apt sources. Left out, the image keeps
+    /// Debian's defaults as mmdebstrap writes them, so a box in the field gets updates whatever mirror
+    /// built it; a user who runs their own mirror for their boxes sets these.
+    #[serde(default)]
+    pub image_mirror: Option<String>,
+    #[serde(default)]
+    pub image_security_mirror: Option<String>,
     pub components: Vec<String>,
     /// Packages to install; `name/suite` takes one from an extra suite (e.g. the kernel from backports).
     pub packages: Vec<String>,

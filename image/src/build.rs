@@ -5,10 +5,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::board::{Board, ImageSpec};
+use crate::bundle::{self, BundledLock};
 use crate::error::{Context, Error, Result};
+use crate::fetch::Sources;
 use crate::lock::{sha256_file, Lock, Request};
 use crate::progress::{fmt_secs, Steps};
-use crate::{apt, assemble, binaries, host, manifest, rootfs, tools};
+use crate::{apt, assemble, binaries, host, manifest, mirror, rootfs, tools};
 
 #[derive(Args)]
 pub struct BuildArgs {
@@ -21,8 +23,40 @@ pub struct BuildArgs {
     /// Build a second time into <output>/verify and compare SHA-256; run diffoscope on a difference.
     /// The second build runs alongside the first once the packages are fetched: the root filesystem step
     /// (dpkg under qemu-user) keeps about one core busy, so two of them take little longer than one.
+    /// Its second build is exactly a rebuild from the first one's bundle, in an empty cache, with every
+    /// network source pointing at a closed port: it proves the bundle too.
     #[arg(long)]
     pub verify: bool,
+    /// Also write <output>/hearth-<version>-debs.tar: every .deb of both locks, the locks, SHA256SUMS.
+    #[arg(long)]
+    pub bundle: bool,
+    /// Rebuild from a bundle with no network: its packages go into the cache, each checked against the lock.
+    #[arg(long, value_name = "FILE")]
+    pub from_bundle: Option<PathBuf>,
+    #[command(flatten)]
+    pub sources: SourceArgs,
+}
+
+/// Where packages come from.
+#[derive(Args, Clone, Default)]
+pub struct SourceArgs {
+    /// Debian mirror to fetch from (default: the board's `mirror` key, else the build host's apt sources,
+    /// else mmdebstrap's default). The image and the lock do not depend on it.
+    #[arg(long, value_name = "URL")]
+    pub mirror: Option<String>,
+    /// A further base URL tried after the mirror (a local mirror, a snapshot of Debian's archive);
+    /// repeatable. HEARTH_EXTRA_SOURCES (space-separated) adds more.
+    #[arg(long = "source", value_name = "URL")]
+    pub extra: Vec<String>,
+}
+
+impl SourceArgs {
+    /// The build's mirror and, after it, the user's further sources.
+    pub fn resolve(&self, board_mirror: Option<&str>, suite: &str) -> Result<(String, Sources)> {
+        let mirror = mirror::build_mirror(self.mirror.as_deref().or(board_mirror), suite)?;
+        let sources = Sources::new(Some(&mirror), &self.extra);
+        Ok((mirror, sources))
+    }
 }
 
 /// Everything a build step needs to know.
@@ -74,11 +108,11 @@ pub fn source_date_epoch(repo: &Path) -> Result<u64> {
     }
 }
 
-fn rootfs_request(spec: &ImageSpec) -> Request<'_> {
+fn rootfs_request<'a>(spec: &'a ImageSpec, mirror: &'a str) -> Request<'a> {
     Request {
         suite: &spec.debian.suite,
         architecture: &spec.architecture,
-        mirror: &spec.debian.mirror,
+        mirror,
         components: &spec.debian.components,
         packages: &spec.debian.packages,
         extra_suites: &spec.debian.extra_suites,
@@ -86,11 +120,16 @@ fn rootfs_request(spec: &ImageSpec) -> Request<'_> {
 }
 
 /// The tools chroot's request: the host's own architecture, the board's suite and mirror.
-fn tools_request<'a>(spec: &'a ImageSpec, comps: &'a [String], pkgs: &'a [String]) -> Request<'a> {
+fn tools_request<'a>(
+    spec: &'a ImageSpec,
+    mirror: &'a str,
+    comps: &'a [String],
+    pkgs: &'a [String],
+) -> Request<'a> {
     Request {
         suite: &spec.debian.suite,
         architecture: "amd64",
-        mirror: &spec.debian.mirror,
+        mirror,
         components: comps,
         packages: pkgs,
         extra_suites: &[],
@@ -107,7 +146,12 @@ fn current_lock(
 ) -> Result<Lock> {
     let path = Lock::path(repo, name);
     match Lock::read(&path)? {
-        Some(lock) if lock.request == req.hash() => Ok(lock),
+        Some(lock) if lock.request == req.hash() => {
+            if let Some(w) = lock.age_warning(&path) {
+                eprintln!("{w}");
+            }
+            Ok(lock)
+        }
         Some(_) => Err(Error::new(format!(
             "{} no longer matches the board's package list",
             path.display()
@@ -119,23 +163,24 @@ fn current_lock(
     }
 }
 
-pub fn lock(repo: &Path, board: &str) -> Result<()> {
+pub fn lock(repo: &Path, board: &str, sources: &SourceArgs) -> Result<()> {
     let (board, _) = Board::load(repo, board)?;
     let spec = board.image()?;
     let cache = cache_dir();
+    let (mirror, _) = sources.resolve(spec.debian.mirror.as_deref(), &spec.debian.suite)?;
     let mut steps = Steps::new(&repo.join("out/logs"))?;
     let (c, p) = (tools::components(), tools::packages());
     steps.run("lock tools", |s| {
         apt::refresh_lock(
             &cache,
-            &tools_request(spec, &c, &p),
+            &tools_request(spec, &mirror, &c, &p),
             &Lock::path(repo, tools::LOCK_NAME),
             s,
         )
     })?;
     let path = Lock::path(repo, &board.name);
     steps.run("lock root filesystem", |s| {
-        apt::refresh_lock(&cache, &rootfs_request(spec), &path, s)
+        apt::refresh_lock(&cache, &rootfs_request(spec, &mirror), &path, s)
     })?;
     Ok(())
 }
@@ -148,24 +193,34 @@ pub fn build(repo: &Path, args: BuildArgs) -> Result<()> {
     } else {
         repo.join(&args.output)
     };
+    let opts = Opts {
+        epoch: source_date_epoch(repo)?,
+        bundle: args.bundle || args.verify,
+        from_bundle: args.from_bundle.as_deref(),
+        sources: &args.sources,
+    };
     if !args.verify {
-        build_once(repo, &board, spec, &out, &mut || Ok(()))?;
+        build_once(repo, &board, spec, &out, &opts, &mut |_| Ok(()))?;
         return Ok(());
     }
     let second_out = out.join("verify");
     let second_log = out.join("logs/second-build.log");
     let mut second: Option<SecondBuild> = None;
-    // Started once the first build has fetched the packages: from then on the cache is only read, and the
-    // binaries are built (the second cargo run finds them up to date).
-    let first = build_once(repo, &board, spec, &out, &mut || {
+    // Started once the first build has fetched the packages and written the bundle: the second build
+    // rebuilds from that bundle alone, in an empty cache, every network source a closed port.
+    let first = build_once(repo, &board, spec, &out, &opts, &mut |bundle| {
         eprintln!(
-            "--verify: the second build starts now, alongside, into {} (log: {})",
+            "--verify: the second build starts now, alongside, from {} in an empty cache with no network, \
+             into {} (log: {})",
+            bundle.display(),
             second_out.display(),
             second_log.display()
         );
         second = Some(SecondBuild::start(
             repo,
             &board.name,
+            opts.epoch,
+            bundle,
             &second_out,
             &second_log,
         )?);
@@ -186,16 +241,45 @@ pub fn build(repo: &Path, args: BuildArgs) -> Result<()> {
     compare(&first, &second, &out)
 }
 
+/// How one build gets its packages.
+struct Opts<'a> {
+    /// Read once: the second build of `--verify` gets it too, even if a commit lands meanwhile.
+    epoch: u64,
+    bundle: bool,
+    from_bundle: Option<&'a Path>,
+    sources: &'a SourceArgs,
+}
+
 /// The second build of `--verify`: this program again, as a child process writing to a log. Killed if the
 /// first build fails.
 struct SecondBuild {
     child: Option<std::process::Child>,
     log: PathBuf,
+    cache: PathBuf,
+}
+
+/// A port on 127.0.0.1 nothing listens on (bound, then released): a network source there fails at once.
+fn closed_port() -> Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").ctx(|| "binding 127.0.0.1:0".into())?;
+    let port = l.local_addr().ctx(|| "reading the port".into())?.port();
+    drop(l);
+    Ok(port)
 }
 
 impl SecondBuild {
-    fn start(repo: &Path, board: &str, out: &Path, log: &Path) -> Result<SecondBuild> {
+    fn start(
+        repo: &Path,
+        board: &str,
+        epoch: u64,
+        bundle: &Path,
+        out: &Path,
+        log: &Path,
+    ) -> Result<SecondBuild> {
         let exe = std::env::current_exe().ctx(|| "finding this program's path".into())?;
+        let cache = out.join("empty-cache");
+        let _ = crate::run::remove_tree(&cache, log);
+        std::fs::create_dir_all(&cache).ctx(|| format!("creating {}", cache.display()))?;
+        let closed = format!("http://127.0.0.1:{}/debian", closed_port()?);
         let file = std::fs::File::create(log).ctx(|| format!("creating {}", log.display()))?;
         let err = file
             .try_clone()
@@ -205,6 +289,12 @@ impl SecondBuild {
             .arg(repo)
             .args(["build", "--board", board, "--output"])
             .arg(out)
+            .arg("--from-bundle")
+            .arg(bundle)
+            .args(["--mirror", &closed])
+            .env("HEARTH_CACHE", &cache)
+            .env("SOURCE_DATE_EPOCH", epoch.to_string())
+            .env("HEARTH_EXTRA_SOURCES", &closed)
             .stdin(std::process::Stdio::null())
             .stdout(file)
             .stderr(err)
@@ -213,6 +303,7 @@ impl SecondBuild {
         Ok(SecondBuild {
             child: Some(child),
             log: log.to_path_buf(),
+            cache,
         })
     }
 
@@ -229,6 +320,7 @@ impl SecondBuild {
             );
         }
         eprintln!("second build:\n{tail}");
+        let _ = crate::run::remove_tree(&self.cache, &self.log);
         Ok(())
     }
 }
@@ -254,20 +346,22 @@ struct Built {
     rootfs: PathBuf,
 }
 
-/// One build. `fetched` runs once the packages are in the local repository and the binaries are built.
+/// One build. `fetched` runs once the packages are in the local repository, the binaries are built and
+/// the bundle (if asked for) is written; it gets the bundle's path.
 fn build_once(
     repo: &Path,
     board: &Board,
     spec: &ImageSpec,
     out: &Path,
-    fetched: &mut dyn FnMut() -> Result<()>,
+    opts: &Opts,
+    fetched: &mut dyn FnMut(&Path) -> Result<()>,
 ) -> Result<Built> {
     std::fs::create_dir_all(out).ctx(|| format!("creating {}", out.display()))?;
     let out = out
         .canonicalize()
         .ctx(|| format!("resolving {}", out.display()))?;
     let mut steps = Steps::new(&out.join("logs"))?;
-    let epoch = source_date_epoch(repo)?;
+    let epoch = opts.epoch;
     let ctx = Ctx {
         repo,
         board,
@@ -287,21 +381,60 @@ fn build_once(
     steps.run("host setup", host::setup)?;
     std::fs::create_dir_all(&ctx.cache)
         .ctx(|| format!("creating cache {}", ctx.cache.display()))?;
+    let (mirror, sources) = opts
+        .sources
+        .resolve(spec.debian.mirror.as_deref(), &spec.debian.suite)?;
+    eprintln!("packages from: {}", sources.bases.join(", "));
     let (c, p) = (tools::components(), tools::packages());
-    let treq = tools_request(spec, &c, &p);
+    let treq = tools_request(spec, &mirror, &c, &p);
     let tools_lock = current_lock(repo, tools::LOCK_NAME, &treq, &ctx.cache, &mut steps)?;
-    let rreq = rootfs_request(spec);
+    let rreq = rootfs_request(spec, &mirror);
     let root_lock = current_lock(repo, &board.name, &rreq, &ctx.cache, &mut steps)?;
+    let bundled = [
+        BundledLock {
+            name: tools::LOCK_NAME,
+            path: Lock::path(repo, tools::LOCK_NAME),
+            lock: &tools_lock,
+        },
+        BundledLock {
+            name: &board.name,
+            path: Lock::path(repo, &board.name),
+            lock: &root_lock,
+        },
+    ];
+    let mut bundle_entry = None;
+    if let Some(b) = opts.from_bundle {
+        steps.run("unpack package bundle", |s| {
+            bundle::unpack(b, &bundled, &ctx.cache, &s.log)
+        })?;
+        bundle_entry = Some(manifest::entry(b)?);
+    }
     let tools = steps.run("tools chroot", |s| {
-        tools::ensure(&ctx.cache, &tools_lock, &treq, epoch, s)
+        tools::ensure(&ctx.cache, &tools_lock, &sources, epoch, s)
     })?;
     let bins = steps.run("cross-compile binaries", |s| {
         binaries::build(&ctx, &rreq, s)
     })?;
     let repo_dir = steps.run("fetch Debian packages", |s| {
-        apt::local_repo(&ctx.cache, &root_lock, &board.name, &rreq, s)
+        apt::local_repo(&ctx.cache, &root_lock, &board.name, &sources, s)
     })?;
-    fetched()?;
+    let bundle_path = out.join(bundle::file_name(&ctx.version));
+    if opts.bundle {
+        steps.run("package bundle", |s| {
+            // Both locks' packages are in the cache now (the tools chroot may be cached: fetch its too).
+            crate::fetch::fetch_all(
+                &tools_lock.packages,
+                &crate::fetch::debs_dir(&ctx.cache, &tools_lock.architecture),
+                &sources,
+                s,
+            )?;
+            let sum = bundle::write(&bundle_path, &bundled, &ctx.cache, epoch, &s.log)?;
+            s.note(&format!("{} (sha256 {sum})", bundle_path.display()));
+            Ok(())
+        })?;
+        bundle_entry = Some(manifest::entry(&bundle_path)?);
+    }
+    fetched(&bundle_path)?;
     steps.run("root filesystem (mmdebstrap)", |s| {
         rootfs::build(&ctx, &root_lock, &repo_dir, &bins, s)
     })?;
@@ -312,7 +445,16 @@ fn build_once(
         assemble::compress(&ctx, &tools, &layout.image, s)
     })?;
     steps.run("checksums and manifest", |s| {
-        manifest::write(&ctx, &layout, &xz, &bins, &root_lock, &tools.versions(), s)
+        manifest::write(
+            &ctx,
+            &layout,
+            &xz,
+            &bins,
+            &root_lock,
+            &tools.versions(),
+            bundle_entry,
+            s,
+        )
     })?;
     let size = std::fs::metadata(&layout.image)
         .map(|m| m.len())

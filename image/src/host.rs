@@ -18,6 +18,11 @@ const NEEDED: &[(&str, &str)] = &[
         "qemu-user-static",
     ),
     ("qemu-system-aarch64", "qemu-system-arm"),
+    // fetch.rs: locked packages by pool path
+    ("curl", "curl"),
+    // the boot tests' ssh login
+    ("ssh", "openssh-client"),
+    ("ssh-keygen", "openssh-client"),
     ("aarch64-linux-gnu-gcc", "gcc-aarch64-linux-gnu"),
     ("apt-ftparchive", "apt-utils"),
     ("diffoscope", "diffoscope-minimal"),
@@ -72,8 +77,8 @@ pub fn setup(step: &Step) -> Result<()> {
         if !is_root() {
             return Err(
                 Error::new(format!("missing build tools: {}", missing.join(" "))).hint(format!(
-                "run as root (the build needs root for mmdebstrap and chroot), or install them: \
-                 sudo apt-get install --no-install-recommends {}",
+                "run as root (the build needs root for mmdebstrap and chroot), or install them as root: \
+                 apt-get install --no-install-recommends {}",
                 missing.join(" ")
             )),
             );
@@ -90,7 +95,7 @@ pub fn setup(step: &Step) -> Result<()> {
     }
     if !is_root() {
         return Err(Error::new("hearth-image build must run as root")
-            .hint("mmdebstrap --mode=root, chroot and the binfmt registration need it: sudo scripts/build-image.sh"));
+            .hint("mmdebstrap --mode=root, chroot and the binfmt registration need it: run scripts/build-image.sh as root"));
     }
     register_binfmt(step)?;
     rust_target(step)

@@ -6,12 +6,15 @@ mod binaries;
 mod board;
 mod boottest;
 mod build;
+mod bundle;
 mod disk;
 mod error;
 mod fat;
+mod fetch;
 mod host;
 mod lock;
 mod manifest;
+mod mirror;
 mod progress;
 mod qemu;
 mod rootfs;
@@ -30,13 +33,17 @@ use error::{Error, Result};
     name = "hearth-image",
     version,
     about = "Build, verify and boot-test Hearth's reproducible Raspberry Pi image",
-    after_help = "Examples:\n  \
-        sudo hearth-image build                      # out/hearth-<version>-rpi-arm64.img.xz\n  \
-        sudo hearth-image build --verify             # build twice, compare SHA-256, diffoscope on a difference\n  \
+    after_help = "Examples (build, lock and host-setup run as root):\n  \
+        hearth-image build                           # out/hearth-<version>-rpi-arm64.img.xz\n  \
+        hearth-image build --bundle                  # also out/hearth-<version>-debs.tar, every package\n  \
+        hearth-image build --from-bundle FILE        # rebuild a release bit for bit, no network\n  \
+        hearth-image build --verify                  # rebuild offline from the bundle, compare SHA-256\n  \
+        hearth-image build --mirror URL --source URL # fetch from a local mirror, then a further archive\n  \
         hearth-image verify out/hearth-0.1.0-rpi-arm64.img\n  \
         hearth-image boot-test out/hearth-0.1.0-rpi-arm64.img --machine raspi3b\n  \
-        sudo hearth-image lock                       # move to Debian's current package versions\n\n\
+        hearth-image lock                            # move to Debian's current package versions\n\n\
         Environment: HEARTH_CACHE (default /var/cache/hearth-image) keeps .debs and the tools chroot;\n\
+        HEARTH_EXTRA_SOURCES: further base URLs (space-separated) tried after the mirror and --source;\n\
         SOURCE_DATE_EPOCH (default: the last commit's time) fixes every time stamp and id in the image."
 )]
 struct Cli {
@@ -56,9 +63,23 @@ enum Cmd {
     /// Boot an image under QEMU with a preseed and wait until it speaks XMPP.
     BootTest(boottest::BootTestArgs),
     /// Resolve the board's Debian packages to current versions and rewrite the lock files.
+    /// Prints what moved (package, old → new, added, removed).
     Lock {
         #[arg(long, default_value = "rpi-arm64")]
         board: String,
+        #[command(flatten)]
+        sources: build::SourceArgs,
+    },
+    /// Fetch the packages a lock file names into the cache (<cache>/debs/<arch>), by pool path, each
+    /// checked against its SHA-256: e.g. to fill a cache for building without network later.
+    Fetch {
+        /// The lock file (e.g. board-configs/rpi-arm64.lock).
+        lock: PathBuf,
+        /// The cache (default: HEARTH_CACHE, else /var/cache/hearth-image).
+        #[arg(long)]
+        cache: Option<PathBuf>,
+        #[command(flatten)]
+        sources: build::SourceArgs,
     },
     /// Install the host tools the build needs (apt-get, binfmt, rustup target). Needs root.
     HostSetup,
@@ -76,6 +97,15 @@ fn main() {
 }
 
 fn dispatch(cli: Cli) -> Result<()> {
+    if let Cmd::Fetch {
+        lock,
+        cache,
+        sources,
+    } = &cli.command
+    {
+        // Needs no source tree: only the lock file.
+        return fetch_lock(lock, cache.clone(), sources);
+    }
     let repo = match cli.repo {
         Some(r) => r,
         None => find_repo()?,
@@ -84,12 +114,43 @@ fn dispatch(cli: Cli) -> Result<()> {
         Cmd::Build(args) => build::build(&repo, args),
         Cmd::Verify(args) => verify::verify(&repo, args),
         Cmd::BootTest(args) => boottest::boot_test(&repo, args),
-        Cmd::Lock { board } => build::lock(&repo, &board),
+        Cmd::Lock { board, sources } => build::lock(&repo, &board, &sources),
+        Cmd::Fetch {
+            lock,
+            cache,
+            sources,
+        } => fetch_lock(&lock, cache, &sources),
         Cmd::HostSetup => {
             let mut steps = progress::Steps::new(&repo.join("out/logs"))?;
             steps.run("host setup", host::setup)
         }
     }
+}
+
+fn fetch_lock(
+    path: &std::path::Path,
+    cache: Option<PathBuf>,
+    sources: &build::SourceArgs,
+) -> Result<()> {
+    let lock = lock::Lock::read(path)?
+        .ok_or_else(|| Error::new(format!("no lock file {}", path.display())))?;
+    if let Some(w) = lock.age_warning(path) {
+        eprintln!("{w}");
+    }
+    let cache = cache.unwrap_or_else(build::cache_dir);
+    let (_, sources) = sources.resolve(None, &lock.suite)?;
+    let dir = fetch::debs_dir(&cache, &lock.architecture);
+    let mut steps = progress::Steps::new(&cache.join("logs"))?;
+    steps.run(
+        &format!(
+            "fetch {} packages of {}",
+            lock.packages.len(),
+            path.display()
+        ),
+        |s| fetch::fetch_all(&lock.packages, &dir, &sources, s),
+    )?;
+    eprintln!("{} packages in {}", lock.packages.len(), dir.display());
+    Ok(())
 }
 
 /// The directory holding `board-configs/`, from the current directory upwards.

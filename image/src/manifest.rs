@@ -29,6 +29,9 @@ pub struct Manifest {
     pub debian_suite: String,
     pub debian_packages: Vec<String>,
     pub tools: Vec<String>,
+    /// The package bundle this build wrote (`--bundle`) or was rebuilt from (`--from-bundle`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bundle: Option<FileEntry>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -59,7 +62,7 @@ impl From<&Binary> for BinaryEntry {
     }
 }
 
-fn entry(path: &Path) -> Result<FileEntry> {
+pub fn entry(path: &Path) -> Result<FileEntry> {
     Ok(FileEntry {
         name: path
             .file_name()
@@ -91,6 +94,7 @@ pub fn write(
     bins: &Binaries,
     lock: &Lock,
     tools: &[(String, String)],
+    bundle: Option<FileEntry>,
     step: &Step,
 ) -> Result<()> {
     step.status("hashing the image");
@@ -122,6 +126,7 @@ pub fn write(
             .map(|p| format!("{} {} {}", p.name, p.version, p.architecture))
             .collect(),
         tools: tools.iter().map(|(n, v)| format!("{n} {v}")).collect(),
+        bundle,
     };
     let json = serde_json::to_string_pretty(&m).ctx(|| "serialising manifest".into())?;
     std::fs::write(ctx.out.join("manifest.json"), json + "\n")

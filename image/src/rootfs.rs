@@ -30,6 +30,7 @@ pub fn build(ctx: &Ctx, lock: &Lock, repo_dir: &Path, bins: &Binaries, step: &St
     // stops mmdebstrap from reading versions such as 1.69~deb13u1 as apt patterns.
     let include: Vec<String> = lock.packages.iter().map(|p| p.name.clone()).collect();
     let debian = &ctx.spec.debian;
+    let repo_view = RepoView::new(repo_dir)?;
     step.status(&format!(
         "mmdebstrap {} {} ({} packages; ~13 min under qemu-user)",
         debian.suite,
@@ -40,8 +41,11 @@ pub fn build(ctx: &Ctx, lock: &Lock, repo_dir: &Path, bins: &Binaries, step: &St
         Command::new("mmdebstrap")
             .env("SOURCE_DATE_EPOCH", ctx.epoch.to_string())
             .env("HEARTH_HOSTNAME", &ctx.spec.hostname)
-            .env("HEARTH_MIRROR", &debian.mirror)
-            .env("HEARTH_SECURITY", &debian.security_mirror)
+            .env("HEARTH_IMAGE_MIRROR", debian.image_mirror.as_deref().unwrap_or(""))
+            .env(
+                "HEARTH_IMAGE_SECURITY",
+                debian.image_security_mirror.as_deref().unwrap_or(""),
+            )
             .env("HEARTH_SUITE", &debian.suite)
             .env("HEARTH_EXTRA_SUITES", debian.extra_suites.join(" "))
             .env("HEARTH_COMPONENTS", debian.components.join(" "))
@@ -51,6 +55,17 @@ pub fn build(ctx: &Ctx, lock: &Lock, repo_dir: &Path, bins: &Binaries, step: &St
             .env("HEARTH_BIN", &bins.dir)
             .args(["--mode=root", "--variant=essential"])
             .arg(format!("--architectures={}", ctx.spec.architecture))
+            .arg(format!("--components={}", debian.components.join(",")))
+            // No mirror is named below, so mmdebstrap writes its default sources (Debian's, for the image:
+            // customize.sh takes the URIs from them). The host's apt trust must not change them.
+            .arg("--skip=check/signed-by")
+            // Before file-mirror-automount (hooks run in order): keep the defaults aside and install from
+            // the local repository of locked packages only.
+            .arg(format!(
+                "--setup-hook=mv \"$1/etc/apt/sources.list\" \"$1/etc/apt/sources.list.hearth-default\" && \
+                 echo 'deb [trusted=yes] file://{} ./' > \"$1/etc/apt/sources.list\"",
+                repo_view.path.display()
+            ))
             .arg("--hook-dir=/usr/share/mmdebstrap/hooks/file-mirror-automount")
             // Debian's raspi-firmware and our overlay's /etc/default file must not stop dpkg at a prompt.
             .args(["--dpkgopt=force-confold", "--dpkgopt=force-confdef"])
@@ -66,13 +81,10 @@ pub fn build(ctx: &Ctx, lock: &Lock, repo_dir: &Path, bins: &Binaries, step: &St
                 image_dir.join("hooks/customize.sh").display()
             ))
             .arg(&debian.suite)
-            .arg(&rootfs)
-            .arg(format!(
-                "deb [trusted=yes] file://{} ./",
-                repo_dir.display()
-            )),
+            .arg(&rootfs),
         &step.log,
     )?;
+    drop(repo_view);
     // mmdebstrap's own cleanup runs after the customize hook and leaves apt's binary caches behind; they
     // differ between two builds (found by comparing two builds). apt rebuilds them when it needs them.
     for cache in [
@@ -85,4 +97,28 @@ pub fn build(ctx: &Ctx, lock: &Lock, repo_dir: &Path, bins: &Binaries, step: &St
         }
     }
     Ok(())
+}
+
+/// The local repository as mmdebstrap sees it: a symlink under /tmp. file-mirror-automount bind-mounts a
+/// `file:` mirror at the same path inside the chroot and leaves the directories it made there; under /tmp
+/// they go with the image's emptied /tmp (customize.sh), while a path in the cache would stay in the image
+/// and differ with the cache's location (found by rebuilding from a bundle in another cache).
+struct RepoView {
+    path: std::path::PathBuf,
+}
+
+impl RepoView {
+    fn new(repo_dir: &Path) -> Result<RepoView> {
+        let path = Path::new("/tmp").join(format!("hearth-image-repo.{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        std::os::unix::fs::symlink(repo_dir, &path)
+            .ctx(|| format!("linking {} to {}", path.display(), repo_dir.display()))?;
+        Ok(RepoView { path })
+    }
+}
+
+impl Drop for RepoView {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
 }

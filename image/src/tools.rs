@@ -7,7 +7,8 @@ use std::process::Command;
 
 use crate::apt;
 use crate::error::{Context, Error, Result};
-use crate::lock::{Lock, Request};
+use crate::fetch::Sources;
+use crate::lock::Lock;
 use crate::progress::Step;
 use crate::run::{remove_tree, run};
 
@@ -27,12 +28,18 @@ pub struct Tools {
 }
 
 /// Creates (or reuses) the tools chroot for `lock`.
-pub fn ensure(cache: &Path, lock: &Lock, req: &Request, epoch: u64, step: &Step) -> Result<Tools> {
+pub fn ensure(
+    cache: &Path,
+    lock: &Lock,
+    sources: &Sources,
+    epoch: u64,
+    step: &Step,
+) -> Result<Tools> {
     let root = cache.join("tools").join(lock.digest());
     if root.join(".hearth-complete").exists() {
         return Ok(Tools { root });
     }
-    let repo = apt::local_repo(cache, lock, LOCK_NAME, req, step)?;
+    let repo = apt::local_repo(cache, lock, LOCK_NAME, sources, step)?;
     step.status("mmdebstrap tools chroot (amd64, native)");
     remove_tree(&root, &step.log)?;
     std::fs::create_dir_all(&root).ctx(|| format!("creating {}", root.display()))?;

@@ -8,7 +8,7 @@ use std::process::Command;
 use crate::board::Board;
 use crate::disk::{self, Ids, FIRST_PARTITION_MIB, MIB};
 use crate::error::{Context, Error, Result};
-use crate::lock::{hex, sha256_file};
+use crate::lock::{hex, sha256_file, Lock};
 use crate::manifest;
 use crate::{fat, run};
 
@@ -59,6 +59,10 @@ pub fn verify(repo: &Path, args: VerifyArgs) -> Result<()> {
         .unwrap_or_else(|| "rpi-arm64".into());
     let (board, _) = Board::load(repo, &board_name)?;
     let spec = board.image()?;
+    let lock_path = Lock::path(repo, &board.name);
+    if let Some(w) = Lock::read(&lock_path)?.and_then(|l| l.age_warning(&lock_path)) {
+        eprintln!("{w}");
+    }
     let mut r = Report { failed: 0 };
     println!(
         "verifying {} against board-configs/{board_name}.toml",

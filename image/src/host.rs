@@ -18,6 +18,9 @@ const NEEDED: &[(&str, &str)] = &[
         "qemu-user-static",
     ),
     ("qemu-system-aarch64", "qemu-system-arm"),
+    // The boot test makes a throwaway key and logs in to the guest with it.
+    ("ssh-keygen", "openssh-client"),
+    ("ssh", "openssh-client"),
     ("aarch64-linux-gnu-gcc", "gcc-aarch64-linux-gnu"),
     ("apt-ftparchive", "apt-utils"),
     ("diffoscope", "diffoscope-minimal"),

@@ -12,6 +12,8 @@ python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 [ -x /usr/bin/pebble ] && [ -x /usr/bin/pebble-challtestsrv ] || need_apt+=(pebble)
 # DNS-01 by RFC 2136 dynamic updates is tested against Knot (its default config listens nowhere).
 command -v knotd >/dev/null || need_apt+=(knot)
+# SSH keys for the admin pages' SSH test (web_ssh) and the image boot test are made with ssh-keygen.
+command -v ssh-keygen >/dev/null || need_apt+=(openssh-client)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "install-test-deps: please install as root: apt-get install ${need_apt[*]}" >&2

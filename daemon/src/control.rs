@@ -2,12 +2,16 @@
 //!
 //! The same `execute` runs requests against a live server (through the socket) or straight
 //! against the database when `hearthd` is stopped, so both paths behave alike.
+//!
+//! While `hearthd` runs it is the only process that writes `hearth.sqlite`: `hearth-web` signs admins
+//! in, checks and uses invites, makes backups and restores them through these requests, so whatever
+//! the server keeps in memory never goes stale behind its back.
 
 use crate::config::Config;
 use crate::jid::normalize_local;
 use crate::router::Kick;
 use crate::server::Server;
-use crate::storage::{Storage, StorageError};
+use crate::storage::{restore, Storage, StorageError};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::sync::Arc;
@@ -48,7 +52,36 @@ pub enum Request {
         id: i64,
     },
     ReloadCerts,
+    /// Whether `password` is right for `user` and the account is an admin (`{"admin": bool}`).
+    AdminCheck {
+        user: String,
+        password: String,
+    },
+    /// Whether an invite token can still be used; the error says why not.
+    InviteCheck {
+        token: String,
+    },
+    /// Creates the account and uses up one use of the invite, atomically.
+    InviteRegister {
+        token: String,
+        user: String,
+        password: String,
+    },
+    /// A consistent snapshot of the database into `dest`, a new file directly in the data
+    /// directory whose name starts with `.backup-` (the only place the socket writes to).
+    Backup {
+        dest: std::path::PathBuf,
+    },
+    /// Replaces the database's content with `database` (a file in the data directory's
+    /// `.restore-staging/`), keeping the old content as `hearth.sqlite.before-restore-<time>`, and
+    /// closes every session: the accounts may be different now (`{"users": n}`).
+    Restore {
+        database: std::path::PathBuf,
+    },
 }
+
+/// Where `hearth-web` unpacks a backup before asking for a [`Request::Restore`].
+pub const RESTORE_STAGING: &str = ".restore-staging";
 
 fn one() -> u32 {
     1
@@ -207,6 +240,89 @@ pub async fn execute(
             Ok(()) => Response::ok(serde_json::Value::Null),
             Err(e) => storage_err(e),
         },
+        Request::AdminCheck { user, password } => {
+            let user = match user_of(&user) {
+                Ok(u) => u,
+                Err(r) => return r,
+            };
+            match admin_check(storage, &user, password).await {
+                Ok(admin) => Response::ok(serde_json::json!({ "admin": admin })),
+                Err(e) => storage_err(e),
+            }
+        }
+        Request::InviteCheck { token } => match storage.check_invite(&token).await {
+            Ok(()) => Response::ok(serde_json::Value::Null),
+            Err(e) => storage_err(e),
+        },
+        Request::InviteRegister {
+            token,
+            user,
+            password,
+        } => {
+            let user = match user_of(&user) {
+                Ok(u) => u,
+                Err(r) => return r,
+            };
+            if password.chars().count() < crate::modules::register::MIN_PASSWORD {
+                return Response::err(format!(
+                    "the password needs at least {} characters",
+                    crate::modules::register::MIN_PASSWORD
+                ));
+            }
+            let creds =
+                match crate::storage::accounts_derive(password, config.auth.scram_iterations).await
+                {
+                    Ok(c) => c,
+                    Err(e) => return storage_err(e),
+                };
+            match storage.register_with_invite(&token, &user, creds).await {
+                Ok(()) => {
+                    Response::ok(serde_json::json!({ "jid": format!("{user}@{}", config.domain) }))
+                }
+                Err(e) => storage_err(e),
+            }
+        }
+        Request::Backup { dest } => {
+            if !restore::is_file_in(&dest, &config.data_dir, ".backup-") {
+                return Response::err(format!(
+                    "a backup is written only to {}/.backup-*",
+                    config.data_dir.display()
+                ));
+            }
+            match storage.backup_to(dest).await {
+                Ok(()) => Response::ok(serde_json::Value::Null),
+                Err(e) => storage_err(e),
+            }
+        }
+        Request::Restore { database } => {
+            let staging = config.data_dir.join(RESTORE_STAGING);
+            if !restore::is_file_in(&database, &staging, "") {
+                return Response::err(format!(
+                    "a restore reads only files in {}",
+                    staging.display()
+                ));
+            }
+            let live_path = storage.path().to_path_buf();
+            let done = tokio::task::spawn_blocking(move || {
+                let users = restore::check_database(&database)?;
+                restore::install_database(&database, &live_path).map(|()| users)
+            })
+            .await
+            .unwrap_or_else(|e| Err(format!("the restore stopped: {e}")));
+            match done {
+                Ok(users) => {
+                    if let Some(s) = live {
+                        // Everyone signs in again against the restored accounts.
+                        for session in s.router.all() {
+                            session.shared.kick(Kick::AccountGone);
+                        }
+                    }
+                    log::info!("database restored from a backup ({users} accounts)");
+                    Response::ok(serde_json::json!({ "users": users }))
+                }
+                Err(e) => Response::err(e),
+            }
+        }
         Request::ReloadCerts => match live {
             Some(s) => match s.tls.reload() {
                 Ok(()) => {
@@ -220,6 +336,27 @@ pub async fn execute(
             }
         },
     }
+}
+
+/// The password check for the admin pages' sign-in; PBKDF2 runs off the async workers.
+async fn admin_check(
+    storage: &Storage,
+    user: &str,
+    password: String,
+) -> Result<bool, StorageError> {
+    let Some(info) = storage.user_info(user).await? else {
+        return Ok(false);
+    };
+    let Some(cred) = storage
+        .credential(user, crate::sasl::ScramHash::Sha256)
+        .await?
+    else {
+        return Ok(false);
+    };
+    let right = tokio::task::spawn_blocking(move || cred.verify_password(&password))
+        .await
+        .map_err(|e| StorageError::Unavailable(format!("password check failed: {e}")))?;
+    Ok(right && info.is_admin)
 }
 
 fn kick_all(live: Option<&Arc<Server>>, config: &Config, user: &str) {
@@ -299,4 +436,95 @@ pub async fn request(path: &Path, req: &Request) -> std::io::Result<Response> {
     reader.read_line(&mut answer).await?;
     serde_json::from_str(&answer)
         .map_err(|e| std::io::Error::other(format!("bad answer from hearthd: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A config whose data directory is `dir`, and the database in it, as hearthd would open them.
+    fn setup(dir: &Path) -> (Config, Storage) {
+        let text = format!(
+            "domain = \"example.test\"\ndata_dir = \"{}\"\n[tls]\ncert = \"/c.pem\"\nkey = \"/k.pem\"\n[auth]\nscram_iterations = 4096\n",
+            dir.display()
+        );
+        let config = Config::parse(&text, "test").unwrap();
+        let storage = Storage::open(&config.database_path()).unwrap();
+        (config, storage)
+    }
+
+    fn req(json: serde_json::Value) -> Request {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[tokio::test]
+    async fn sign_in_and_invite_registration_go_through_the_owner() {
+        let dir = tempfile::tempdir().unwrap();
+        let (c, db) = setup(dir.path());
+        let run = |j| execute(&c, &db, None, req(j));
+        let add = serde_json::json!({"cmd": "user-add", "user": "admin", "password": "admin-password", "admin": true});
+        assert!(run(add).await.ok);
+        let check =
+            |pw: &str| serde_json::json!({"cmd": "admin-check", "user": "admin", "password": pw});
+        assert_eq!(run(check("admin-password")).await.data["admin"], true);
+        assert_eq!(run(check("wrong-password")).await.data["admin"], false);
+
+        let invite = run(serde_json::json!({"cmd": "invite-create"})).await;
+        let token = invite.data["token"].as_str().unwrap().to_string();
+        let use_it = |user: &str| serde_json::json!({"cmd": "invite-register", "token": token, "user": user, "password": "bobs password"});
+        assert!(
+            run(serde_json::json!({"cmd": "invite-check", "token": token}))
+                .await
+                .ok
+        );
+        assert!(run(use_it("bob")).await.ok);
+        let again = run(use_it("carol")).await;
+        assert!(!again.ok, "one use only: {again:?}");
+        assert!(
+            !run(serde_json::json!({"cmd": "invite-check", "token": token}))
+                .await
+                .ok
+        );
+        let bob = db
+            .credential("bob", crate::sasl::ScramHash::Sha256)
+            .await
+            .unwrap();
+        assert!(bob.unwrap().verify_password("bobs password"));
+    }
+
+    #[tokio::test]
+    async fn backup_and_restore_touch_only_their_own_places() {
+        let dir = tempfile::tempdir().unwrap();
+        let (c, db) = setup(dir.path());
+        let run = |j| execute(&c, &db, None, req(j));
+        assert!(run(serde_json::json!({"cmd": "user-add", "user": "alice", "password": "alice-password"})).await.ok);
+        let outside = dir.path().join("elsewhere/.backup-1");
+        let r = run(serde_json::json!({"cmd": "backup", "dest": outside})).await;
+        assert!(!r.ok && !outside.exists(), "{r:?}");
+        let staging = dir.path().join(RESTORE_STAGING);
+        std::fs::create_dir_all(&staging).unwrap();
+        let snap = dir.path().join(".backup-1.sqlite");
+        assert!(
+            run(serde_json::json!({"cmd": "backup", "dest": snap}))
+                .await
+                .ok
+        );
+        std::fs::rename(&snap, staging.join("hearth.sqlite")).unwrap();
+
+        assert!(
+            run(serde_json::json!({"cmd": "user-add", "user": "bob", "password": "bobs password"}))
+                .await
+                .ok
+        );
+        let r = run(serde_json::json!({"cmd": "restore", "database": c.database_path()})).await;
+        assert!(!r.ok, "only files in the staging directory: {r:?}");
+        let r =
+            run(serde_json::json!({"cmd": "restore", "database": staging.join("hearth.sqlite")}))
+                .await;
+        assert_eq!(r.data["users"], 1, "{r:?}");
+        assert!(
+            db.user_info("bob").await.unwrap().is_none(),
+            "bob came after the backup"
+        );
+    }
 }

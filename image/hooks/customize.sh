@@ -38,7 +38,8 @@ SOURCES
 
 # Our files: configuration, first-boot and self-test scripts, sysusers/tmpfiles.
 cp -dR --preserve=mode "$HEARTH_OVERLAY/." "$root/"
-chmod 0755 "$root/usr/lib/hearth/firstboot" "$root/usr/lib/hearth/selftest" \
+# ssh-authorized-keys must be root's and not writable by others, or sshd will not run it.
+chmod 0755 "$root/usr/lib/hearth/firstboot" "$root/usr/lib/hearth/selftest" "$root/usr/lib/hearth/ssh-authorized-keys" \
     "$root/etc/kernel/postinst.d/z51-hearth-dtbs"
 
 # Device trees for the boot partition. raspi-firmware's own hook looks for them where kernels before 6.18
@@ -70,8 +71,10 @@ chroot "$root" systemd-tmpfiles --create --exclude-prefix=/dev --exclude-prefix=
 
 # Services. hearthd waits for /etc/hearth/hearth.toml (written by the preseed or the wizard);
 # hearthd-on-setup.path starts it when the wizard writes that file.
+# ssh.service is enabled but starts only once the owner has a key (its drop-in); hearth-ssh-keys.path
+# starts and stops it when the keys change.
 enable="systemd-networkd.service systemd-resolved.service systemd-timesyncd.service ssh.service
-        hearth-firstboot.service"
+        hearth-firstboot.service hearth-ssh-keys.path"
 for unit in $units; do
     case "$unit" in *.timer|*.service|*.path) enable="$enable $unit" ;; esac
 done

@@ -1,6 +1,9 @@
 //! `hearth-image boot-test IMAGE`: boots a copy of the image under QEMU with a preseed on its FAT, waits
 //! until the forwarded port speaks XMPP, and reads the guest's self-test report from the serial console.
 //! With `--no-preseed` it boots the image as downloaded and waits for the setup wizard instead.
+//! The default preseed carries a throwaway SSH key made for the run: the test logs in with it as root
+//! through a forwarded port, and checks that another key is refused; without a key (`--no-preseed`), the
+//! guest must have no SSH server listening.
 
 use clap::Args;
 use std::path::{Path, PathBuf};
@@ -11,7 +14,7 @@ use crate::disk;
 use crate::error::{Context, Error, Result};
 use crate::progress::{fmt_secs, Steps};
 use crate::qemu::{self, Launch};
-use crate::selftest::{console_lines, judge, Expect};
+use crate::selftest::{console_lines, judge, preseed_has_ssh_key, Expect};
 use crate::verify::unpacked;
 use crate::{fat, run};
 
@@ -57,6 +60,9 @@ pub struct BootTestArgs {
     /// Host port forwarded to the guest's HTTP port 80, the wizard and admin pages (default: a free one).
     #[arg(long)]
     pub web_port: Option<u16>,
+    /// Host port forwarded to the guest's SSH port 22 (default: a free one).
+    #[arg(long)]
+    pub ssh_port: Option<u16>,
     /// Command run once XMPP is ready (via sh -c), with HEARTH_XMPP_PORT, HEARTH_DOMAIN, HEARTH_ADMIN and
     /// HEARTH_ADMIN_PASSWORD set; a non-zero exit fails the test. E.g. the slixmpp client test.
     #[arg(long)]
@@ -98,6 +104,87 @@ fn console_tail(console: &Path, n: usize) -> String {
     run::tail(console, n)
 }
 
+/// Makes a throwaway ed25519 key pair `work/name` (no passphrase); returns the private key's path and
+/// the public key line.
+fn ssh_key_pair(work: &Path, name: &str, log_dir: &Path) -> Result<(PathBuf, String)> {
+    let private = work.join(name);
+    let public = work.join(format!("{name}.pub"));
+    let _ = std::fs::remove_file(&private);
+    let _ = std::fs::remove_file(&public);
+    run::run(
+        Command::new("ssh-keygen")
+            .args([
+                "-q",
+                "-t",
+                "ed25519",
+                "-N",
+                "",
+                "-C",
+                "hearth-boot-test",
+                "-f",
+            ])
+            .arg(&private),
+        &log_dir.join("ssh-keygen.log"),
+    )?;
+    let line = std::fs::read_to_string(&public).ctx(|| format!("reading {}", public.display()))?;
+    Ok((private, line.trim().to_string()))
+}
+
+/// `ssh -i identity root@127.0.0.1 -p port COMMAND` without touching the user's known_hosts; the guest's
+/// host key is new on every boot.
+fn ssh_command(port: u16, identity: &Path, command: &str) -> Command {
+    let mut cmd = Command::new("ssh");
+    cmd.arg("-i")
+        .arg(identity)
+        .args(["-p", &port.to_string()])
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "ConnectTimeout=20",
+            "-o",
+            "LogLevel=ERROR",
+            "root@127.0.0.1",
+            command,
+        ]);
+    cmd
+}
+
+/// Logs in with the preseeded key (sshd may still be starting: retried for a minute) and checks that it
+/// is root; then that a key the box was never given is refused.
+fn ssh_login(port: u16, identity: &Path, work: &Path, log: &Path) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let user = loop {
+        match run::output(&mut ssh_command(port, identity, "id -un"), log) {
+            Ok(out) => break out.trim().to_string(),
+            Err(e) if Instant::now() > deadline => {
+                return Err(e.hint("the guest's sshd did not accept the preseeded key"))
+            }
+            Err(_) => std::thread::sleep(Duration::from_secs(3)),
+        }
+    };
+    if user != "root" {
+        return Err(Error::new(format!(
+            "SSH with the preseeded key logged in as {user:?}, not root"
+        )));
+    }
+    eprintln!("ssh root@127.0.0.1 -p {port} with the preseeded key: logged in as {user}");
+    let (stranger, _) = ssh_key_pair(work, "ssh-key-not-given", &work.join("logs"))?;
+    if run::output(&mut ssh_command(port, &stranger, "true"), log).is_ok() {
+        return Err(Error::new(
+            "SSH accepted a key that was never given to the box",
+        ));
+    }
+    eprintln!("ssh with a key the box was not given: refused");
+    Ok(())
+}
+
 pub fn boot_test(repo: &Path, args: BootTestArgs) -> Result<()> {
     let (board, spec) = qemu::machine(repo, &args.machine)?;
     let work = args
@@ -106,14 +193,21 @@ pub fn boot_test(repo: &Path, args: BootTestArgs) -> Result<()> {
         .unwrap_or_else(|| repo.join(format!("out/boot-test-{}", args.machine)));
     std::fs::create_dir_all(&work).ctx(|| format!("creating {}", work.display()))?;
     let mut steps = Steps::new(&work.join("logs"))?;
-    let preseed_text = match &args.preseed {
-        Some(p) => std::fs::read_to_string(p).ctx(|| format!("reading {}", p.display()))?,
-        None if args.no_preseed => String::new(),
-        None => TEST_PRESEED.to_string(),
+    // The default preseed's SSH key: made for this run, so no private key is ever checked in.
+    let ssh_identity = (args.preseed.is_none() && !args.no_preseed)
+        .then(|| ssh_key_pair(&work, "ssh-key", &work.join("logs")))
+        .transpose()?;
+    let preseed_text = match (&args.preseed, &ssh_identity) {
+        (Some(p), _) => std::fs::read_to_string(p).ctx(|| format!("reading {}", p.display()))?,
+        (None, None) => String::new(),
+        (None, Some((_, public))) => {
+            format!("{TEST_PRESEED}\n# A key made for this run; the test logs in with it.\n[ssh]\nauthorized_keys = [\"{public}\"]\n")
+        }
     };
     let expect = Expect {
         wizard: args.no_preseed,
         wifi_ssid: Some(preseed_value(&preseed_text, "ssid")).filter(|s| !s.is_empty()),
+        ssh_key: preseed_has_ssh_key(&preseed_text),
     };
     let domain = preseed_value(&preseed_text, "domain");
     let disk_img = work.join("disk.img");
@@ -183,6 +277,15 @@ pub fn boot_test(repo: &Path, args: BootTestArgs) -> Result<()> {
             }
         },
     };
+    let ssh_port = match args.ssh_port {
+        Some(p) => p,
+        None => loop {
+            let p = qemu::free_port()?;
+            if p != port && p != web_port {
+                break p;
+            }
+        },
+    };
     let console = work.join("console.log");
     let _ = std::fs::remove_file(&console);
     let append = format!(
@@ -200,6 +303,7 @@ pub fn boot_test(repo: &Path, args: BootTestArgs) -> Result<()> {
         append,
         port,
         web_port,
+        ssh_port,
         log: &work.join("qemu.log"),
     })?;
     let mut guard = Guard(child);
@@ -316,6 +420,11 @@ pub fn boot_test(repo: &Path, args: BootTestArgs) -> Result<()> {
     )
     .ctx(|| "saving security report".into())?;
 
+    if let Some((identity, _)) = &ssh_identity {
+        steps.run("SSH login with the preseeded key", |s| {
+            ssh_login(ssh_port, identity, &work, &s.log)
+        })?;
+    }
     if let Some(hook) = &args.hook {
         steps.run("client test hook", |s| {
             run::run(

@@ -20,9 +20,9 @@ const NEEDED: &[(&str, &str)] = &[
     ("qemu-system-aarch64", "qemu-system-arm"),
     // fetch.rs: locked packages by pool path
     ("curl", "curl"),
-    // the boot tests' ssh login
-    ("ssh", "openssh-client"),
+    // The boot test makes a throwaway key and logs in to the guest with it.
     ("ssh-keygen", "openssh-client"),
+    ("ssh", "openssh-client"),
     ("aarch64-linux-gnu-gcc", "gcc-aarch64-linux-gnu"),
     ("apt-ftparchive", "apt-utils"),
     ("diffoscope", "diffoscope-minimal"),

@@ -63,6 +63,8 @@ pub struct Launch<'a> {
     pub port: u16,
     /// Host port forwarded to the guest's HTTP port 80 (the wizard and admin pages).
     pub web_port: u16,
+    /// Host port forwarded to the guest's SSH port 22.
+    pub ssh_port: u16,
     pub log: &'a Path,
 }
 
@@ -83,10 +85,10 @@ pub fn start(l: &Launch) -> Result<Child> {
     if let Some(dtb) = &l.dtb {
         cmd.arg("-dtb").arg(dtb);
     }
-    // Guest ports 5222 (c2s) and 80 (hearth-web) are reachable on the host's loopback only.
+    // Guest ports 5222 (c2s), 80 (hearth-web) and 22 (sshd) are reachable on the host's loopback only.
     cmd.arg("-netdev").arg(format!(
-        "user,id=n0,hostfwd=tcp:127.0.0.1:{}-:5222,hostfwd=tcp:127.0.0.1:{}-:80",
-        l.port, l.web_port
+        "user,id=n0,hostfwd=tcp:127.0.0.1:{}-:5222,hostfwd=tcp:127.0.0.1:{}-:80,hostfwd=tcp:127.0.0.1:{}-:22",
+        l.port, l.web_port, l.ssh_port
     ));
     let log = std::fs::File::create(l.log).ctx(|| format!("creating {}", l.log.display()))?;
     std::fs::write(l.log.with_extension("cmd"), describe(&cmd) + "\n")

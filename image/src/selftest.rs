@@ -22,6 +22,20 @@ pub struct Expect {
     pub wizard: bool,
     /// The preseed configured this Wi-Fi network.
     pub wifi_ssid: Option<String>,
+    /// The preseed gave an SSH key: sshd must listen on 22. Without one, nothing may listen there.
+    pub ssh_key: bool,
+}
+
+/// Whether a preseed's text gives an SSH public key (an uncommented `"ssh-…"`, `"ecdsa-…"` or `"sk-…"`
+/// string, as `[ssh] authorized_keys` holds); the guest's own parser checks the keys themselves.
+pub fn preseed_has_ssh_key(text: &str) -> bool {
+    text.lines()
+        .map(|l| l.split('#').next().unwrap_or(""))
+        .any(|l| {
+            ["\"ssh-", "\"ecdsa-", "\"sk-"]
+                .iter()
+                .any(|k| l.contains(k))
+        })
 }
 
 /// Prints the guest's report and returns what is wrong with it.
@@ -73,6 +87,22 @@ pub fn judge(report: &[String], console: &Path, expect: &Expect) -> Vec<String> 
             get("hearthd")
         ));
     }
+    // "active listening-22=1 keys=1": the SSH server runs exactly when the owner gave a key.
+    let sshd = get("sshd");
+    let listening = sshd
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("listening-22="))
+        .and_then(|n| n.parse::<u32>().ok());
+    match (expect.ssh_key, listening) {
+        (_, None) => bad.push(format!("the self-test did not report sshd ({sshd:?})")),
+        (true, Some(0)) => bad.push(format!(
+            "the preseed gave an SSH key but nothing listens on port 22 ({sshd})"
+        )),
+        (false, Some(n)) if n > 0 || sshd.starts_with("active") => {
+            bad.push(format!("no SSH key was given but sshd runs ({sshd})"))
+        }
+        _ => {}
+    }
     if let Some(ssid) = &expect.wifi_ssid {
         // The passphrase must be stored only as the derived key, readable by root alone.
         let want = format!("ssid={ssid} psk=derived plaintext=0 mode=600");
@@ -120,6 +150,16 @@ mod tests {
         hearthd: &str,
         web: &str,
     ) -> (Vec<String>, std::path::PathBuf) {
+        console_ssh(dir, wifi, hearthd, web, "inactive listening-22=0 keys=0")
+    }
+
+    fn console_ssh(
+        dir: &Path,
+        wifi: &str,
+        hearthd: &str,
+        web: &str,
+        sshd: &str,
+    ) -> (Vec<String>, std::path::PathBuf) {
         let fsck = "/dev/vda2: clean, 17037/68544 files, 200000/274432 blocks";
         let text = format!(
             "[  OK  ] Started hearth-firstboot.service\r\n\
@@ -132,6 +172,7 @@ mod tests {
              HEARTH-SELFTEST: hearthd {hearthd}\r\n\
              HEARTH-SELFTEST: hearth-web {web}\r\n\
              HEARTH-SELFTEST: wifi {wifi}\r\n\
+             HEARTH-SELFTEST: sshd {sshd}\r\n\
              HEARTH-SELFTEST: failed-units \r\n\
              HEARTH-SELFTEST: preseed-password-left 0\r\n\
              HEARTH-SELFTEST: preseed-psk-left 0\r\n\
@@ -164,6 +205,7 @@ mod tests {
         let expect = Expect {
             wizard: false,
             wifi_ssid: Some("home".into()),
+            ssh_key: false,
         };
         assert_eq!(judge(&report, &path, &expect), Vec::<String>::new());
     }
@@ -174,6 +216,7 @@ mod tests {
         let expect = Expect {
             wizard: false,
             wifi_ssid: Some("home".into()),
+            ssh_key: false,
         };
         for wifi in [
             "none",
@@ -198,6 +241,7 @@ mod tests {
         let expect = Expect {
             wizard: false,
             wifi_ssid: None,
+            ssh_key: false,
         };
         for hearthd in ["active user=root", "inactive user=none"] {
             let (report, path) = console(&dir, "none", hearthd, "active setup-code-file=no");
@@ -211,6 +255,7 @@ mod tests {
         let expect = Expect {
             wizard: true,
             wifi_ssid: None,
+            ssh_key: false,
         };
         // hearthd waits for the wizard: not running is right here.
         let (report, path) = console(
@@ -231,11 +276,69 @@ mod tests {
     }
 
     #[test]
+    fn sshd_runs_exactly_when_a_key_was_given() {
+        let dir = scratch("sshd");
+        let judge_ssh = |ssh_key: bool, sshd: &str| {
+            let (report, path) = console_ssh(
+                &dir,
+                "none",
+                "active user=hearth",
+                "active setup-code-file=no",
+                sshd,
+            );
+            let expect = Expect {
+                wizard: false,
+                wifi_ssid: None,
+                ssh_key,
+            };
+            judge(&report, &path, &expect)
+        };
+        assert_eq!(
+            judge_ssh(true, "active listening-22=2 keys=1"),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            judge_ssh(false, "inactive listening-22=0 keys=0"),
+            Vec::<String>::new()
+        );
+        for (key, sshd) in [
+            (true, "inactive listening-22=0 keys=1"),
+            (false, "active listening-22=2 keys=0"),
+            (false, "active listening-22=0 keys=0"),
+            (false, "garbled"),
+        ] {
+            let bad = judge_ssh(key, sshd);
+            assert!(
+                bad.iter()
+                    .any(|b| b.contains("sshd") || b.contains("port 22")),
+                "{sshd}: {bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_preseed_key_is_seen_only_when_not_commented_out() {
+        assert!(preseed_has_ssh_key(
+            "[ssh]\nauthorized_keys = [\"ssh-ed25519 AAAA me\"]\n"
+        ));
+        assert!(preseed_has_ssh_key(
+            "authorized_keys = [\n  \"ecdsa-sha2-nistp256 AAAA\",\n]"
+        ));
+        assert!(!preseed_has_ssh_key(
+            "# authorized_keys = [\"ssh-ed25519 AAAA me\"]\n"
+        ));
+        assert!(!preseed_has_ssh_key(include_str!(
+            "../hearth-setup.example.toml"
+        )));
+    }
+
+    #[test]
     fn an_unchecked_root_filesystem_fails() {
         let dir = scratch("fsck");
         let expect = Expect {
             wizard: false,
             wifi_ssid: None,
+            ssh_key: false,
         };
         let (_, path) = console(
             &dir,

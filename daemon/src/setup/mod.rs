@@ -16,7 +16,10 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 mod preseed;
-pub use preseed::{scrub_file, scrub_text, Preseed, PreseedAdmin, PreseedServer, PreseedWifi};
+pub mod ssh_keys;
+pub use preseed::{
+    scrub_file, scrub_text, Preseed, PreseedAdmin, PreseedServer, PreseedSsh, PreseedWifi,
+};
 
 /// Shortest admin password we accept: the account can manage every other account.
 pub const MIN_PASSWORD_CHARS: usize = 8;

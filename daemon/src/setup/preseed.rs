@@ -2,6 +2,7 @@
 //! checking it, turning it into [`Answers`], and scrubbing its secrets after use, as Debian's raspi
 //! images do with `sysconf.txt`.
 
+use super::ssh_keys::{AuthorizedKey, MAX_KEYS};
 use super::{
     check_domain, check_password, check_username, AdminSecret, Answers, CertificateMode, SetupError,
 };
@@ -22,6 +23,17 @@ pub struct Preseed {
     pub admin: Option<PreseedAdmin>,
     /// Passed to `hearth-acme` unchanged (e.g. DNS-01 provider settings); it validates its own keys.
     pub acme: Option<toml::Table>,
+    pub ssh: Option<PreseedSsh>,
+}
+
+/// `[ssh]`: public keys that may log in as root over SSH (see [`super::ssh_keys`]). Without any, sshd
+/// does not run. Public keys are not secrets: they stay in the file.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PreseedSsh {
+    /// Spanned: an error names the line of the key that is wrong.
+    #[serde(default)]
+    pub authorized_keys: Vec<toml::Spanned<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -74,7 +86,40 @@ impl Preseed {
             field: e.field,
             message: format!("{origin}: {}", e.message),
         })?;
+        p.ssh_keys_at(text, origin)?;
         Ok(p)
+    }
+
+    /// The checked `[ssh] authorized_keys`, each error naming the file and the key's line.
+    fn ssh_keys_at(&self, text: &str, origin: &str) -> Result<Vec<AuthorizedKey>, SetupError> {
+        let Some(ssh) = &self.ssh else {
+            return Ok(Vec::new());
+        };
+        if ssh.authorized_keys.len() > MAX_KEYS {
+            return Err(SetupError::field(
+                "ssh.authorized_keys",
+                format!("{origin}: at most {MAX_KEYS} keys"),
+            ));
+        }
+        ssh.authorized_keys
+            .iter()
+            .map(|k| {
+                AuthorizedKey::parse(k.get_ref()).map_err(|e| {
+                    let line = crate::config::line_col(text, k.span().start).0;
+                    // File and line first, as for TOML syntax errors: the key's line is what to fix.
+                    SetupError::system(format!("{origin}:{line}: ssh.authorized_keys: {e}"))
+                })
+            })
+            .collect()
+    }
+
+    /// The `[ssh]` keys, already checked by [`Preseed::parse`].
+    pub fn ssh_keys(&self) -> Vec<AuthorizedKey> {
+        self.ssh
+            .iter()
+            .flat_map(|s| &s.authorized_keys)
+            .filter_map(|k| AuthorizedKey::parse(k.get_ref()).ok())
+            .collect()
     }
 
     fn validate(&self) -> Result<(), SetupError> {
@@ -411,6 +456,25 @@ password = "one-time-password" # removed from the file after first boot
         assert!(e.message.contains("not both"), "{e}");
     }
 
+    #[test]
+    fn ssh_keys_are_checked_and_a_bad_one_names_its_line() {
+        let key = super::super::ssh_keys::tests::ED25519;
+        let text =
+            format!("{FULL}[ssh]\nauthorized_keys = [\n  \"{key}\",\n  \"ssh-ed25519 AAAA\",\n]\n");
+        let e = Preseed::parse(&text, "hs.toml").unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("hs.toml:16: ssh.authorized_keys: the ssh-ed25519 key's data"),
+            "{e}"
+        );
+        let good = text.replace("  \"ssh-ed25519 AAAA\",\n", "");
+        let p = Preseed::parse(&good, "hs.toml").unwrap();
+        assert_eq!(p.ssh_keys().len(), 1);
+        assert_eq!(p.ssh_keys()[0].comment, "me@laptop");
+        // Public keys are no secret: scrubbing leaves them for the owner to read.
+        assert!(scrub_text(&good).unwrap().contains(key));
+    }
+
     /// The commented example shipped on every card (image/hearth-setup.example.toml) must stay a file
     /// the box accepts once copied to hearth-setup.toml.
     #[test]
@@ -418,5 +482,15 @@ password = "one-time-password" # removed from the file after first boot
         let text = include_str!("../../../image/hearth-setup.example.toml");
         let p = Preseed::parse(text, "hearth-setup.example.toml").unwrap();
         assert!(p.wifi.is_some() && p.answers(Path::new("/d"), Path::new("/c")).is_some());
+        // [ssh] is commented out (a copied example must not let a stranger's key in); uncommented, it is valid.
+        let ssh: String = text
+            .lines()
+            .skip_while(|l| !l.starts_with("# [ssh]"))
+            .take_while(|l| l.starts_with('#'))
+            .filter(|l| !l.starts_with("# Without") && !l.starts_with("# pages"))
+            .map(|l| format!("{}\n", &l[2..]))
+            .collect();
+        let p = Preseed::parse(&format!("{text}\n{ssh}"), "example").unwrap();
+        assert_eq!(p.ssh_keys().len(), 1, "{ssh}");
     }
 }

@@ -9,6 +9,7 @@
 mod accounts;
 mod invites;
 mod offline;
+pub mod restore;
 mod roster;
 mod schema;
 mod vcard;

@@ -1,10 +1,13 @@
 //! Every call from the pages into `hearthd` goes through here: accounts, invites, passwords, status.
 //!
-//! When `hearthd` runs, it is the one writer of the database, so requests go over its control
-//! socket. Before it has ever run (first boot) or while it is stopped, the database is opened
-//! directly through `hearthd::storage`, the same code the server uses. Reads that the control
-//! protocol does not offer (password check, invite check) and web registration with an invite
-//! use the database directly in both cases; SQLite's WAL and busy timeout make that safe.
+//! When `hearthd` runs, it is the one owner of the database: every request — accounts, invites,
+//! the admin sign-in's password check, registration with an invite, backup snapshots and restores —
+//! goes over its control socket, and hearth-web does not even keep the file open, so nothing the
+//! server holds in memory can go stale behind its back. Only while no `hearthd` answers is the
+//! database opened directly through `hearthd::storage`, the same code the server uses. That path is
+//! needed: the box is not set up yet (hearthd starts only once the config exists, and the wizard's
+//! restore brings the database), or hearthd is stopped or crashed, when the owner must still be able
+//! to sign in, see that, and restore a backup.
 
 use hearthd::config::Config;
 use hearthd::control::Request;
@@ -113,7 +116,12 @@ impl Backend {
         config: &Config,
         req: Request,
     ) -> Option<Result<serde_json::Value>> {
-        match hearthd::control::request(&config.control_socket, &req).await {
+        let answer = hearthd::control::request(&config.control_socket, &req).await;
+        if answer.is_ok() {
+            // hearthd owns the database now: let go of ours (a connection and a thread).
+            self.close();
+        }
+        match answer {
             Ok(r) if r.ok => Some(Ok(r.data)),
             Ok(r) => Some(Err(BackendError(capitalize(
                 &r.error.unwrap_or_else(|| "the chat server refused".into()),
@@ -188,6 +196,13 @@ impl Backend {
 
     /// Whether `name` is an admin whose password is `password`. PBKDF2 runs off the async workers.
     pub async fn check_admin(&self, config: &Config, name: &str, password: &str) -> Result<bool> {
+        let req = Request::AdminCheck {
+            user: name.to_string(),
+            password: password.to_string(),
+        };
+        if let Some(r) = self.via_control(config, req).await {
+            return r.map(|v| v["admin"] == serde_json::Value::Bool(true));
+        }
         let db = self.storage(config)?;
         let Some(info) = db.user_info(name).await? else {
             return Ok(false);
@@ -240,6 +255,12 @@ impl Backend {
 
     /// Why an invite token cannot be used, or `Ok` if it can.
     pub async fn check_invite(&self, config: &Config, token: &str) -> Result<()> {
+        let req = Request::InviteCheck {
+            token: token.to_string(),
+        };
+        if let Some(r) = self.via_control(config, req).await {
+            return r.map(|_| ());
+        }
         Ok(self.storage(config)?.check_invite(token).await?)
     }
 
@@ -251,6 +272,14 @@ impl Backend {
         name: &str,
         password: &str,
     ) -> Result<()> {
+        let req = Request::InviteRegister {
+            token: token.to_string(),
+            user: name.to_string(),
+            password: password.to_string(),
+        };
+        if let Some(r) = self.via_control(config, req).await {
+            return r.map(|_| ());
+        }
         let (password, iterations) = (password.to_string(), config.auth.scram_iterations);
         // Both hashes hearthd offers, derived off the async workers (PBKDF2 is slow on purpose).
         let creds = tokio::task::spawn_blocking(move || {
@@ -268,9 +297,51 @@ impl Backend {
             .await?)
     }
 
-    /// A consistent snapshot of the live database into `dest`.
+    /// A consistent snapshot of the live database into `dest`. A running hearthd writes it into the
+    /// data directory (the one place both may write), from where it is moved to `dest`.
     pub async fn snapshot(&self, config: &Config, dest: &Path) -> Result<()> {
+        let shared = config.data_dir.join(format!(
+            ".backup-{}.sqlite",
+            crate::session::random_token(6)
+        ));
+        let req = Request::Backup {
+            dest: shared.clone(),
+        };
+        if let Some(r) = self.via_control(config, req).await {
+            let moved = r.and_then(|_| {
+                std::fs::rename(&shared, dest).map_err(|e| {
+                    BackendError(format!(
+                        "Cannot move the snapshot to {}: {e}",
+                        dest.display()
+                    ))
+                })
+            });
+            let _ = std::fs::remove_file(&shared);
+            return moved;
+        }
         Ok(self.storage(config)?.backup_to(dest.to_path_buf()).await?)
+    }
+
+    /// Has the running hearthd copy the checked database `staged` into its own (see
+    /// `backup::Installer`); every session is closed.
+    pub async fn restore(&self, config: &Config, staged: &Path) -> Result<i64> {
+        let req = Request::Restore {
+            database: staged.to_path_buf(),
+        };
+        match self.via_control(config, req).await {
+            Some(r) => r.map(|v| v["users"].as_i64().unwrap_or(0)),
+            None => Err(BackendError(
+                "The chat server stopped during the restore; reload the page and try again.".into(),
+            )),
+        }
+    }
+
+    /// Asks hearthd to serve the certificate on disk (after a restore replaced it).
+    pub async fn reload_certs(&self, config: &Config) -> Result<()> {
+        match self.via_control(config, Request::ReloadCerts).await {
+            Some(r) => r.map(|_| ()),
+            None => Ok(()),
+        }
     }
 
     /// Whether `hearthd` answers on its control socket.

@@ -1,9 +1,11 @@
 //! Backup and restore: one tar archive holding a consistent SQLite snapshot (accounts, rosters,
 //! offline messages, invites), the config, and the certificate with its key.
 //!
-//! Restore works on a fresh box (from the wizard, the "my SD card died" path) and on a set-up box
-//! whose chat server is stopped. It checks everything in a staging directory first and writes the
-//! config last, so a bad archive or a power cut never leaves a half-restored box.
+//! Restore works on a fresh box (from the wizard, the "my SD card died" path) and on a set-up box.
+//! It checks everything in a staging directory first and writes the config last, so a bad archive
+//! or a power cut never leaves a half-restored box. While the chat server runs, it is the one that
+//! copies the database in (control socket `restore`) and closes every session; otherwise no process
+//! has the database open and hearth-web installs it itself.
 
 use crate::app::{message_link, render_status, see_other, AppState};
 use crate::forms::Errors;
@@ -15,6 +17,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use hearthd::config::Config;
+use hearthd::control::RESTORE_STAGING;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -200,23 +203,77 @@ pub struct Restored {
     pub users: i64,
 }
 
+/// Who puts the backup's database in place: `hearth-web` itself when no server runs (the wizard on
+/// a fresh box, or the admin pages while hearthd is stopped), else the running `hearthd`, the one
+/// owner of the database while it runs, through its control socket.
+pub enum Installer<'a> {
+    Direct,
+    Hearthd(&'a crate::backend::Backend, &'a Config),
+}
+
 /// Unpacks, checks, and installs an archive; see the module comment for the order.
-pub fn restore(archive: &Path, data_dir: &Path, config_path: &Path) -> Result<Restored, String> {
-    let staging = data_dir.join(".restore-staging");
-    let _ = std::fs::remove_dir_all(&staging);
-    std::fs::create_dir_all(staging.join("certs"))
-        .map_err(|e| format!("cannot create {}: {e}", staging.display()))?;
-    let result = restore_from(archive, &staging, data_dir, config_path);
+pub async fn restore(
+    archive: &Path,
+    data_dir: &Path,
+    config_path: &Path,
+    installer: Installer<'_>,
+) -> Result<Restored, String> {
+    let staging = data_dir.join(RESTORE_STAGING);
+    let result = restore_via(archive, &staging, data_dir, config_path, installer).await;
     let _ = std::fs::remove_dir_all(&staging);
     result
 }
 
-fn restore_from(
+async fn restore_via(
     archive: &Path,
     staging: &Path,
     data_dir: &Path,
     config_path: &Path,
+    installer: Installer<'_>,
 ) -> Result<Restored, String> {
+    let (a, st) = (archive.to_path_buf(), staging.to_path_buf());
+    let (config, users) = tokio::task::spawn_blocking(move || stage(&a, &st))
+        .await
+        .map_err(|e| e.to_string())??;
+    let staged_db = staging.join(DB);
+    match installer {
+        Installer::Direct => {
+            let live = data_dir.join(DB);
+            tokio::task::spawn_blocking(move || {
+                hearthd::storage::restore::install_database(&staged_db, &live)
+            })
+            .await
+            .map_err(|e| e.to_string())??;
+        }
+        Installer::Hearthd(backend, running) => {
+            if config.domain != running.domain {
+                return Err(format!(
+                    "This backup is of {}, but this box runs {}. Restore it from the setup wizard of a fresh box instead.",
+                    config.domain, running.domain
+                ));
+            }
+            backend
+                .restore(running, &staged_db)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    let (st, dd, cp) = (
+        staging.to_path_buf(),
+        data_dir.to_path_buf(),
+        config_path.to_path_buf(),
+    );
+    let config = tokio::task::spawn_blocking(move || finish(&st, config, &dd, &cp))
+        .await
+        .map_err(|e| e.to_string())??;
+    Ok(Restored { config, users })
+}
+
+/// Unpacks the archive into `staging` and checks it: manifest, config, database. Writes nothing else.
+fn stage(archive: &Path, staging: &Path) -> Result<(Config, i64), String> {
+    let _ = std::fs::remove_dir_all(staging);
+    std::fs::create_dir_all(staging.join("certs"))
+        .map_err(|e| format!("cannot create {}: {e}", staging.display()))?;
     let not_backup =
         "This file is not a Hearth backup (make one on the Backup page of the admin pages).";
     let file = std::fs::File::open(archive).map_err(|e| format!("cannot open the upload: {e}"))?;
@@ -249,10 +306,19 @@ fn restore_from(
         );
     }
     let text = std::fs::read_to_string(staging.join(CONFIG)).map_err(|_| not_backup.to_string())?;
-    let mut config = Config::parse(&text, "the backup's hearth.toml")
+    let config = Config::parse(&text, "the backup's hearth.toml")
         .map_err(|e| format!("The backup's settings are damaged: {e}"))?;
-    let users = check_database(&staging.join(DB))?;
+    let users = hearthd::storage::restore::check_database(&staging.join(DB))?;
+    Ok((config, users))
+}
 
+/// After the database is in place: the certificate (or a new self-signed one) and, last, the config.
+fn finish(
+    staging: &Path,
+    mut config: Config,
+    data_dir: &Path,
+    config_path: &Path,
+) -> Result<Config, String> {
     // The restored box keeps its own places for files, whatever the old box used.
     let (cert, key) = hearthd::setup::cert_paths(data_dir);
     config.data_dir = data_dir.to_path_buf();
@@ -260,8 +326,6 @@ fn restore_from(
     config.tls.key = key.clone();
     std::fs::create_dir_all(data_dir.join("certs"))
         .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
-
-    install_database(&staging.join(DB), &data_dir.join(DB))?;
     match (
         std::fs::read(staging.join(CERT)),
         std::fs::read(staging.join(KEY)),
@@ -288,67 +352,22 @@ fn restore_from(
     config
         .write_atomically(config_path)
         .map_err(|e| e.to_string())?;
-    Ok(Restored { config, users })
+    Ok(config)
 }
 
-/// Copies the checked database into the live file through SQLite's online backup API rather than
-/// renaming files: connections still open on the old file (ours, idle) then see the new content
-/// instead of writing to a file that is gone, and WAL files stay consistent. The old content is
-/// first kept as one consistent file, `hearth.sqlite.before-restore-<time>`.
-fn install_database(staged: &Path, live: &Path) -> Result<(), String> {
-    let fail = |e: rusqlite::Error| format!("cannot install the database: {e}");
-    let existed = std::fs::metadata(live)
-        .map(|m| m.len() > 0)
-        .unwrap_or(false);
-    let mut conn = rusqlite::Connection::open(live).map_err(fail)?;
-    conn.busy_timeout(std::time::Duration::from_secs(10))
-        .map_err(fail)?;
-    if existed {
-        let keep = live.with_file_name(format!("{DB}.before-restore-{}", now()));
-        conn.execute("VACUUM INTO ?1", [keep.to_string_lossy()])
-            .map_err(|e| format!("cannot keep a copy of the old database: {e}"))?;
-    }
-    conn.restore(
-        rusqlite::DatabaseName::Main,
-        staged,
-        None::<fn(rusqlite::backup::Progress)>,
-    )
-    .map_err(fail)?;
-    conn.close().map_err(|(_, e)| fail(e))
-}
-
-/// Opens the restored database on its own (closed again before it is moved into place) and
-/// checks it is sound and has accounts.
-fn check_database(path: &Path) -> Result<i64, String> {
-    let damaged = |e: rusqlite::Error| format!("The database in the backup is damaged ({e}).");
-    let conn =
-        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)
-            .map_err(damaged)?;
-    let check: String = conn
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .map_err(damaged)?;
-    if check != "ok" {
-        return Err(format!("The database in the backup is damaged ({check})."));
-    }
-    let users: i64 = conn
-        .query_row("SELECT count(*) FROM users", [], |r| r.get(0))
-        .map_err(damaged)?;
-    conn.close().map_err(|(_, e)| damaged(e))?;
-    Ok(users)
-}
-
-/// Restores an uploaded archive off the async threads (wizard and admin page alike), removes
-/// the upload, and points HTTPS at the restored certificate.
+/// Restores an uploaded archive (wizard and admin page alike), removes the upload, and points
+/// HTTPS at the restored certificate. `running` is hearthd's config when it answers.
 async fn restore_upload(
     app: &AppState,
     upload: &Path,
     data_dir: PathBuf,
+    running: Option<&Config>,
 ) -> Result<Restored, String> {
-    let (config_path, up) = (app.args.config.clone(), upload.to_path_buf());
-    let result = tokio::task::spawn_blocking(move || restore(&up, &data_dir, &config_path))
-        .await
-        .map_err(|e| e.to_string())
-        .and_then(|r| r);
+    let installer = match running {
+        Some(c) => Installer::Hearthd(&app.backend, c),
+        None => Installer::Direct,
+    };
+    let result = restore(upload, &data_dir, &app.args.config, installer).await;
     let _ = std::fs::remove_file(upload);
     if let Ok(r) = &result {
         log::info!(
@@ -358,6 +377,12 @@ async fn restore_upload(
         );
         app.tls
             .set_paths(r.config.tls.cert.clone(), r.config.tls.key.clone());
+        if let Some(c) = running {
+            // hearthd serves the restored certificate on new connections from now on.
+            if let Err(e) = app.backend.reload_certs(c).await {
+                log::warn!("hearthd did not reload the restored certificate: {e}");
+            }
+        }
     }
     result
 }
@@ -411,7 +436,7 @@ pub async fn wizard_restore(
         Err(Err(resp)) => return resp,
     };
     let _guard = app.wizard.lock().await;
-    match restore_upload(&app, &upload, app.args.data_dir.clone()).await {
+    match restore_upload(&app, &upload, app.args.data_dir.clone(), None).await {
         Ok(r) => {
             crate::setup_code::retire(&app.args.state_dir, &app.args.boot_dir);
             *app.code.lock().unwrap_or_else(|p| p.into_inner()) = None;
@@ -456,24 +481,30 @@ pub async fn admin_restore(
         Err(Ok(text)) => return problem(text),
         Err(Err(resp)) => return resp,
     };
-    if app.backend.hearthd_running(&config).await {
-        let _ = std::fs::remove_file(&upload);
-        return problem(
-            "The chat server is running, and restoring replaces its database under it. Stop it first \
-             (on the box: sudo systemctl stop hearthd), restore, then start it again (sudo systemctl start hearthd)."
-                .into(),
-        );
-    }
+    // While hearthd runs it installs the database itself; stopped, nobody else has it open.
+    let running = app.backend.hearthd_running(&config).await;
     app.backend.close();
-    match restore_upload(&app, &upload, config.data_dir.clone()).await {
+    match restore_upload(
+        &app,
+        &upload,
+        config.data_dir.clone(),
+        running.then_some(&config),
+    )
+    .await
+    {
         Ok(r) => {
             // The accounts may differ now: everybody signs in again.
             app.sessions.drop_admins();
+            let settings = if running {
+                " Settings from the backup (such as who may join) apply when the chat server next starts."
+            } else {
+                ""
+            };
             message_link(
                 StatusCode::OK,
                 "Backup restored",
                 &format!(
-                    "{} is restored, with {} accounts. Sign in again.",
+                    "{} is restored, with {} accounts. Everyone signs in again.{settings}",
                     r.config.domain, r.users
                 ),
                 "/admin/login",

@@ -129,6 +129,9 @@ pub struct ServeArgs {
         help_heading = "Files"
     )]
     pub boot_dir: PathBuf,
+    /// The owner's SSH public keys, edited on the admin pages; sshd runs only while it holds one.
+    #[arg(long, value_name = "FILE", default_value = hearthd::setup::ssh_keys::DEFAULT_SSH_KEYS_PATH, help_heading = "Files")]
+    pub ssh_keys: PathBuf,
     /// The certificate agent run by "Renew now".
     #[arg(
         long,
@@ -166,6 +169,9 @@ pub struct PreseedArgs {
     /// Where to put the database and certificates.
     #[arg(long, value_name = "DIR", default_value = "/var/lib/hearth")]
     pub data_dir: PathBuf,
+    /// Where `[ssh] authorized_keys` go (read by sshd through /usr/lib/hearth/ssh-authorized-keys).
+    #[arg(long, value_name = "FILE", default_value = hearthd::setup::ssh_keys::DEFAULT_SSH_KEYS_PATH)]
+    pub ssh_keys: PathBuf,
 }
 
 /// `hearth-web preseed`: set the box up from the file, then scrub the secrets from it. Running it
@@ -179,7 +185,12 @@ pub async fn preseed(p: PreseedArgs) -> Result<(), String> {
         return Ok(());
     }
     let outcome = match Preseed::load(&p.file) {
-        Ok(preseed) => apply_preseed(&p, &preseed).await,
+        Ok(preseed) => {
+            // Keys first and whatever the box's state: they are how the owner gets in to fix the rest.
+            let keys = add_ssh_keys(&p, &preseed);
+            let server = apply_preseed(&p, &preseed).await;
+            keys.and(server)
+        }
         Err(e) => Err(e),
     };
     // Scrub even when applying failed: a password must not stay on a partition any PC can read.
@@ -189,6 +200,29 @@ pub async fn preseed(p: PreseedArgs) -> Result<(), String> {
         Err(e) => eprintln!("hearth-web: {e}"),
     }
     outcome.map_err(|e| e.to_string())
+}
+
+/// Adds `[ssh] authorized_keys` to the keys file (keys already there stay; running again adds nothing).
+fn add_ssh_keys(p: &PreseedArgs, preseed: &Preseed) -> Result<(), setup::SetupError> {
+    let keys = preseed.ssh_keys();
+    if keys.is_empty() {
+        println!("no [ssh] authorized_keys: the SSH server stays off until a key is added on the admin pages");
+        return Ok(());
+    }
+    match setup::ssh_keys::add_keys(&p.ssh_keys, &keys) {
+        Ok(added) => {
+            println!(
+                "SSH: {added} new of {} key(s) may log in as root ({})",
+                keys.len(),
+                p.ssh_keys.display()
+            );
+            Ok(())
+        }
+        Err(e) => Err(setup::SetupError {
+            field: Some("ssh.authorized_keys"),
+            message: e,
+        }),
+    }
 }
 
 async fn apply_preseed(p: &PreseedArgs, preseed: &Preseed) -> Result<(), setup::SetupError> {

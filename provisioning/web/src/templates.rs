@@ -228,6 +228,27 @@ pub struct InvitesPage {
     pub created: Option<NewInviteView>,
 }
 
+pub struct SshKeyRow {
+    pub kind: String,
+    pub comment: String,
+    pub fingerprint: String,
+}
+
+#[derive(Template)]
+#[template(path = "admin/ssh.html")]
+pub struct SshPage {
+    pub title: &'static str,
+    pub nav: &'static str,
+    pub csrf: String,
+    pub flash: Option<String>,
+    pub errors: Errors,
+    /// `ssh root@hearth.local`: the command to type.
+    pub login: String,
+    pub keys: Vec<SshKeyRow>,
+    /// What was typed into the form, kept when it was refused.
+    pub key_input: String,
+}
+
 #[derive(Template)]
 #[template(path = "admin/backup.html")]
 pub struct BackupPage {

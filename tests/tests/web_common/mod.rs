@@ -22,6 +22,8 @@ pub struct WebServer {
     pub data_dir: PathBuf,
     pub boot_dir: PathBuf,
     pub state_dir: PathBuf,
+    /// The owner's SSH keys (never the box's real /var/lib/hearth-ssh).
+    pub ssh_keys: PathBuf,
     pub extra: Vec<String>,
     child: Option<Child>,
 }
@@ -45,6 +47,7 @@ impl WebServer {
             data_dir: p.join("data"),
             boot_dir: p.join("boot"),
             state_dir: p.join("web"),
+            ssh_keys: p.join("ssh/authorized_keys"),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             dir,
             child: None,
@@ -74,6 +77,8 @@ impl WebServer {
             .arg(&self.boot_dir)
             .arg("--hearth-acme")
             .arg(self.dir.path().join("no-hearth-acme-here"))
+            .arg("--ssh-keys")
+            .arg(&self.ssh_keys)
             .args(&self.extra)
             .env("HEARTH_LOG", "debug")
             .stdout(log.try_clone().expect("log"))

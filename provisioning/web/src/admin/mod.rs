@@ -1,7 +1,8 @@
-//! The admin pages after setup: sign-in, and the sections in `users`, `invites`, `system`
+//! The admin pages after setup: sign-in, and the sections in `users`, `invites`, `ssh`, `system`
 //! (and backups in `crate::backup`). Only accounts marked admin in the database may sign in.
 
 pub mod invites;
+pub mod ssh;
 pub mod system;
 pub mod users;
 
@@ -35,6 +36,8 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/admin/users/delete", post(users::delete))
         .route("/admin/invites", get(invites::page).post(invites::create))
         .route("/admin/invites/revoke", post(invites::revoke))
+        .route("/admin/ssh", get(ssh::page).post(ssh::add))
+        .route("/admin/ssh/remove", post(ssh::remove))
         .route("/admin/backup", get(crate::backup::admin_page))
         .route(
             "/admin/backup/download",

@@ -5,8 +5,8 @@
 
 use crate::config::Config;
 use crate::jid::normalize_local;
-use crate::router::Kick;
 use crate::server::Server;
+use crate::sessions::Kick;
 use crate::storage::{Storage, StorageError};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -115,7 +115,7 @@ pub async fn execute(
             };
             let mut data = serde_json::json!({ "domain": config.domain, "users": users, "running": live.is_some() });
             if let Some(s) = live {
-                let (sessions, online) = s.router.counts();
+                let (sessions, online) = s.sessions.counts();
                 data["sessions"] = sessions.into();
                 data["online_users"] = online.into();
                 data["uptime_secs"] = s.started.elapsed().as_secs().into();
@@ -224,7 +224,7 @@ pub async fn execute(
 
 fn kick_all(live: Option<&Arc<Server>>, config: &Config, user: &str) {
     if let Some(s) = live {
-        for session in s.router.sessions_of(&format!("{user}@{}", config.domain)) {
+        for session in s.sessions.sessions_of(&format!("{user}@{}", config.domain)) {
             session.shared.kick(Kick::AccountGone);
         }
     }

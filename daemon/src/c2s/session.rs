@@ -1,19 +1,20 @@
-//! A bound client session: one task reads stanzas (never cancelled mid-token), this task routes
-//! them, writes what the router queued, and watches the clock for stalled or silent clients.
+//! A bound client session: one task reads stanzas (never cancelled mid-token), this task runs
+//! them through the delivery rules and module hooks, writes what others queued for it through
+//! the one write path (`outbound::SessionLocal`), and watches the clock for stalled or silent
+//! clients.
 
-use super::negotiate::{TlsRead, TlsWrite};
+use super::outbound::SessionLocal;
 use super::stream;
+use crate::hooks::{CloseReason, Flow, Hook, SessionEvent};
 use crate::jid::Jid;
-use crate::modules::presence::{self, Outcome};
-use crate::router::{Kick, SessionHandle, SessionShared};
 use crate::server::Server;
+use crate::sessions::{Kick, SessionHandle, SessionShared};
 use crate::stanza::{self, StanzaError};
 use crate::xml::{ns, Element, XmlError, XmlEvent, XmlReader};
-use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 /// How often a session checks its timers. Coarse on purpose: 1,000 idle sessions should not
@@ -23,37 +24,41 @@ const TICK: Duration = Duration::from_secs(10);
 const PING_GRACE: Duration = Duration::from_secs(60);
 /// Stanzas written per wake-up before yielding, so one busy session does not starve others.
 const WRITE_BATCH: usize = 32;
-
-pub struct Bound {
-    pub reader: XmlReader<TlsRead>,
-    pub writer: TlsWrite,
+pub struct Bound<R> {
+    pub reader: XmlReader<R>,
+    pub writer: Box<dyn AsyncWrite + Send + Unpin>,
     pub jid: Jid,
     pub peer: SocketAddr,
 }
 
-pub async fn run(server: Arc<Server>, bound: Bound) {
+pub async fn run<R>(server: Arc<Server>, bound: Bound<R>)
+where
+    R: AsyncRead + Unpin + Send + 'static,
+{
     let Bound {
         reader,
-        mut writer,
+        writer,
         jid,
         peer,
     } = bound;
+    let mut local = SessionLocal::new(writer);
     let (tx, mut outbound) = mpsc::channel(server.config.limits.session_queue);
     let shared = Arc::new(SessionShared::default());
     let handle = SessionHandle {
-        id: server.router.next_id(),
+        id: server.sessions.next_id(),
         jid: jid.clone(),
         tx,
         shared: shared.clone(),
     };
-    if let Some(old) = server.router.bind(handle.clone()) {
+    if let Some(old) = server.sessions.bind(handle.clone()) {
         old.shared.kick(Kick::Replaced);
     }
-    // Unbinds on every way out, a panic in a module included: no ghost sessions in the router.
-    let _bound = Unbind {
+    // Unbinds on every way out, a panic in a module included: no ghost sessions in the table.
+    let mut bound_guard = Unbind {
         server: &server,
         jid: &jid,
         id: handle.id,
+        armed: true,
     };
     let progress = reader.progress();
     // Boxed: tokio preallocates a block of 32 slots per channel, so slot size matters per session.
@@ -77,41 +82,56 @@ pub async fn run(server: Arc<Server>, bound: Bound) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let stanza_timeout = Duration::from_secs(server.config.limits.stanza_timeout_secs);
     let idle_timeout = Duration::from_secs(server.config.limits.idle_timeout_secs);
-    let mut ping_sent = false;
-    let mut directed = HashSet::new();
-    let mut out = String::new();
+    let mut probed = false;
+    // Set when the connection broke rather than the client saying goodbye.
+    let mut link_lost = false;
+    {
+        let mut ev = SessionEvent {
+            session: &handle,
+            local: &mut local,
+            reason: None,
+        };
+        server
+            .modules
+            .session_event(&server, Hook::SessionBound, &mut ev)
+            .await;
+    }
 
     let close: Option<(&str, String)> = loop {
         tokio::select! {
             ev = inbound.recv() => match ev.map(|b| *b) {
                 Some(Ok(XmlEvent::Stanza(el))) => {
-                    ping_sent = false;
-                    if let Err(close) = handle_stanza(&server, &handle, el, &mut directed, &mut writer).await {
+                    probed = false;
+                    if let Err(close) = handle_element(&server, &handle, el, &mut local).await {
+                        link_lost = close.is_none();
                         break close;
                     }
                 }
                 Some(Ok(XmlEvent::StreamEnd)) => {
-                    let _ = stream::send(&mut writer, "</stream:stream>").await;
+                    let _ = stream::send(local.writer(), "</stream:stream>").await;
                     break None;
                 }
                 Some(Ok(XmlEvent::StreamStart(_))) => break Some(("not-well-formed", "a second stream header".into())),
-                Some(Err(e)) => break e.condition().map(|c| (c, e.to_string())),
-                None => break None,
+                Some(Err(e)) => {
+                    link_lost = e.condition().is_none();
+                    break e.condition().map(|c| (c, e.to_string()));
+                }
+                None => {
+                    link_lost = true;
+                    break None;
+                }
             },
             Some(first) = outbound.recv() => {
-                out.clear();
-                first.write_to(&mut out, ns::CLIENT);
+                let mut batch = vec![*first];
                 for _ in 1..WRITE_BATCH {
                     match outbound.try_recv() {
-                        Ok(more) => more.write_to(&mut out, ns::CLIENT),
+                        Ok(more) => batch.push(*more),
                         Err(_) => break,
                     }
                 }
-                if stream::send(&mut writer, &out).await.is_err() {
+                if local.send_all(batch).await.is_err() {
+                    link_lost = true;
                     break None;
-                }
-                if out.capacity() > 16 * 1024 {
-                    out = String::new();
                 }
             }
             kick = shared.kicked() => break Some(match kick {
@@ -125,153 +145,119 @@ pub async fn run(server: Arc<Server>, bound: Bound) {
                     break Some(("policy-violation", "a stanza took too long to arrive".into()));
                 }
                 let silent = progress.silent_for();
-                if silent > idle_timeout + PING_GRACE && ping_sent {
+                if silent > idle_timeout + PING_GRACE && probed {
                     break Some(("connection-timeout", "no answer to ping".into()));
                 }
-                if silent > idle_timeout && !ping_sent {
-                    ping_sent = true;
-                    let ping = Element::new("iq", ns::CLIENT)
-                        .with_attr("type", "get")
-                        .with_attr("id", format!("ping-{}", stanza::random_id(6)))
-                        .with_attr("from", server.domain().to_string())
-                        .with_attr("to", jid.to_string())
-                        .with_child(Element::new("ping", crate::modules::ping::NS));
-                    if stream::send(&mut writer, &ping.to_xml(ns::CLIENT)).await.is_err() {
-                        break None;
-                    }
+                if silent > idle_timeout && !probed {
+                    // A module probes the client (XEP-0199 ping); any answer counts as life.
+                    probed = true;
+                    let mut ev = SessionEvent { session: &handle, local: &mut local, reason: None };
+                    server.modules.session_event(&server, Hook::SessionIdle, &mut ev).await;
                 }
             }
         }
     };
 
-    server.router.unbind(&jid, handle.id);
+    let reason = match &close {
+        None if link_lost => CloseReason::LinkLost,
+        None => CloseReason::Logout,
+        Some(("connection-timeout", _)) => CloseReason::LinkLost,
+        Some((condition, _)) => CloseReason::StreamError(condition),
+    };
+    let kept = {
+        let mut ev = SessionEvent {
+            session: &handle,
+            local: &mut local,
+            reason: Some(reason.clone()),
+        };
+        server
+            .modules
+            .session_event(&server, Hook::SessionClosing, &mut ev)
+            .await
+            == Flow::Handled
+    };
+    if kept {
+        // A module keeps the session bound (stream management hibernation) and ends it later.
+        bound_guard.armed = false;
+        reader_task.abort();
+        log::info!("{peer}: {jid} detached; kept by a module");
+        return;
+    }
+    server.sessions.unbind(&jid, handle.id);
     if let Some((condition, text)) = &close {
         log::info!("{peer}: {jid} closed with {condition}: {text}");
-        stream::fail(&mut writer, None, condition, Some(text)).await;
+        stream::fail(local.writer(), None, condition, Some(text)).await;
         // The reader task swallows late input after a parse error; give it that moment.
         let _ = tokio::time::timeout(super::negotiate::LINGER, &mut reader_task).await;
         reader_task.abort();
     } else {
         reader_task.abort();
         log::info!("{peer}: {jid} logged out");
-        let _ = tokio::time::timeout(Duration::from_secs(5), writer.shutdown()).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), local.writer().shutdown()).await;
     }
-    presence::session_ended(&server, &handle, &directed).await;
+    server
+        .modules
+        .session_closed(&server, &handle, &mut local, reason)
+        .await;
 }
 
 struct Unbind<'a> {
     server: &'a Server,
     jid: &'a Jid,
     id: u64,
+    armed: bool,
 }
 
 impl Drop for Unbind<'_> {
     fn drop(&mut self) {
-        self.server.router.unbind(self.jid, self.id);
+        if self.armed {
+            self.server.sessions.unbind(self.jid, self.id);
+        }
     }
 }
 
-/// Handles one stanza from the client; Err closes the stream with that condition.
-async fn handle_stanza(
+/// Handles one element from the client; Err closes the stream with that condition.
+async fn handle_element(
     server: &Arc<Server>,
     session: &SessionHandle,
     mut el: Element,
-    directed: &mut HashSet<String>,
-    writer: &mut TlsWrite,
+    local: &mut SessionLocal,
 ) -> Result<(), Option<(&'static str, String)>> {
     if el.ns != ns::CLIENT || !matches!(el.name.as_str(), "message" | "presence" | "iq") {
-        return Err(Some((
-            "unsupported-stanza-type",
-            format!("<{}/> in {} is not understood here", el.name, el.ns),
-        )));
+        let Some(module) = server.modules.nonza_handler(&el.name, &el.ns).cloned() else {
+            return Err(Some((
+                "unsupported-stanza-type",
+                format!("<{}/> in {} is not understood here", el.name, el.ns),
+            )));
+        };
+        module
+            .on_nonza(server, session, local, &el)
+            .await
+            .map_err(Some)?;
+        return local.release().await.map_err(|_| None);
     }
     // The server, not the client, says who sent a stanza (RFC 6120 §8.1.2.1).
     el.set_attr("from", session.jid.to_string());
-    if stanza::is_presence(&el) {
-        if presence::outbound(server, session, el, directed).await == Outcome::BecameAvailable {
-            presence::deliver_pending_requests(server, session).await;
-            deliver_offline(server, session, writer)
-                .await
-                .map_err(|_| None)?;
-        }
-        return Ok(());
-    }
     if stanza::is_iq(&el) {
         let kind = el.attr("type").unwrap_or("");
         if !matches!(kind, "get" | "set" | "result" | "error") || el.attr("id").is_none() {
-            crate::routing::bounce(server, &el, StanzaError::bad_request());
-            return Ok(());
-        }
-        // Replies to our own pings need no routing.
-        if matches!(kind, "result" | "error") && el.attr("to").is_none_or(|t| t == server.domain())
-        {
+            crate::delivery::bounce(server, &el, StanzaError::bad_request());
             return Ok(());
         }
     }
-    crate::routing::route(server, el, Some(session)).await;
-    Ok(())
-}
-
-/// Writes stored offline messages straight to the socket, then deletes them: a crash in between
-/// delivers twice rather than never.
-async fn deliver_offline(
-    server: &Arc<Server>,
-    session: &SessionHandle,
-    writer: &mut TlsWrite,
-) -> std::io::Result<()> {
-    let Some(user) = &session.jid.local else {
-        return Ok(());
-    };
-    if session.priority() < 0 {
-        return Ok(());
+    let was_available = session.available();
+    crate::delivery::from_session(server, el, session, local).await;
+    if !was_available && session.available() {
+        // Initial presence (RFC 6121 §4.2): what waited for the session can come now.
+        let mut ev = SessionEvent {
+            session,
+            local,
+            reason: None,
+        };
+        server
+            .modules
+            .session_event(server, Hook::SessionAvailable, &mut ev)
+            .await;
     }
-    let messages = match server.storage.offline_messages(user).await {
-        Ok(m) => m,
-        Err(e) => {
-            log::error!("cannot read offline messages of {user}: {e}");
-            return Ok(());
-        }
-    };
-    let Some(last) = messages.last().map(|m| m.0) else {
-        return Ok(());
-    };
-    let to = crate::xml::escape_attr(&session.jid.to_string()).into_owned();
-    for (_, _, xml) in &messages {
-        // Stored with the bare JID; deliver to this resource.
-        let xml = retarget(xml, &to);
-        stream::send(writer, &xml).await?;
-    }
-    if let Err(e) = server.storage.delete_offline(user, last).await {
-        log::error!("cannot delete delivered offline messages of {user}: {e}");
-    }
-    Ok(())
-}
-
-/// Replaces the `to` attribute of a stored message's root element.
-fn retarget(xml: &str, to: &str) -> String {
-    let end = xml.find('>').unwrap_or(xml.len());
-    let head = &xml[..end];
-    if let Some(start) = head.find(" to='") {
-        if let Some(len) = head[start + 5..].find('\'') {
-            return format!(
-                "{} to='{}'{}",
-                &xml[..start],
-                to,
-                &xml[start + 5 + len + 1..]
-            );
-        }
-    }
-    xml.to_string()
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn retarget_replaces_only_the_root_to() {
-        let x = "<message to='a@b' from='c@b/x'><body>to='z'</body></message>";
-        assert_eq!(
-            super::retarget(x, "a@b/r"),
-            "<message to='a@b/r' from='c@b/x'><body>to='z'</body></message>"
-        );
-    }
+    local.release().await.map_err(|_| None)
 }

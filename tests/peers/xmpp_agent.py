@@ -41,6 +41,7 @@ class Agent(slixmpp.ClientXMPP):
         self.register_plugin("xep_0199")
         self.register_plugin("xep_0054")
         self.register_plugin("xep_0077")
+        self.register_plugin("xep_0280")
         if args.register:
             self.plugin["xep_0077"].force_registration = True
             self.add_event_handler("register", self.on_register)
@@ -52,6 +53,8 @@ class Agent(slixmpp.ClientXMPP):
         self.add_event_handler("presence", self.on_presence)
         self.add_event_handler("roster_update", self.on_roster_update)
         self.add_event_handler("stream_error", self.on_stream_error)
+        self.add_event_handler("carbon_received", lambda m: self.on_carbon("received", m["carbon_received"]))
+        self.add_event_handler("carbon_sent", lambda m: self.on_carbon("sent", m["carbon_sent"]))
         # Let the test answer subscription requests itself.
         self.roster.auto_authorize = None
         self.roster.auto_subscribe = False
@@ -107,6 +110,11 @@ class Agent(slixmpp.ClientXMPP):
             "body": msg["body"], "delayed": delay is not None,
         })
 
+    def on_carbon(self, direction, inner):
+        """A XEP-0280 copy (the wrapper was checked to come from our own account)."""
+        emit({"event": "carbon", "direction": direction, "from": str(inner["from"]),
+              "to": str(inner["to"]), "body": inner["body"]})
+
     def on_presence(self, pres):
         emit({"event": "presence", "from": str(pres["from"]), "type": pres["type"], "status": pres["status"]})
 
@@ -132,8 +140,20 @@ async def run_command(agent, cmd):
         agent.send_presence(ptype="unavailable")
         return {"ok": True}
     if c == "message":
-        agent.send_message(mto=cmd["to"], mbody=cmd["body"], mtype=cmd.get("type", "chat"))
+        msg = agent.make_message(mto=cmd["to"], mbody=cmd["body"], mtype=cmd.get("type", "chat"))
+        if cmd.get("private"):
+            # XEP-0280 §7 and the XEP-0334 hint: keep this one out of carbons.
+            msg.xml.append(ET.Element("{urn:xmpp:carbons:2}private"))
+            msg.xml.append(ET.Element("{urn:xmpp:hints}no-copy"))
+        msg.send()
         return {"ok": True}
+    if c == "carbons":
+        try:
+            plugin = agent.plugin["xep_0280"]
+            await (plugin.enable(timeout=10) if cmd.get("enable", True) else plugin.disable(timeout=10))
+            return {"ok": True}
+        except (IqError, IqTimeout) as e:
+            return {"ok": False, "error": str(e)}
     if c == "subscribe":
         agent.send_presence(pto=cmd["to"], ptype="subscribe")
         return {"ok": True}

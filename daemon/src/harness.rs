@@ -107,6 +107,7 @@ impl Harness {
             reader,
             task,
             next_id: 0,
+            skipped: Default::default(),
         };
         assert!(matches!(
             c.reader.next().await,
@@ -124,6 +125,9 @@ pub struct TestClient {
     reader: ClientReader,
     task: tokio::task::JoinHandle<()>,
     next_id: u32,
+    /// Stanzas an `expect` passed over, kept for later `expect`s (arrival order is not
+    /// always the order a test asks in).
+    skipped: std::collections::VecDeque<Element>,
 }
 
 impl TestClient {
@@ -137,20 +141,26 @@ impl TestClient {
 
     /// The next element from the server; panics after a few seconds without one.
     pub async fn recv(&mut self) -> Element {
+        if let Some(e) = self.skipped.pop_front() {
+            return e;
+        }
         match tokio::time::timeout(EXPECT, self.reader.next()).await {
             Ok(Ok(XmlEvent::Stanza(e))) => e,
             other => panic!("{}: expected a stanza, got {other:?}", self.jid),
         }
     }
 
-    /// Skips elements until one matches.
+    /// The first element (kept from earlier or arriving now) that matches; the others are kept.
     pub async fn expect(&mut self, what: &str, pred: impl Fn(&Element) -> bool) -> Element {
+        if let Some(i) = self.skipped.iter().position(&pred) {
+            return self.skipped.remove(i).expect("index just found");
+        }
         let deadline = tokio::time::Instant::now() + EXPECT;
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             match tokio::time::timeout(left, self.reader.next()).await {
                 Ok(Ok(XmlEvent::Stanza(e))) if pred(&e) => return e,
-                Ok(Ok(XmlEvent::Stanza(_))) => {}
+                Ok(Ok(XmlEvent::Stanza(e))) => self.skipped.push_back(e),
                 other => panic!("{}: waiting for {what}, got {other:?}", self.jid),
             }
         }

@@ -3,6 +3,7 @@
 //! registry here; it knows no module by name. Adding a XEP means one new file and one line in
 //! `Modules::new`. `docs/architecture.md` ("Writing a module") describes the hooks.
 
+pub mod blocking;
 pub mod caps;
 pub mod carbons;
 pub mod disco;
@@ -168,6 +169,7 @@ impl Modules {
             Arc::new(vcard::VCard),
             Arc::new(register::Register),
             Arc::new(offline::Offline::new(&config.modules.offline)),
+            Arc::new(blocking::Blocking::default()),
             Arc::new(carbons::Carbons),
             Arc::new(session::LegacySession),
         ];

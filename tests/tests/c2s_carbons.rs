@@ -47,6 +47,16 @@ fn alices_phone_and_laptop_see_the_whole_conversation() {
     for d in [&mut phone, &mut laptop, &mut bob] {
         d.presence();
     }
+    // Both devices are available (each sees the other) before bob writes, so the delivery rules
+    // pick both for messages to alice's bare JID.
+    for d in [&mut phone, &mut laptop] {
+        for res in ["phone", "laptop"] {
+            let full = format!("{alice}/{res}");
+            d.expect_event("presence", T, |p| {
+                p["type"] == "available" && p["from"] == json!(full)
+            });
+        }
+    }
 
     // To alice's bare JID: both devices (same priority) get the message itself.
     bob.message(&alice, "hi alice");

@@ -104,7 +104,14 @@ pub async fn route(server: &Arc<Server>, stanza: Element, sender: Option<&Sessio
         return route_iq(server, stanza, from, to, sender).await;
     }
     // No `to` means the user's own account (RFC 6120 §10.3.1).
-    let to = to.unwrap_or_else(|| from.bare());
+    let mut stanza = stanza;
+    let to = match to {
+        Some(to) => to,
+        None => {
+            stanza.set_attr("to", from.bare_string());
+            from.bare()
+        }
+    };
     if to.domain != server.domain() {
         // Federation is not available yet: say so instead of dropping silently.
         return bounce(

@@ -487,3 +487,20 @@ async fn modules_own_their_tables_and_migrate_once() {
         .unwrap();
     assert_eq!((version, columns), (2, 3));
 }
+
+#[tokio::test]
+async fn a_message_without_to_goes_to_the_senders_own_account() {
+    let h = Harness::new().await;
+    h.user("alice").await;
+    let mut phone = h.login("alice", "phone").await;
+    let mut laptop = h.login("alice", "laptop").await;
+    phone.available().await;
+    laptop.available().await;
+    phone
+        .send_xml("<message type='chat'><body>note to self</body></message>")
+        .await;
+    let m = laptop
+        .expect("the note", |e| body(e).as_deref() == Some("note to self"))
+        .await;
+    assert_eq!(m.attr("to"), Some(format!("alice@{DOMAIN}").as_str()));
+}

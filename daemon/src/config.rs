@@ -185,9 +185,6 @@ pub struct LimitsConfig {
     /// Simultaneous client connections.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
-    /// Offline messages kept per account.
-    #[serde(default = "default_offline_max")]
-    pub offline_max_per_user: u32,
 }
 
 impl Default for LimitsConfig {
@@ -202,17 +199,20 @@ impl Default for LimitsConfig {
             idle_timeout_secs: default_idle_timeout(),
             session_queue: default_session_queue(),
             max_connections: default_max_connections(),
-            offline_max_per_user: default_offline_max(),
         }
     }
 }
 
+/// `[modules.NAME]`: one section per module that has settings. The section types live in the
+/// module files; listing them here keeps every key strict (unknown ones are an error with the
+/// line), as for the rest of the file.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields)]
 pub struct ModulesConfig {
-    /// XEP-0092 software version: off by default, it tells attackers what to aim at.
     #[serde(default)]
-    pub version: bool,
+    pub offline: crate::modules::offline::OfflineConfig,
+    #[serde(default)]
+    pub version: crate::modules::version::VersionConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -282,9 +282,6 @@ fn default_session_queue() -> usize {
 }
 fn default_max_connections() -> usize {
     4096
-}
-fn default_offline_max() -> u32 {
-    1000
 }
 
 /// A config problem, phrased for the person editing the file.

@@ -9,8 +9,8 @@
 
 use crate::config::Config;
 use crate::jid::normalize_local;
-use crate::router::Kick;
 use crate::server::Server;
+use crate::sessions::Kick;
 use crate::storage::{restore, Storage, StorageError};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -148,7 +148,7 @@ pub async fn execute(
             };
             let mut data = serde_json::json!({ "domain": config.domain, "users": users, "running": live.is_some() });
             if let Some(s) = live {
-                let (sessions, online) = s.router.counts();
+                let (sessions, online) = s.sessions.counts();
                 data["sessions"] = sessions.into();
                 data["online_users"] = online.into();
                 data["uptime_secs"] = s.started.elapsed().as_secs().into();
@@ -303,8 +303,11 @@ pub async fn execute(
                 ));
             }
             let live_path = storage.path().to_path_buf();
+            // A backup older than a module (or its newest migration) gets its tables first.
+            let migrations = live.map(|s| s.modules.migrations()).unwrap_or_default();
             let done = tokio::task::spawn_blocking(move || {
                 let users = restore::check_database(&database)?;
+                restore::upgrade_database(&database, &migrations)?;
                 restore::install_database(&database, &live_path).map(|()| users)
             })
             .await
@@ -313,7 +316,7 @@ pub async fn execute(
                 Ok(users) => {
                     if let Some(s) = live {
                         // Everyone signs in again against the restored accounts.
-                        for session in s.router.all() {
+                        for session in s.sessions.all() {
                             session.shared.kick(Kick::AccountGone);
                         }
                     }
@@ -361,7 +364,7 @@ async fn admin_check(
 
 fn kick_all(live: Option<&Arc<Server>>, config: &Config, user: &str) {
     if let Some(s) = live {
-        for session in s.router.sessions_of(&format!("{user}@{}", config.domain)) {
+        for session in s.sessions.sessions_of(&format!("{user}@{}", config.domain)) {
             session.shared.kick(Kick::AccountGone);
         }
     }

@@ -5,17 +5,23 @@ pub mod c2s;
 pub mod certs;
 pub mod config;
 pub mod control;
+pub mod delivery;
 pub mod dev;
 pub mod fsutil;
+#[cfg(test)]
+pub mod harness;
+pub mod hooks;
+pub mod iq_tracker;
 pub mod jid;
 pub mod listener;
 pub mod logging;
 pub mod modules;
 pub mod privileges;
-pub mod router;
-pub mod routing;
 pub mod sasl;
+#[cfg(test)]
+mod seam_tests;
 pub mod server;
+pub mod sessions;
 pub mod setup;
 pub mod stanza;
 pub mod storage;

@@ -2,8 +2,9 @@
 //! by every connection task.
 
 use crate::config::Config;
+use crate::iq_tracker::IqTracker;
 use crate::modules::Modules;
-use crate::router::Router;
+use crate::sessions::SessionTable;
 use crate::storage::Storage;
 use crate::throttle::Throttle;
 use crate::tls::TlsStore;
@@ -15,8 +16,10 @@ pub struct Server {
     pub config: Config,
     pub storage: Storage,
     pub tls: TlsStore,
-    pub router: Router,
+    pub sessions: SessionTable,
     pub modules: Modules,
+    /// Replies to IQs the server asked.
+    pub iq_tracker: IqTracker,
     pub ip_failures: Throttle,
     pub account_failures: Throttle,
     pub registrations: Throttle,
@@ -33,6 +36,21 @@ impl Server {
                 config.database_path().display()
             )
         })?;
+        let modules = Modules::new(&config)?;
+        Server::assemble(config, storage, tls, modules)
+    }
+
+    /// A server from parts already made (the in-process test harness brings its own modules).
+    /// Applies the modules' migrations before anything can use their tables.
+    pub fn assemble(
+        config: Config,
+        storage: Storage,
+        tls: TlsStore,
+        modules: Modules,
+    ) -> Result<Arc<Server>, String> {
+        storage
+            .migrate_modules(&modules.migrations())
+            .map_err(|e| format!("cannot prepare the modules' tables: {e}"))?;
         let lockout = Duration::from_secs(config.auth.lockout_secs);
         Ok(Arc::new(Server {
             ip_failures: Throttle::new(config.auth.max_failures_per_ip, lockout),
@@ -41,11 +59,12 @@ impl Server {
                 config.registration.open_per_ip_per_hour,
                 Duration::from_secs(3600),
             ),
-            modules: Modules::new(&config),
+            modules,
+            iq_tracker: IqTracker::default(),
             config,
             storage,
             tls,
-            router: Router::default(),
+            sessions: SessionTable::default(),
             started: Instant::now(),
             shutdown: watch::channel(false).0,
         }))

@@ -9,6 +9,8 @@ pub struct StanzaError {
     pub kind: &'static str,
     pub condition: &'static str,
     pub text: Option<String>,
+    /// An application-specific condition (RFC 6120 §8.3.4), as (name, namespace).
+    pub app: Option<(&'static str, &'static str)>,
 }
 
 impl StanzaError {
@@ -17,10 +19,15 @@ impl StanzaError {
             kind,
             condition,
             text: None,
+            app: None,
         }
     }
     pub fn with_text(mut self, text: impl Into<String>) -> StanzaError {
         self.text = Some(text.into());
+        self
+    }
+    pub fn with_app_condition(mut self, name: &'static str, ns: &'static str) -> StanzaError {
+        self.app = Some((name, ns));
         self
     }
     pub fn service_unavailable() -> StanzaError {
@@ -54,6 +61,9 @@ impl StanzaError {
                     .with_attr("xml:lang", "en")
                     .with_text(t.clone()),
             );
+        }
+        if let Some((name, ns)) = self.app {
+            e.push_child(Element::new(name, ns));
         }
         e
     }

@@ -41,6 +41,8 @@ class Agent(slixmpp.ClientXMPP):
         self.register_plugin("xep_0199")
         self.register_plugin("xep_0054")
         self.register_plugin("xep_0077")
+        self.register_plugin("xep_0280")
+        self.register_plugin("xep_0191")
         if args.register:
             self.plugin["xep_0077"].force_registration = True
             self.add_event_handler("register", self.on_register)
@@ -52,6 +54,10 @@ class Agent(slixmpp.ClientXMPP):
         self.add_event_handler("presence", self.on_presence)
         self.add_event_handler("roster_update", self.on_roster_update)
         self.add_event_handler("stream_error", self.on_stream_error)
+        self.add_event_handler("blocked", lambda iq: self.on_block_push("block", iq))
+        self.add_event_handler("unblocked", lambda iq: self.on_block_push("unblock", iq))
+        self.add_event_handler("carbon_received", lambda m: self.on_carbon("received", m["carbon_received"]))
+        self.add_event_handler("carbon_sent", lambda m: self.on_carbon("sent", m["carbon_sent"]))
         # Let the test answer subscription requests itself.
         self.roster.auto_authorize = None
         self.roster.auto_subscribe = False
@@ -105,7 +111,19 @@ class Agent(slixmpp.ClientXMPP):
         emit({
             "event": "message", "from": str(msg["from"]), "to": str(msg["to"]), "type": msg["type"],
             "body": msg["body"], "delayed": delay is not None,
+            "error": msg["error"]["condition"] if msg["type"] == "error" else None,
         })
+
+    def on_carbon(self, direction, inner):
+        """A XEP-0280 copy (the wrapper was checked to come from our own account)."""
+        emit({"event": "carbon", "direction": direction, "from": str(inner["from"]),
+              "to": str(inner["to"]), "body": inner["body"]})
+
+    def on_block_push(self, kind, iq):
+        """A XEP-0191 push: the blocklist changed on another of our sessions."""
+        child = iq.xml.find("{urn:xmpp:blocking}" + kind)
+        jids = [i.get("jid") for i in child] if child is not None else []
+        emit({"event": "block_push", "kind": kind, "jids": jids})
 
     def on_presence(self, pres):
         emit({"event": "presence", "from": str(pres["from"]), "type": pres["type"], "status": pres["status"]})
@@ -132,8 +150,32 @@ async def run_command(agent, cmd):
         agent.send_presence(ptype="unavailable")
         return {"ok": True}
     if c == "message":
-        agent.send_message(mto=cmd["to"], mbody=cmd["body"], mtype=cmd.get("type", "chat"))
+        msg = agent.make_message(mto=cmd["to"], mbody=cmd["body"], mtype=cmd.get("type", "chat"))
+        if cmd.get("private"):
+            # XEP-0280 §7 and the XEP-0334 hint: keep this one out of carbons.
+            msg.xml.append(ET.Element("{urn:xmpp:carbons:2}private"))
+            msg.xml.append(ET.Element("{urn:xmpp:hints}no-copy"))
+        msg.send()
         return {"ok": True}
+    if c in ("block", "unblock", "blocklist"):
+        plugin = agent.plugin["xep_0191"]
+        try:
+            if c == "block":
+                await plugin.block(cmd["jids"], timeout=10)
+            elif c == "unblock":
+                await plugin.unblock(cmd.get("jids", []), timeout=10)
+            else:
+                return {"ok": True, "jids": sorted(str(j) for j in await plugin.get_blocked_jids(timeout=10))}
+            return {"ok": True}
+        except (IqError, IqTimeout) as e:
+            return {"ok": False, "error": str(e)}
+    if c == "carbons":
+        try:
+            plugin = agent.plugin["xep_0280"]
+            await (plugin.enable(timeout=10) if cmd.get("enable", True) else plugin.disable(timeout=10))
+            return {"ok": True}
+        except (IqError, IqTimeout) as e:
+            return {"ok": False, "error": str(e)}
     if c == "subscribe":
         agent.send_presence(pto=cmd["to"], ptype="subscribe")
         return {"ok": True}
@@ -159,8 +201,10 @@ async def run_command(agent, cmd):
         try:
             await agent.plugin["xep_0199"].ping(jid=cmd.get("to"), timeout=10)
             return {"ok": True}
-        except (IqError, IqTimeout) as e:
-            return {"ok": False, "error": str(e)}
+        except IqError as e:
+            return {"ok": False, "error": str(e), "condition": e.iq["error"]["condition"]}
+        except IqTimeout as e:
+            return {"ok": False, "error": str(e), "condition": "timeout"}
     if c == "disco":
         try:
             info = await agent.plugin["xep_0030"].get_info(jid=cmd.get("to", agent.boundjid.domain), timeout=10)

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 #[test]
 fn kill_9_mid_storm_loses_no_accepted_message() {
-    let mut server = TestServer::start("[limits]\noffline_max_per_user = 100000\n");
+    let mut server = TestServer::start("[modules.offline]\nmax_per_user = 100000\n");
     for u in ["alice", "bob", "carol"] {
         server.add_user(u, &format!("{u}-password"));
     }

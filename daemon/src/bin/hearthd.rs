@@ -120,7 +120,7 @@ async fn serve(
     server.begin_shutdown();
     // Give sessions a moment to send their closing stream errors.
     for _ in 0..50 {
-        if server.router.counts().0 == 0 {
+        if server.sessions.counts().0 == 0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

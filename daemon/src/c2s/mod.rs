@@ -1,8 +1,9 @@
 //! Client-to-server streams: negotiation (TLS, SASL, bind) then the bound session.
 
 mod negotiate;
+pub mod outbound;
 mod sasl_exchange;
-mod session;
+pub mod session;
 pub mod stream;
 
 pub use negotiate::serve;

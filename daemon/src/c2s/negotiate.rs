@@ -5,15 +5,16 @@
 use super::sasl_exchange::{authenticate, AuthOutcome};
 use super::session::{self, Bound};
 use super::{stream, xml_limits};
+use crate::hooks::{Extensions, FeaturePhase, IqTarget};
 use crate::jid::Jid;
-use crate::modules::register;
+use crate::modules::{PreAuthIq, UnboundNonza};
 use crate::server::Server;
 use crate::stanza::random_id;
 use crate::xml::{ns, Element, XmlEvent, XmlReader};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadHalf};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
@@ -22,7 +23,6 @@ use tokio_rustls::TlsAcceptor;
 pub(super) const LINGER: Duration = Duration::from_secs(2);
 
 pub(super) type TlsRead = ReadHalf<TlsStream<TcpStream>>;
-pub(super) type TlsWrite = WriteHalf<TlsStream<TcpStream>>;
 
 /// Serves one client connection from accept to close.
 pub async fn serve(server: Arc<Server>, tcp: TcpStream, peer: SocketAddr, direct_tls: bool) {
@@ -43,7 +43,7 @@ async fn negotiate(
     mut tcp: TcpStream,
     peer: SocketAddr,
     direct_tls: bool,
-) -> Option<Bound> {
+) -> Option<Bound<TlsRead>> {
     let domain = server.domain().to_string();
     let tls = if direct_tls {
         TlsAcceptor::from(server.tls.direct())
@@ -90,12 +90,16 @@ async fn negotiate(
             ),
         );
     }
-    if register::offered(server) {
-        features.push_child(Element::new("register", register::FEATURE_NS));
+    for f in server
+        .modules
+        .stream_features(server, FeaturePhase::BeforeAuth)
+    {
+        features.push_child(f);
     }
     send_features(&mut wr, &features).await?;
     let ip = peer.ip().to_string();
-    let mut invite_token = None;
+    // Module state for the rest of this negotiation (e.g. an invite token).
+    let mut stream_state = Extensions::default();
     let mut failures = 0u32;
     let username = loop {
         let el = next_stanza(&mut reader, &mut wr).await?;
@@ -127,7 +131,7 @@ async fn negotiate(
                 }
             }
         } else if el.name == "iq" && el.ns == ns::CLIENT {
-            let reply = register::handle_unauthenticated(server, &el, &ip, &mut invite_token).await;
+            let reply = preauth_iq(server, &el, &ip, &mut stream_state).await;
             stream::send(&mut wr, &reply.to_xml(ns::CLIENT))
                 .await
                 .ok()?;
@@ -137,16 +141,20 @@ async fn negotiate(
         }
     };
 
-    // After login: a new stream, then resource binding (RFC 6120 §7).
+    // After login: a new stream, then resource binding (RFC 6120 §7), or a module taking the
+    // connection over (stream management resuming a detached session).
     let mut reader = reader.restart();
+    let mut wr: Box<dyn AsyncWrite + Send + Unpin> = Box::new(wr);
     let id = random_id(12);
     open_stream(&mut reader, &mut wr, &domain, &id).await?;
-    let features = Element::new("features", ns::STREAMS)
-        .with_child(Element::new("bind", ns::BIND))
-        .with_child(
-            Element::new("session", ns::SESSION).with_child(Element::new("optional", ns::SESSION)),
-        )
-        .with_child(Element::new("ver", crate::modules::roster::VER_FEATURE_NS));
+    let mut features =
+        Element::new("features", ns::STREAMS).with_child(Element::new("bind", ns::BIND));
+    for f in server
+        .modules
+        .stream_features(server, FeaturePhase::AfterAuth)
+    {
+        features.push_child(f);
+    }
     send_features(&mut wr, &features).await?;
     loop {
         let el = next_stanza(&mut reader, &mut wr).await?;
@@ -162,6 +170,40 @@ async fn negotiate(
                     stream::send(&mut wr, &r.to_xml(ns::CLIENT)).await.ok()?;
                 }
                 continue;
+            }
+            let module = server.modules.nonza_handler(&el.name, &el.ns).cloned();
+            let answer = match module {
+                Some(m) => m.on_unbound_nonza(server, &username, &el).await,
+                None => UnboundNonza::NotHere,
+            };
+            match answer {
+                UnboundNonza::Reply(xml) => {
+                    stream::send(&mut wr, &xml).await.ok()?;
+                    continue;
+                }
+                UnboundNonza::Resume { session, failed } => {
+                    if session.jid.local.as_deref() != Some(username.as_str()) {
+                        // Only one's own sessions can be taken over, whatever a module says.
+                        log::warn!("{peer}: {username} may not resume {}", session.jid);
+                        stream::send(&mut wr, &failed).await.ok()?;
+                        continue;
+                    }
+                    let transport = session::Attach {
+                        reader,
+                        writer: wr,
+                        peer,
+                    };
+                    match session::attach(&session, transport) {
+                        Ok(()) => return None,
+                        Err(back) => {
+                            // It ended or was taken meanwhile: say so, and the client binds.
+                            (reader, wr) = (back.reader, back.writer);
+                            stream::send(&mut wr, &failed).await.ok()?;
+                            continue;
+                        }
+                    }
+                }
+                UnboundNonza::NotHere => {}
             }
             stream::fail(
                 &mut wr,
@@ -206,6 +248,47 @@ async fn negotiate(
             jid,
             peer,
         });
+    }
+}
+
+/// An IQ before login: to the module routed for it (`IqTarget::BeforeLogin`), else refused.
+async fn preauth_iq(
+    server: &Arc<Server>,
+    iq: &Element,
+    ip: &str,
+    stream_state: &mut Extensions,
+) -> Element {
+    let kind = iq.attr("type").unwrap_or("");
+    let payload = iq.first_element().filter(|_| iq.elements().count() == 1);
+    let module = payload.and_then(|p| {
+        server
+            .modules
+            .iq_handler(kind, IqTarget::BeforeLogin, &p.ns)
+            .cloned()
+    });
+    match (module, payload) {
+        (Some(m), Some(payload)) => {
+            m.handle_preauth_iq(PreAuthIq {
+                server,
+                iq,
+                payload,
+                ip,
+                stream: stream_state,
+            })
+            .await
+        }
+        _ => {
+            let err = if payload.is_none() {
+                crate::stanza::StanzaError::bad_request()
+            } else {
+                crate::stanza::StanzaError::service_unavailable()
+            };
+            let mut reply = crate::stanza::error_reply(iq, &err)
+                .unwrap_or_else(|| crate::stanza::iq_result(iq, None));
+            reply.remove_attr("from");
+            reply.remove_attr("to");
+            reply
+        }
     }
 }
 

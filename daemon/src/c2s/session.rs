@@ -1,19 +1,20 @@
-//! A bound client session: one task reads stanzas (never cancelled mid-token), this task routes
-//! them, writes what the router queued, and watches the clock for stalled or silent clients.
+//! A bound client session: one task reads stanzas (never cancelled mid-token), this task runs
+//! them through the delivery rules and module hooks, writes what others queued for it through
+//! the one write path (`outbound::SessionLocal`), and watches the clock for stalled or silent
+//! clients.
 
-use super::negotiate::{TlsRead, TlsWrite};
+use super::outbound::SessionLocal;
 use super::stream;
+use crate::hooks::{CloseReason, Flow, Hook, SessionEvent};
 use crate::jid::Jid;
-use crate::modules::presence::{self, Outcome};
-use crate::router::{Kick, SessionHandle, SessionShared};
 use crate::server::Server;
+use crate::sessions::{Kick, SessionHandle, SessionShared};
 use crate::stanza::{self, StanzaError};
 use crate::xml::{ns, Element, XmlError, XmlEvent, XmlReader};
-use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 /// How often a session checks its timers. Coarse on purpose: 1,000 idle sessions should not
@@ -23,42 +24,179 @@ const TICK: Duration = Duration::from_secs(10);
 const PING_GRACE: Duration = Duration::from_secs(60);
 /// Stanzas written per wake-up before yielding, so one busy session does not starve others.
 const WRITE_BATCH: usize = 32;
-
-pub struct Bound {
-    pub reader: XmlReader<TlsRead>,
-    pub writer: TlsWrite,
+pub struct Bound<R> {
+    pub reader: XmlReader<R>,
+    pub writer: Box<dyn AsyncWrite + Send + Unpin>,
     pub jid: Jid,
     pub peer: SocketAddr,
 }
 
-pub async fn run(server: Arc<Server>, bound: Bound) {
+/// A new connection taking over a detached session (stream management resumption): the
+/// stream after authentication, handed to the session's task by [`attach`].
+pub struct Attach<R> {
+    pub reader: XmlReader<R>,
+    pub writer: Box<dyn AsyncWrite + Send + Unpin>,
+    pub peer: SocketAddr,
+}
+
+/// Where a new connection hands itself to a detached session. It sits in the session's
+/// shared extensions only while the session is detached, so attached sessions pay nothing.
+struct AttachPoint<R>(Option<mpsc::Sender<Attach<R>>>);
+
+impl<R> Default for AttachPoint<R> {
+    fn default() -> Self {
+        AttachPoint(None)
+    }
+}
+
+/// Gives a detached session a new connection. `Err` hands the connection back when the session
+/// is not detached (any more), so the caller can still answer on it.
+pub fn attach<R: AsyncRead + Unpin + Send + 'static>(
+    session: &SessionHandle,
+    transport: Attach<R>,
+) -> Result<(), Box<Attach<R>>> {
+    let tx = session
+        .shared
+        .with_ext(|e| e.get_mut::<AttachPoint<R>>().and_then(|p| p.0.take()));
+    match tx {
+        Some(tx) => tx.try_send(transport).map_err(|e| Box::new(e.into_inner())),
+        None => Err(Box::new(transport)),
+    }
+}
+
+/// Whether a session is detached and waiting for a connection of this transport type.
+pub fn is_detached<R: AsyncRead + Unpin + Send + 'static>(session: &SessionHandle) -> bool {
+    session
+        .shared
+        .with_ext(|e| e.get::<AttachPoint<R>>().is_some_and(|p| p.0.is_some()))
+}
+
+/// How one connection of a session ended.
+struct Ended {
+    close: Option<(&'static str, String)>,
+    link_lost: bool,
+    reader_task: tokio::task::JoinHandle<()>,
+}
+
+pub async fn run<R>(server: Arc<Server>, bound: Bound<R>)
+where
+    R: AsyncRead + Unpin + Send + 'static,
+{
     let Bound {
         reader,
-        mut writer,
+        writer,
         jid,
         peer,
     } = bound;
+    let mut local = SessionLocal::new(writer);
     let (tx, mut outbound) = mpsc::channel(server.config.limits.session_queue);
-    let shared = Arc::new(SessionShared::default());
     let handle = SessionHandle {
-        id: server.router.next_id(),
+        id: server.sessions.next_id(),
         jid: jid.clone(),
         tx,
-        shared: shared.clone(),
+        shared: Arc::new(SessionShared::default()),
     };
-    if let Some(old) = server.router.bind(handle.clone()) {
+    if let Some(old) = server.sessions.bind(handle.clone()) {
         old.shared.kick(Kick::Replaced);
     }
-    // Unbinds on every way out, a panic in a module included: no ghost sessions in the router.
-    let _bound = Unbind {
+    // Unbinds on every way out, a panic in a module included: no ghost sessions in the table.
+    let _bound_guard = Unbind {
         server: &server,
         jid: &jid,
         id: handle.id,
     };
+    fire(&server, &handle, &mut local, Hook::SessionBound, None).await;
+    let (mut reader, mut peer) = (reader, peer);
+    let reason = loop {
+        let ended = connected(&server, &handle, &mut local, &mut outbound, reader, peer).await;
+        let reason = match &ended.close {
+            None if ended.link_lost => CloseReason::LinkLost,
+            None => CloseReason::Logout,
+            Some(("connection-timeout", _)) => CloseReason::LinkLost,
+            Some((condition, _)) => CloseReason::StreamError(condition),
+        };
+        let kept = fire(
+            &server,
+            &handle,
+            &mut local,
+            Hook::SessionClosing,
+            Some(reason.clone()),
+        )
+        .await
+            == Flow::Handled;
+        let mut reader_task = ended.reader_task;
+        if !kept {
+            server.sessions.unbind(&jid, handle.id);
+            if let Some((condition, text)) = &ended.close {
+                log::info!("{peer}: {jid} closed with {condition}: {text}");
+                stream::fail(local.writer(), None, condition, Some(text)).await;
+                // The reader task swallows late input after a parse error; give it that moment.
+                let _ = tokio::time::timeout(super::negotiate::LINGER, &mut reader_task).await;
+            } else {
+                log::info!("{peer}: {jid} logged out");
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(5), local.writer().shutdown()).await;
+            }
+            reader_task.abort();
+            break reason;
+        }
+        // A module keeps the session (stream management hibernation): it stays bound, its
+        // queue keeps filling and its layers keep seeing stanzas, until a new connection
+        // attaches or the module ends it (`Kick::Expired`).
+        reader_task.abort();
+        log::info!("{peer}: {jid} detached; kept by a module");
+        let _ = local.replace_writer(Box::new(tokio::io::sink()));
+        match detached(&server, &handle, &mut local, &mut outbound).await {
+            Some(t) => {
+                log::info!("{}: {jid} resumed (was {peer})", t.peer);
+                let _ = local.replace_writer(t.writer);
+                (reader, peer) = (t.reader, t.peer);
+                fire(&server, &handle, &mut local, Hook::SessionResumed, None).await;
+                if local.release().await.is_err() {
+                    log::debug!("{jid}: the resumed connection broke at once");
+                }
+            }
+            None => break CloseReason::LinkLost,
+        }
+    };
+    server
+        .modules
+        .session_closed(&server, &handle, &mut local, reason)
+        .await;
+}
+
+/// Runs a session event and returns the answer.
+async fn fire(
+    server: &Arc<Server>,
+    session: &SessionHandle,
+    local: &mut SessionLocal,
+    hook: Hook,
+    reason: Option<CloseReason>,
+) -> Flow {
+    let mut ev = SessionEvent {
+        session,
+        local,
+        reason,
+    };
+    server.modules.session_event(server, hook, &mut ev).await
+}
+
+/// Serves one connection of the session until it ends.
+async fn connected<R>(
+    server: &Arc<Server>,
+    handle: &SessionHandle,
+    local: &mut SessionLocal,
+    outbound: &mut mpsc::Receiver<Box<Element>>,
+    reader: XmlReader<R>,
+    peer: SocketAddr,
+) -> Ended
+where
+    R: AsyncRead + Unpin + Send + 'static,
+{
     let progress = reader.progress();
     // Boxed: tokio preallocates a block of 32 slots per channel, so slot size matters per session.
     let (in_tx, mut inbound) = mpsc::channel::<Box<Result<XmlEvent, XmlError>>>(1);
-    let mut reader_task = tokio::spawn(async move {
+    let reader_task = tokio::spawn(async move {
         let mut reader = reader;
         loop {
             let ev = reader.next().await;
@@ -77,47 +215,51 @@ pub async fn run(server: Arc<Server>, bound: Bound) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let stanza_timeout = Duration::from_secs(server.config.limits.stanza_timeout_secs);
     let idle_timeout = Duration::from_secs(server.config.limits.idle_timeout_secs);
-    let mut ping_sent = false;
-    let mut directed = HashSet::new();
-    let mut out = String::new();
-
+    let mut probed = false;
+    // Set when the connection broke rather than the client saying goodbye.
+    let mut link_lost = false;
     let close: Option<(&str, String)> = loop {
         tokio::select! {
             ev = inbound.recv() => match ev.map(|b| *b) {
                 Some(Ok(XmlEvent::Stanza(el))) => {
-                    ping_sent = false;
-                    if let Err(close) = handle_stanza(&server, &handle, el, &mut directed, &mut writer).await {
+                    probed = false;
+                    if let Err(close) = handle_element(server, handle, el, local).await {
+                        link_lost = close.is_none();
                         break close;
                     }
                 }
                 Some(Ok(XmlEvent::StreamEnd)) => {
-                    let _ = stream::send(&mut writer, "</stream:stream>").await;
+                    let _ = stream::send(local.writer(), "</stream:stream>").await;
                     break None;
                 }
                 Some(Ok(XmlEvent::StreamStart(_))) => break Some(("not-well-formed", "a second stream header".into())),
-                Some(Err(e)) => break e.condition().map(|c| (c, e.to_string())),
-                None => break None,
+                Some(Err(e)) => {
+                    link_lost = e.condition().is_none();
+                    break e.condition().map(|c| (c, e.to_string()));
+                }
+                None => {
+                    link_lost = true;
+                    break None;
+                }
             },
             Some(first) = outbound.recv() => {
-                out.clear();
-                first.write_to(&mut out, ns::CLIENT);
+                let mut batch = vec![*first];
                 for _ in 1..WRITE_BATCH {
                     match outbound.try_recv() {
-                        Ok(more) => more.write_to(&mut out, ns::CLIENT),
+                        Ok(more) => batch.push(*more),
                         Err(_) => break,
                     }
                 }
-                if stream::send(&mut writer, &out).await.is_err() {
+                if local.send_all(batch).await.is_err() {
+                    link_lost = true;
                     break None;
                 }
-                if out.capacity() > 16 * 1024 {
-                    out = String::new();
-                }
             }
-            kick = shared.kicked() => break Some(match kick {
+            kick = handle.shared.kicked() => break Some(match kick {
                 Kick::Replaced => ("conflict", "replaced by a new session with the same resource".into()),
                 Kick::TooSlow => ("policy-violation", "too many stanzas waiting for this client".into()),
                 Kick::AccountGone => ("not-authorized", "the account was removed".into()),
+                Kick::Expired => ("connection-timeout", "the session has ended".into()),
             }),
             _ = shutdown.changed() => break Some(("system-shutdown", "the server is restarting".into())),
             _ = tick.tick() => {
@@ -125,38 +267,54 @@ pub async fn run(server: Arc<Server>, bound: Bound) {
                     break Some(("policy-violation", "a stanza took too long to arrive".into()));
                 }
                 let silent = progress.silent_for();
-                if silent > idle_timeout + PING_GRACE && ping_sent {
+                if silent > idle_timeout + PING_GRACE && probed {
+                    log::debug!("{peer}: {} silent after a ping", handle.jid);
                     break Some(("connection-timeout", "no answer to ping".into()));
                 }
-                if silent > idle_timeout && !ping_sent {
-                    ping_sent = true;
-                    let ping = Element::new("iq", ns::CLIENT)
-                        .with_attr("type", "get")
-                        .with_attr("id", format!("ping-{}", stanza::random_id(6)))
-                        .with_attr("from", server.domain().to_string())
-                        .with_attr("to", jid.to_string())
-                        .with_child(Element::new("ping", crate::modules::ping::NS));
-                    if stream::send(&mut writer, &ping.to_xml(ns::CLIENT)).await.is_err() {
-                        break None;
-                    }
+                if silent > idle_timeout && !probed {
+                    // A module probes the client (XEP-0199 ping); any answer counts as life.
+                    probed = true;
+                    fire(server, handle, local, Hook::SessionIdle, None).await;
                 }
             }
         }
     };
-
-    server.router.unbind(&jid, handle.id);
-    if let Some((condition, text)) = &close {
-        log::info!("{peer}: {jid} closed with {condition}: {text}");
-        stream::fail(&mut writer, None, condition, Some(text)).await;
-        // The reader task swallows late input after a parse error; give it that moment.
-        let _ = tokio::time::timeout(super::negotiate::LINGER, &mut reader_task).await;
-        reader_task.abort();
-    } else {
-        reader_task.abort();
-        log::info!("{peer}: {jid} logged out");
-        let _ = tokio::time::timeout(Duration::from_secs(5), writer.shutdown()).await;
+    Ended {
+        close,
+        link_lost,
+        reader_task,
     }
-    presence::session_ended(&server, &handle, &directed).await;
+}
+
+/// A kept session without a connection: what arrives for it still passes its layers (stream
+/// management holds it as unacknowledged) until a new connection attaches (`Some`) or the
+/// session is ended by a kick or shutdown (`None`).
+async fn detached<R>(
+    server: &Arc<Server>,
+    handle: &SessionHandle,
+    local: &mut SessionLocal,
+    outbound: &mut mpsc::Receiver<Box<Element>>,
+) -> Option<Attach<R>>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+{
+    let (tx, mut attach_rx) = mpsc::channel::<Attach<R>>(1);
+    handle
+        .shared
+        .with_ext(|e| e.get_or_default::<AttachPoint<R>>().0 = Some(tx));
+    let mut shutdown = server.shutdown_signal();
+    let result = loop {
+        tokio::select! {
+            t = attach_rx.recv() => break t,
+            Some(first) = outbound.recv() => {
+                let _ = local.send_all(vec![*first]).await;
+            }
+            _ = handle.shared.kicked() => break None,
+            _ = shutdown.changed() => break None,
+        }
+    };
+    handle.shared.with_ext(|e| e.remove::<AttachPoint<R>>());
+    result
 }
 
 struct Unbind<'a> {
@@ -167,111 +325,53 @@ struct Unbind<'a> {
 
 impl Drop for Unbind<'_> {
     fn drop(&mut self) {
-        self.server.router.unbind(self.jid, self.id);
+        self.server.sessions.unbind(self.jid, self.id);
     }
 }
 
-/// Handles one stanza from the client; Err closes the stream with that condition.
-async fn handle_stanza(
+/// Handles one element from the client; Err closes the stream with that condition.
+async fn handle_element(
     server: &Arc<Server>,
     session: &SessionHandle,
     mut el: Element,
-    directed: &mut HashSet<String>,
-    writer: &mut TlsWrite,
+    local: &mut SessionLocal,
 ) -> Result<(), Option<(&'static str, String)>> {
     if el.ns != ns::CLIENT || !matches!(el.name.as_str(), "message" | "presence" | "iq") {
-        return Err(Some((
-            "unsupported-stanza-type",
-            format!("<{}/> in {} is not understood here", el.name, el.ns),
-        )));
+        let Some(module) = server.modules.nonza_handler(&el.name, &el.ns).cloned() else {
+            return Err(Some((
+                "unsupported-stanza-type",
+                format!("<{}/> in {} is not understood here", el.name, el.ns),
+            )));
+        };
+        module
+            .on_nonza(server, session, local, &el)
+            .await
+            .map_err(Some)?;
+        return local.release().await.map_err(|_| None);
     }
+    local.received_stanzas = local.received_stanzas.wrapping_add(1);
     // The server, not the client, says who sent a stanza (RFC 6120 §8.1.2.1).
     el.set_attr("from", session.jid.to_string());
-    if stanza::is_presence(&el) {
-        if presence::outbound(server, session, el, directed).await == Outcome::BecameAvailable {
-            presence::deliver_pending_requests(server, session).await;
-            deliver_offline(server, session, writer)
-                .await
-                .map_err(|_| None)?;
-        }
-        return Ok(());
-    }
     if stanza::is_iq(&el) {
         let kind = el.attr("type").unwrap_or("");
         if !matches!(kind, "get" | "set" | "result" | "error") || el.attr("id").is_none() {
-            crate::routing::bounce(server, &el, StanzaError::bad_request());
-            return Ok(());
-        }
-        // Replies to our own pings need no routing.
-        if matches!(kind, "result" | "error") && el.attr("to").is_none_or(|t| t == server.domain())
-        {
+            crate::delivery::bounce(server, &el, StanzaError::bad_request());
             return Ok(());
         }
     }
-    crate::routing::route(server, el, Some(session)).await;
-    Ok(())
-}
-
-/// Writes stored offline messages straight to the socket, then deletes them: a crash in between
-/// delivers twice rather than never.
-async fn deliver_offline(
-    server: &Arc<Server>,
-    session: &SessionHandle,
-    writer: &mut TlsWrite,
-) -> std::io::Result<()> {
-    let Some(user) = &session.jid.local else {
-        return Ok(());
-    };
-    if session.priority() < 0 {
-        return Ok(());
+    let was_available = session.available();
+    crate::delivery::from_session(server, el, session, local).await;
+    if !was_available && session.available() {
+        // Initial presence (RFC 6121 §4.2): what waited for the session can come now.
+        let mut ev = SessionEvent {
+            session,
+            local,
+            reason: None,
+        };
+        server
+            .modules
+            .session_event(server, Hook::SessionAvailable, &mut ev)
+            .await;
     }
-    let messages = match server.storage.offline_messages(user).await {
-        Ok(m) => m,
-        Err(e) => {
-            log::error!("cannot read offline messages of {user}: {e}");
-            return Ok(());
-        }
-    };
-    let Some(last) = messages.last().map(|m| m.0) else {
-        return Ok(());
-    };
-    let to = crate::xml::escape_attr(&session.jid.to_string()).into_owned();
-    for (_, _, xml) in &messages {
-        // Stored with the bare JID; deliver to this resource.
-        let xml = retarget(xml, &to);
-        stream::send(writer, &xml).await?;
-    }
-    if let Err(e) = server.storage.delete_offline(user, last).await {
-        log::error!("cannot delete delivered offline messages of {user}: {e}");
-    }
-    Ok(())
-}
-
-/// Replaces the `to` attribute of a stored message's root element.
-fn retarget(xml: &str, to: &str) -> String {
-    let end = xml.find('>').unwrap_or(xml.len());
-    let head = &xml[..end];
-    if let Some(start) = head.find(" to='") {
-        if let Some(len) = head[start + 5..].find('\'') {
-            return format!(
-                "{} to='{}'{}",
-                &xml[..start],
-                to,
-                &xml[start + 5 + len + 1..]
-            );
-        }
-    }
-    xml.to_string()
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn retarget_replaces_only_the_root_to() {
-        let x = "<message to='a@b' from='c@b/x'><body>to='z'</body></message>";
-        assert_eq!(
-            super::retarget(x, "a@b/r"),
-            "<message to='a@b/r' from='c@b/x'><body>to='z'</body></message>"
-        );
-    }
+    local.release().await.map_err(|_| None)
 }

@@ -32,13 +32,13 @@ pub fn error(condition: &str, text: Option<&str>) -> String {
 }
 
 /// Writes and flushes; errors mean the peer is gone, which the caller handles by closing.
-pub async fn send<W: AsyncWrite + Unpin>(w: &mut W, data: &str) -> std::io::Result<()> {
+pub async fn send<W: AsyncWrite + Unpin + ?Sized>(w: &mut W, data: &str) -> std::io::Result<()> {
     w.write_all(data.as_bytes()).await?;
     w.flush().await
 }
 
 /// Sends a stream error (with a header first if none was sent) and shuts the writer down.
-pub async fn fail<W: AsyncWrite + Unpin>(
+pub async fn fail<W: AsyncWrite + Unpin + ?Sized>(
     w: &mut W,
     header_sent: Option<(&str, &str)>,
     condition: &str,

@@ -1,6 +1,8 @@
 //! XEP-0030: Service Discovery, for the server and for accounts' bare JIDs.
 
 use super::{IqFuture, IqRequest, Module};
+use crate::hooks::{DiscoInfo, DiscoTarget, Identity, IqKind, IqRoute};
+use crate::server::Server;
 use crate::stanza::StanzaError;
 use crate::xml::Element;
 
@@ -10,25 +12,39 @@ pub const ITEMS: &str = "http://jabber.org/protocol/disco#items";
 pub struct Disco;
 
 impl Module for Disco {
-    fn server_features(&self) -> &'static [&'static str] {
-        &[INFO, ITEMS]
+    fn name(&self) -> &'static str {
+        "disco"
     }
-    fn account_features(&self) -> &'static [&'static str] {
-        &[INFO, ITEMS]
+    fn disco_info(&self, _server: &Server, target: DiscoTarget, info: &mut DiscoInfo) {
+        info.identities.push(match target {
+            DiscoTarget::Server => Identity {
+                category: "server",
+                kind: "im",
+                name: Some("Hearth"),
+            },
+            DiscoTarget::Account => Identity {
+                category: "account",
+                kind: "registered",
+                name: None,
+            },
+        });
+        info.feature(INFO);
+        info.feature(ITEMS);
     }
-    fn iq_namespaces(&self) -> &'static [&'static str] {
-        &[INFO, ITEMS]
+    fn iqs(&self) -> &'static [IqRoute] {
+        const ROUTES: &[IqRoute] = &[
+            IqRoute::new(IqKind::Get, crate::hooks::ANY_TARGET, INFO),
+            IqRoute::new(IqKind::Get, crate::hooks::ANY_TARGET, ITEMS),
+        ];
+        ROUTES
     }
     fn handle_iq<'a>(&'a self, req: IqRequest<'a>) -> IqFuture<'a> {
         Box::pin(async move {
-            if req.iq.attr("type") != Some("get") {
-                return Err(StanzaError::bad_request());
-            }
             let node = req.payload.attr("node");
-            if node.is_some() {
-                return Err(StanzaError::item_not_found());
-            }
             if req.payload.ns == ITEMS {
+                if node.is_some() {
+                    return Err(StanzaError::item_not_found());
+                }
                 let mut q = Element::new("query", ITEMS);
                 if req.to.local.is_none() {
                     for svc in [
@@ -43,8 +59,7 @@ impl Module for Disco {
                 }
                 return Ok(Some(q));
             }
-            let mut q = Element::new("query", INFO);
-            let features = if let Some(user) = &req.to.local {
+            let target = if let Some(user) = &req.to.local {
                 // Strangers learn nothing about whether an account exists (RFC 6121 §8.5.1).
                 let own = req.to.bare() == req.from.bare();
                 if !own
@@ -57,25 +72,41 @@ impl Module for Disco {
                 {
                     return Err(StanzaError::service_unavailable());
                 }
-                q.push_child(
-                    Element::new("identity", INFO)
-                        .with_attr("category", "account")
-                        .with_attr("type", "registered"),
-                );
-                req.server.modules.account_features()
+                DiscoTarget::Account
             } else {
-                q.push_child(
-                    Element::new("identity", INFO)
-                        .with_attr("category", "server")
-                        .with_attr("type", "im")
-                        .with_attr("name", "Hearth"),
-                );
-                req.server.modules.server_features()
+                DiscoTarget::Server
             };
-            for f in features {
-                q.push_child(Element::new("feature", INFO).with_attr("var", f));
+            let info = req
+                .server
+                .modules
+                .disco_info(req.server, target, node)
+                .ok_or_else(StanzaError::item_not_found)?;
+            let mut q = info_element(&info);
+            if let Some(node) = node {
+                q.set_attr("node", node);
             }
             Ok(Some(q))
         })
     }
+}
+
+/// The `<query xmlns='…disco#info'/>` for assembled disco information.
+pub fn info_element(info: &DiscoInfo) -> Element {
+    let mut q = Element::new("query", INFO);
+    for id in &info.identities {
+        let mut e = Element::new("identity", INFO)
+            .with_attr("category", id.category)
+            .with_attr("type", id.kind);
+        if let Some(name) = id.name {
+            e.set_attr("name", name);
+        }
+        q.push_child(e);
+    }
+    for f in &info.features {
+        q.push_child(Element::new("feature", INFO).with_attr("var", *f));
+    }
+    for form in &info.forms {
+        q.push_child(form.clone());
+    }
+    q
 }

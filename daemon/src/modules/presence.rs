@@ -1,12 +1,17 @@
-//! RFC 6121 §3–4: subscriptions and presence. Outbound handling runs for stanzas from a local
-//! session; inbound handling for stanzas reaching a local account (from a local contact now,
-//! from federation later). State per contact lives in the roster (`storage::roster`).
+//! RFC 6121 §3–4: subscriptions and presence, as a module. Its `Outbound(Presence)` hook takes
+//! every presence a local session sends; its `InboundBare/InboundFull(Presence)` hooks handle
+//! subscription stanzas reaching a local account (from a local contact now, from federation
+//! later); `SessionAvailable` re-sends pending requests and `SessionClosed` says goodbye.
+//! State per contact lives in the roster (`storage::roster`).
 
 use super::roster::save_and_push;
+use super::Module;
+use crate::c2s::outbound::SessionLocal;
+use crate::delivery::presence;
+use crate::hooks::{BoxFut, Flow, Hook, Kind, SessionEvent, StanzaEvent};
 use crate::jid::Jid;
-use crate::router::SessionHandle;
-use crate::routing::presence;
 use crate::server::Server;
+use crate::sessions::SessionHandle;
 use crate::stanza;
 use crate::storage::RosterItem;
 use crate::xml::Element;
@@ -14,41 +19,114 @@ use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+/// Directed presences a session sent (RFC 6121 §4.6), so an unavailable follows at logout.
+/// Kept in the session's task state: only sessions that send directed presence pay for it.
+#[derive(Default)]
+struct Directed(HashSet<String>);
+
+/// Directed presences remembered per session at most.
+const MAX_DIRECTED: usize = 256;
+
+pub struct Presence;
+
+impl Module for Presence {
+    fn name(&self) -> &'static str {
+        "presence"
+    }
+    fn hooks(&self) -> &'static [(Hook, i16)] {
+        &[
+            (Hook::Outbound(Kind::Presence), 0),
+            (Hook::InboundBare(Kind::Presence), 0),
+            (Hook::InboundFull(Kind::Presence), 0),
+            // Before offline messages are flushed, as RFC 6121 §3.1.3 clients expect.
+            (Hook::SessionAvailable, 10),
+            (Hook::SessionClosed, 0),
+        ]
+    }
+    fn on_stanza<'a>(
+        &'a self,
+        server: &'a Arc<Server>,
+        hook: Hook,
+        ev: &'a mut StanzaEvent<'_>,
+    ) -> BoxFut<'a, Flow> {
+        Box::pin(async move {
+            match hook {
+                Hook::Outbound(_) => {
+                    let (Some(session), Some(local)) = (ev.sender, ev.local.as_deref_mut()) else {
+                        return Flow::Continue;
+                    };
+                    let p = std::mem::replace(&mut ev.stanza, Element::new("presence", ""));
+                    outbound(server, session, p, local).await;
+                    Flow::Handled
+                }
+                _ => {
+                    let Some(to) = ev.to.clone() else {
+                        return Flow::Continue;
+                    };
+                    if is_subscription(&ev.stanza) {
+                        let p = std::mem::replace(&mut ev.stanza, Element::new("presence", ""));
+                        inbound_subscription(server, p, &to).await;
+                        Flow::Handled
+                    } else {
+                        Flow::Continue
+                    }
+                }
+            }
+        })
+    }
+    fn on_session<'a>(
+        &'a self,
+        server: &'a Arc<Server>,
+        hook: Hook,
+        ev: &'a mut SessionEvent<'_>,
+    ) -> BoxFut<'a, Flow> {
+        Box::pin(async move {
+            match hook {
+                Hook::SessionAvailable => deliver_pending_requests(server, ev.session).await,
+                Hook::SessionClosed => {
+                    let directed = ev.local.ext.remove::<Directed>().unwrap_or_default();
+                    session_ended(server, ev.session, &directed.0).await
+                }
+                _ => {}
+            }
+            Flow::Continue
+        })
+    }
+}
+
+fn is_subscription(p: &Element) -> bool {
+    matches!(
+        stanza::stanza_type(p),
+        "subscribe" | "subscribed" | "unsubscribe" | "unsubscribed"
+    )
+}
+
 /// A subscription stanza between two bare JIDs.
 pub fn subscription(from: &str, to: &str, kind: &str) -> Element {
     presence(from, to, Some(kind))
 }
 
-/// What an outbound presence meant for the session.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Outcome {
-    Nothing,
-    /// The session just became available: deliver what waited for it.
-    BecameAvailable,
-}
-
 /// A presence stanza sent by a local session (its `from` already stamped with the full JID).
-pub async fn outbound(
+async fn outbound(
     server: &Arc<Server>,
     session: &SessionHandle,
     mut p: Element,
-    directed: &mut HashSet<String>,
-) -> Outcome {
+    local: &mut SessionLocal,
+) {
     let kind = stanza::stanza_type(&p).to_string();
     let user_bare = session.jid.bare_string();
     let to = match stanza::to_jid(&p) {
         Some(Ok(j)) => Some(j),
-        Some(Err(_)) => return Outcome::Nothing,
+        Some(Err(_)) => return,
         None => None,
     };
     match (kind.as_str(), to) {
         ("subscribe" | "subscribed" | "unsubscribe" | "unsubscribed", Some(to)) => {
             let contact = to.bare_string();
             if contact == user_bare {
-                return Outcome::Nothing;
+                return;
             }
             outbound_subscription(server, &session.jid, &contact, &kind).await;
-            Outcome::Nothing
         }
         ("available" | "unavailable", None) => {
             broadcast(server, session, p, kind == "available").await
@@ -57,18 +135,18 @@ pub async fn outbound(
             // Directed presence (RFC 6121 §4.6): remembered so an unavailable follows at logout.
             let target = to.to_string();
             if kind == "available" {
-                if directed.len() < 256 {
+                let directed = &mut local.ext.get_or_default::<Directed>().0;
+                if directed.len() < MAX_DIRECTED {
                     directed.insert(target);
                 }
-            } else {
-                directed.remove(&target);
+            } else if let Some(d) = local.ext.get_mut::<Directed>() {
+                d.0.remove(&target);
             }
             p.set_attr("to", to.to_string());
-            deliver_presence(server, &to, p);
-            Outcome::Nothing
+            send_to_contact(server, p).await;
         }
         // Probes from clients and errors are not ours to relay.
-        _ => Outcome::Nothing,
+        _ => {}
     }
 }
 
@@ -101,7 +179,7 @@ async fn outbound_subscription(server: &Arc<Server>, user: &Jid, contact: &str, 
             save_and_push(server, local, item).await;
             send_to_contact(server, subscription(&user_bare, contact, "subscribed")).await;
             // The contact now sees us: send our current presence (RFC 6121 §3.1.5).
-            for s in server.router.sessions_of(&user_bare) {
+            for s in server.sessions.sessions_of(&user_bare) {
                 if let Some(mut p) = s.last_presence() {
                     p.set_attr("to", contact);
                     send_to_contact(server, p).await;
@@ -127,7 +205,7 @@ async fn outbound_subscription(server: &Arc<Server>, user: &Jid, contact: &str, 
             save_and_push(server, local, item).await;
             send_to_contact(server, subscription(&user_bare, contact, kind)).await;
             if had_from {
-                for s in server.router.sessions_of(&user_bare) {
+                for s in server.sessions.sessions_of(&user_bare) {
                     send_to_contact(
                         server,
                         presence(&s.jid.to_string(), contact, Some("unavailable")),
@@ -142,20 +220,29 @@ async fn outbound_subscription(server: &Arc<Server>, user: &Jid, contact: &str, 
     send_to_contact(server, subscription(&user_bare, contact, kind)).await;
 }
 
-/// Hands a presence stanza to its addressee's server: ours, or (later) a federated one.
-pub async fn send_to_contact(server: &Arc<Server>, p: Element) {
-    let Some(Ok(to)) = stanza::to_jid(&p) else {
-        return;
-    };
-    if to.domain != server.domain() || to.local.is_none() {
-        // Federation is not available yet; remote contacts do not see presence.
-        return;
-    }
-    inbound(server, p, &to).await;
+/// Hands a presence stanza to its addressee's server: ours (through the inbound hooks of the
+/// addressee), or (later) a federated one.
+pub fn send_to_contact(
+    server: &Arc<Server>,
+    p: Element,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+    Box::pin(async move {
+        let Some(Ok(to)) = stanza::to_jid(&p) else {
+            return;
+        };
+        if to.domain != server.domain() || to.local.is_none() {
+            // Federation is not available yet; remote contacts do not see presence.
+            return;
+        }
+        let Some(from) = stanza::from_jid(&p) else {
+            return;
+        };
+        crate::delivery::inbound(server, p, from, to, None).await;
+    })
 }
 
-/// A presence stanza reaching local account `to`.
-async fn inbound(server: &Arc<Server>, p: Element, to: &Jid) {
+/// A subscription stanza reaching local account `to`.
+async fn inbound_subscription(server: &Arc<Server>, p: Element, to: &Jid) {
     let Some(user) = to.local.clone() else { return };
     let Some(from) = stanza::from_jid(&p) else {
         return;
@@ -163,13 +250,6 @@ async fn inbound(server: &Arc<Server>, p: Element, to: &Jid) {
     let kind = stanza::stanza_type(&p).to_string();
     let contact = from.bare_string();
     let user_bare = to.bare_string();
-    if !matches!(
-        kind.as_str(),
-        "subscribe" | "subscribed" | "unsubscribe" | "unsubscribed"
-    ) {
-        deliver_presence(server, to, p);
-        return;
-    }
     if !server.storage.user_exists(&user).await.unwrap_or(false) {
         return;
     }
@@ -186,8 +266,7 @@ async fn inbound(server: &Arc<Server>, p: Element, to: &Jid) {
         "subscribe" => {
             if item.subscription.has_from() {
                 // Already approved: answer for the user (RFC 6121 §3.1.3).
-                send_to_contact_boxed(server, subscription(&user_bare, &contact, "subscribed"))
-                    .await;
+                send_to_contact(server, subscription(&user_bare, &contact, "subscribed")).await;
                 return;
             }
             if !item.pending_in {
@@ -222,10 +301,10 @@ async fn inbound(server: &Arc<Server>, p: Element, to: &Jid) {
             save_and_push(server, &user, item).await;
             if had_to {
                 // The contact's resources vanish from the user's view.
-                for s in server.router.sessions_of(&contact) {
-                    deliver_presence(
+                for s in server.sessions.sessions_of(&contact) {
+                    deliver_to_available(
                         server,
-                        to,
+                        &user_bare,
                         presence(&s.jid.to_string(), &user_bare, Some("unavailable")),
                     );
                 }
@@ -237,27 +316,8 @@ async fn inbound(server: &Arc<Server>, p: Element, to: &Jid) {
     deliver_to_available(server, &user_bare, p);
 }
 
-fn send_to_contact_boxed<'a>(
-    server: &'a Arc<Server>,
-    p: Element,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
-    Box::pin(send_to_contact(server, p))
-}
-
-/// Delivers presence to a local JID: a full JID's session, or every available session of a bare JID.
-fn deliver_presence(server: &Arc<Server>, to: &Jid, p: Element) {
-    if to.domain != server.domain() || to.local.is_none() {
-        return;
-    }
-    if to.is_bare() {
-        deliver_to_available(server, &to.bare_string(), p);
-    } else if let Some(s) = server.router.session(to) {
-        s.deliver(p);
-    }
-}
-
 fn deliver_to_available(server: &Arc<Server>, bare: &str, p: Element) {
-    for s in server.router.sessions_of(bare) {
+    for s in server.sessions.sessions_of(bare) {
         if s.available() {
             let mut copy = p.clone();
             copy.set_attr("to", s.jid.to_string());
@@ -268,18 +328,13 @@ fn deliver_to_available(server: &Arc<Server>, bare: &str, p: Element) {
 
 /// Presence broadcast (RFC 6121 §4.2, §4.4, §4.5) from one session to the contacts that see it
 /// and to the user's own available sessions.
-async fn broadcast(
-    server: &Arc<Server>,
-    session: &SessionHandle,
-    mut p: Element,
-    available: bool,
-) -> Outcome {
+async fn broadcast(server: &Arc<Server>, session: &SessionHandle, mut p: Element, available: bool) {
     let Some(user) = session.jid.local.clone() else {
-        return Outcome::Nothing;
+        return;
     };
     let was_available = session.available();
     if !available && !was_available {
-        return Outcome::Nothing;
+        return;
     }
     p.remove_attr("to");
     let priority = p
@@ -311,16 +366,14 @@ async fn broadcast(
     }
     deliver_to_available(server, &session.jid.bare_string(), p);
     if available && !was_available {
-        probe_contacts(server, session, &roster);
-        return Outcome::BecameAvailable;
+        probe_contacts(server, session, &roster).await;
     }
-    Outcome::Nothing
 }
 
 /// Answers the probes initial presence implies (RFC 6121 §4.3) for local contacts directly: the
 /// new session gets the current presence of every contact it is subscribed to and of the user's
 /// other sessions.
-fn probe_contacts(server: &Arc<Server>, session: &SessionHandle, roster: &[RosterItem]) {
+async fn probe_contacts(server: &Arc<Server>, session: &SessionHandle, roster: &[RosterItem]) {
     let mut sources: Vec<String> = roster
         .iter()
         .filter(|i| i.subscription.has_to())
@@ -328,21 +381,21 @@ fn probe_contacts(server: &Arc<Server>, session: &SessionHandle, roster: &[Roste
         .collect();
     sources.push(session.jid.bare_string());
     for bare in sources {
-        for s in server.router.sessions_of(&bare) {
+        for s in server.sessions.sessions_of(&bare) {
             if s.id == session.id {
                 continue;
             }
             if let Some(mut p) = s.last_presence() {
                 p.set_attr("from", s.jid.to_string());
                 p.set_attr("to", session.jid.to_string());
-                session.deliver(p);
+                send_to_contact(server, p).await;
             }
         }
     }
 }
 
 /// Re-delivers subscription requests that arrived while the user was away (RFC 6121 §3.1.3).
-pub async fn deliver_pending_requests(server: &Arc<Server>, session: &SessionHandle) {
+async fn deliver_pending_requests(server: &Arc<Server>, session: &SessionHandle) {
     let Some(user) = &session.jid.local else {
         return;
     };
@@ -361,11 +414,7 @@ pub async fn deliver_pending_requests(server: &Arc<Server>, session: &SessionHan
 }
 
 /// A session ended: if it was available, everyone who saw it sees it leave.
-pub async fn session_ended(
-    server: &Arc<Server>,
-    session: &SessionHandle,
-    directed: &HashSet<String>,
-) {
+async fn session_ended(server: &Arc<Server>, session: &SessionHandle, directed: &HashSet<String>) {
     if session.available() {
         let from = session.jid.to_string();
         let p = presence(&from, "", Some("unavailable"));
@@ -374,12 +423,14 @@ pub async fn session_ended(
         broadcast(server, session, p, false).await;
     }
     for target in directed {
-        if let Ok(to) = Jid::parse(target) {
-            deliver_presence(
-                server,
-                &to,
-                presence(&session.jid.to_string(), target, Some("unavailable")),
-            );
-        }
+        send_to_contact(
+            server,
+            presence(&session.jid.to_string(), target, Some("unavailable")),
+        )
+        .await;
     }
 }
+
+#[cfg(test)]
+#[path = "presence_tests.rs"]
+mod tests;

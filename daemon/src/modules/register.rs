@@ -2,11 +2,12 @@
 //! tokens (`urn:xmpp:pars:0` preauth) for the `invite` policy. After login the same namespace
 //! changes the password or removes the account.
 
-use super::{IqFuture, IqRequest, Module};
+use super::{IqFuture, IqRequest, Module, PreAuthIq};
 use crate::config::RegistrationPolicy;
+use crate::hooks::{BoxFut, DiscoInfo, DiscoTarget, FeaturePhase, IqKind, IqRoute, IqTarget};
 use crate::jid::normalize_local;
-use crate::router::Kick;
 use crate::server::Server;
+use crate::sessions::Kick;
 use crate::stanza::{iq_result, StanzaError};
 use crate::storage::{accounts_derive, StorageError};
 use crate::xml::Element;
@@ -21,12 +22,37 @@ pub const MIN_PASSWORD: usize = 8;
 
 pub struct Register;
 
+/// An invite token checked earlier on this stream, for the registration that follows it.
+#[derive(Default)]
+struct InviteToken(Option<String>);
+
 impl Module for Register {
-    fn server_features(&self) -> &'static [&'static str] {
-        &[NS]
+    fn name(&self) -> &'static str {
+        "register"
     }
-    fn iq_namespaces(&self) -> &'static [&'static str] {
-        &[NS]
+    fn disco_info(&self, _server: &Server, target: DiscoTarget, info: &mut DiscoInfo) {
+        if target == DiscoTarget::Server {
+            info.feature(NS);
+        }
+    }
+    fn iqs(&self) -> &'static [IqRoute] {
+        const ROUTES: &[IqRoute] = &[
+            IqRoute::new(IqKind::Both, crate::hooks::SELF_OR_SERVER, NS),
+            IqRoute::new(IqKind::Both, &[IqTarget::BeforeLogin], NS),
+            IqRoute::new(IqKind::Set, &[IqTarget::BeforeLogin], PARS_NS),
+        ];
+        ROUTES
+    }
+    fn stream_features(&self, server: &Server, phase: FeaturePhase, out: &mut Vec<Element>) {
+        if phase == FeaturePhase::BeforeAuth && offered(server) {
+            out.push(Element::new("register", FEATURE_NS));
+        }
+    }
+    fn handle_preauth_iq<'a>(&'a self, req: PreAuthIq<'a>) -> BoxFut<'a, Element> {
+        Box::pin(async move {
+            let token = &mut req.stream.get_or_default::<InviteToken>().0;
+            handle_unauthenticated(req.server, req.iq, req.ip, token).await
+        })
     }
     fn handle_iq<'a>(&'a self, req: IqRequest<'a>) -> IqFuture<'a> {
         Box::pin(async move {
@@ -53,7 +79,7 @@ impl Module for Register {
                     .await
                     .map_err(|_| StanzaError::internal())?;
                 log::info!("account {user} removed by its owner");
-                for s in req.server.router.sessions_of(&req.from.bare_string()) {
+                for s in req.server.sessions.sessions_of(&req.from.bare_string()) {
                     if s.jid != *req.from {
                         s.shared.kick(Kick::AccountGone);
                     }
@@ -101,7 +127,7 @@ pub fn offered(server: &Server) -> bool {
 
 /// Handles `jabber:iq:register` and `urn:xmpp:pars:0` IQs on a TLS stream before login.
 /// `token` carries a preauth token between the two IQs of the invite flow.
-pub async fn handle_unauthenticated(
+async fn handle_unauthenticated(
     server: &Arc<Server>,
     iq: &Element,
     peer: &str,

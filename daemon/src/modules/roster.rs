@@ -2,6 +2,7 @@
 //! that is up to date gets an empty result, otherwise the whole roster).
 
 use super::{IqFuture, IqRequest, Module};
+use crate::hooks::{FeaturePhase, IqKind, IqRoute};
 use crate::jid::Jid;
 use crate::server::Server;
 use crate::stanza::StanzaError;
@@ -21,8 +22,18 @@ const MAX_GROUPS: usize = 32;
 pub struct Roster;
 
 impl Module for Roster {
-    fn iq_namespaces(&self) -> &'static [&'static str] {
-        &[NS]
+    fn name(&self) -> &'static str {
+        "roster"
+    }
+    fn iqs(&self) -> &'static [IqRoute] {
+        // Other accounts' rosters are refused by the handler, with `forbidden`.
+        const ROUTES: &[IqRoute] = &[IqRoute::new(IqKind::Both, crate::hooks::ANY_TARGET, NS)];
+        ROUTES
+    }
+    fn stream_features(&self, _server: &Server, phase: FeaturePhase, out: &mut Vec<Element>) {
+        if phase == FeaturePhase::AfterAuth {
+            out.push(Element::new("ver", VER_FEATURE_NS));
+        }
     }
     fn handle_iq<'a>(&'a self, req: IqRequest<'a>) -> IqFuture<'a> {
         Box::pin(async move {
@@ -176,7 +187,7 @@ pub fn item_element(item: &RosterItem) -> Element {
 /// Roster push (RFC 6121 §2.1.6) to every session of `user` that asked for the roster.
 pub fn push(server: &Arc<Server>, user: &str, ver: i64, item: Element) {
     let bare = format!("{user}@{}", server.domain());
-    for s in server.router.sessions_of(&bare) {
+    for s in server.sessions.sessions_of(&bare) {
         if !s.shared.interested.load(Ordering::Relaxed) {
             continue;
         }

@@ -1,19 +1,32 @@
 //! XEP-0054: vcard-temp. Stored whole per account; anyone may read, only the owner may write.
 
 use super::{IqFuture, IqRequest, Module};
+#[allow(unused_imports)]
+use crate::hooks::{DiscoInfo, DiscoTarget, IqKind, IqRoute, IqTarget};
 use crate::stanza::StanzaError;
-use crate::xml::{Element, XmlEvent, XmlLimits, XmlReader};
+use crate::xml::Element;
 
 pub const NS: &str = "vcard-temp";
 
 pub struct VCard;
 
 impl Module for VCard {
-    fn server_features(&self) -> &'static [&'static str] {
-        &[NS]
+    fn name(&self) -> &'static str {
+        "vcard"
     }
-    fn iq_namespaces(&self) -> &'static [&'static str] {
-        &[NS]
+    fn disco_info(
+        &self,
+        _server: &crate::server::Server,
+        target: DiscoTarget,
+        info: &mut DiscoInfo,
+    ) {
+        if target == DiscoTarget::Server {
+            info.feature(NS);
+        }
+    }
+    fn iqs(&self) -> &'static [IqRoute] {
+        const ROUTES: &[IqRoute] = &[IqRoute::new(IqKind::Both, crate::hooks::ANY_TARGET, NS)];
+        ROUTES
     }
     fn handle_iq<'a>(&'a self, req: IqRequest<'a>) -> IqFuture<'a> {
         Box::pin(async move {
@@ -44,7 +57,7 @@ impl Module for VCard {
                 .map_err(|_| StanzaError::internal())?
             {
                 Some(xml) => Ok(Some(
-                    parse_stored(&xml)
+                    crate::xml::parse_fragment(&xml)
                         .await
                         .unwrap_or_else(|| Element::new("vCard", NS)),
                 )),
@@ -52,21 +65,5 @@ impl Module for VCard {
                 None => Err(StanzaError::item_not_found()),
             }
         })
-    }
-}
-
-/// Parses a stored vCard back into a tree (it was written by us from a parsed stanza).
-async fn parse_stored(xml: &str) -> Option<Element> {
-    let doc = format!("<stream:stream xmlns:stream='http://etherx.jabber.org/streams' xmlns='jabber:client'>{xml}");
-    let limits = XmlLimits {
-        max_stanza_bytes: 1 << 20,
-        max_depth: 64,
-        max_attributes: 64,
-        max_name_bytes: 256,
-    };
-    let mut reader = XmlReader::new(doc.as_bytes(), limits);
-    match (reader.next().await, reader.next().await) {
-        (Ok(XmlEvent::StreamStart(_)), Ok(XmlEvent::Stanza(e))) => Some(e),
-        _ => None,
     }
 }

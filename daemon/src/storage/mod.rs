@@ -8,7 +8,6 @@
 
 mod accounts;
 mod invites;
-mod offline;
 pub mod restore;
 mod roster;
 mod schema;
@@ -106,6 +105,35 @@ impl Storage {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Brings every module's tables up to date, at startup (blocks until committed).
+    pub fn migrate_modules(
+        &self,
+        modules: &[(&'static str, &'static [&'static str])],
+    ) -> Result<()> {
+        let modules = modules.to_vec();
+        let (tx, rx) = std_mpsc::sync_channel(1);
+        let job: Job = Box::new(move |conn| {
+            let mut result = Ok(());
+            for (name, sql) in &modules {
+                if let Err(e) = schema::migrate_module(conn, name, sql) {
+                    result = Err(format!("module {name}: {e}"));
+                    break;
+                }
+            }
+            let ok = result.is_ok();
+            let reply: Reply = Box::new(move |committed| {
+                let _ = tx.send(result.and(committed));
+            });
+            (ok, reply)
+        });
+        self.jobs
+            .send(job)
+            .map_err(|_| StorageError::Unavailable("storage thread stopped".into()))?;
+        rx.recv()
+            .map_err(|_| StorageError::Unavailable("storage thread stopped".into()))?
+            .map_err(StorageError::Unavailable)
     }
 
     /// Runs `f` on the writer thread inside the next batch; resolves after the batch committed.

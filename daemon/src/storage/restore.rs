@@ -30,6 +30,24 @@ pub fn check_database(path: &Path) -> Result<i64, String> {
     Ok(users)
 }
 
+/// Brings a checked backup's database up to this Hearth's schema, core and modules, before it is
+/// installed: a backup made before a module existed (or before its latest migration) would otherwise
+/// be missing tables the running server's modules use, since they are only migrated at startup.
+pub fn upgrade_database(
+    path: &Path,
+    modules: &[(&'static str, &'static [&'static str])],
+) -> Result<(), String> {
+    let fail =
+        |e: rusqlite::Error| format!("cannot bring the backup up to this Hearth's schema: {e}");
+    let mut conn = Connection::open(path).map_err(fail)?;
+    super::schema::migrate(&mut conn).map_err(fail)?;
+    for (name, sql) in modules {
+        super::schema::migrate_module(&conn, name, sql)
+            .map_err(|e| format!("cannot prepare module {name}'s tables in the backup: {e}"))?;
+    }
+    conn.close().map_err(|(_, e)| fail(e))
+}
+
 /// Copies the checked database `staged` into the live file through SQLite's online backup API
 /// rather than renaming files: connections still open on the live file (the server's writer) then
 /// see the new content instead of a file that is gone, and the WAL stays consistent. The old
@@ -120,6 +138,34 @@ mod tests {
             .find(|e| e.file_name().to_string_lossy().contains("before-restore"))
             .expect("the old content is kept");
         assert_eq!(check_database(&kept.path()), Ok(2));
+    }
+
+    #[tokio::test]
+    async fn an_old_backup_gets_the_tables_of_modules_added_since() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join("old.sqlite");
+        let db = Storage::open(&old).unwrap();
+        db.create_user("alice", "alice-password", 4096, false)
+            .await
+            .unwrap();
+        db.backup_to(dir.path().join("backup.sqlite"))
+            .await
+            .unwrap();
+        let backup = dir.path().join("backup.sqlite");
+        const NEW: &[&str] = &["CREATE TABLE newer_module_items (id INTEGER PRIMARY KEY);"];
+        upgrade_database(&backup, &[("newer-module", NEW)]).unwrap();
+        let conn = Connection::open(&backup).unwrap();
+        let n: i64 = conn
+            .query_row("SELECT count(*) FROM newer_module_items", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 0, "the module's table exists and is empty");
+        assert_eq!(
+            check_database(&backup),
+            Ok(1),
+            "the accounts are still there"
+        );
+        // Running it again changes nothing.
+        upgrade_database(&backup, &[("newer-module", NEW)]).unwrap();
     }
 
     #[test]

@@ -52,6 +52,11 @@ const MIGRATIONS: &[&str] = &[
         note         TEXT NOT NULL DEFAULT '',
         revoked      INTEGER NOT NULL DEFAULT 0
      );",
+    // 2: modules own their tables; this remembers how far each module's migrations got.
+    "CREATE TABLE module_versions (
+        module       TEXT PRIMARY KEY,
+        version      INTEGER NOT NULL
+     ) WITHOUT ROWID;",
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
@@ -68,6 +73,49 @@ pub(super) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", (i + 1) as i64)?;
         tx.commit()?;
+    }
+    Ok(())
+}
+
+/// Applies a module's migrations it has not had yet, each in its own savepoint, recording the
+/// version in `module_versions` in the same step.
+pub(super) fn migrate_module(
+    conn: &Connection,
+    module: &str,
+    migrations: &[&str],
+) -> rusqlite::Result<()> {
+    use rusqlite::OptionalExtension;
+    let current: i64 = conn
+        .query_row(
+            "SELECT version FROM module_versions WHERE module = ?1",
+            [module],
+            |r| r.get(0),
+        )
+        .optional()?
+        .unwrap_or(0);
+    if current as usize > migrations.len() {
+        return Err(rusqlite::Error::InvalidParameterName(format!(
+            "the tables of module {module} are from a newer Hearth (version {current}, this one knows {}); upgrade Hearth",
+            migrations.len()
+        )));
+    }
+    for (i, sql) in migrations.iter().enumerate().skip(current as usize) {
+        conn.execute_batch("SAVEPOINT module_migration")?;
+        let step = conn.execute_batch(sql).and_then(|()| {
+            conn.execute(
+                "INSERT INTO module_versions (module, version) VALUES (?1, ?2)
+                 ON CONFLICT(module) DO UPDATE SET version = excluded.version",
+                rusqlite::params![module, (i + 1) as i64],
+            )
+            .map(|_| ())
+        });
+        match step {
+            Ok(()) => conn.execute_batch("RELEASE module_migration")?,
+            Err(e) => {
+                conn.execute_batch("ROLLBACK TO module_migration; RELEASE module_migration")?;
+                return Err(e);
+            }
+        }
     }
     Ok(())
 }

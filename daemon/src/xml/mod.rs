@@ -20,3 +20,24 @@ pub mod ns {
     pub const SESSION: &str = "urn:ietf:params:xml:ns:xmpp-session";
     pub const SASL_CB: &str = "urn:xmpp:sasl-cb:0";
 }
+
+/// Parses one element serialised by us earlier (a stored stanza or vCard) back into a tree.
+/// Limits are generous (the text was checked when it first arrived) but still bounded.
+pub async fn parse_fragment(xml: &str) -> Option<Element> {
+    let doc = format!(
+        "<stream:stream xmlns:stream='{}' xmlns='{}'>{xml}",
+        ns::STREAMS,
+        ns::CLIENT
+    );
+    let limits = XmlLimits {
+        max_stanza_bytes: 1 << 20,
+        max_depth: 64,
+        max_attributes: 64,
+        max_name_bytes: 256,
+    };
+    let mut reader = XmlReader::new(doc.as_bytes(), limits);
+    match (reader.next().await, reader.next().await) {
+        (Ok(XmlEvent::StreamStart(_)), Ok(XmlEvent::Stanza(e))) => Some(e),
+        _ => None,
+    }
+}

@@ -1,16 +1,19 @@
-//! The router's table of bound sessions, by bare JID then resource.
+//! The table of bound sessions, by bare JID then resource, and the handle through which other
+//! tasks hand a session its stanzas.
 //!
 //! Each session owns a bounded queue. Delivery never waits: if a session's queue is full the
-//! client is not reading, and it is disconnected rather than buffered without bound.
+//! client is not reading, and it is disconnected rather than buffered without bound. The queue
+//! ends in the session's one write path (`c2s::outbound`), where module layers see every stanza.
 
+use crate::hooks::{Extensions, SessionFlag};
 use crate::jid::Jid;
 use crate::xml::Element;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, Notify};
 
-/// What the router tells a session besides stanzas.
+/// What the server tells a session besides stanzas.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Kick {
     /// Another session bound the same resource (RFC 6120 §7.7.2.2): stream error `conflict`.
@@ -19,9 +22,11 @@ pub enum Kick {
     TooSlow,
     /// The account was removed or its password changed: `not-authorized`.
     AccountGone,
+    /// A module ends the session (e.g. a hibernated one nobody resumed): `connection-timeout`.
+    Expired,
 }
 
-/// State of a session that the router and other sessions need to see.
+/// State of a session that the delivery rules and other sessions need to see.
 #[derive(Debug, Default)]
 pub struct SessionShared {
     /// Sent initial presence and not yet unavailable (RFC 6121 §4.2).
@@ -32,11 +37,33 @@ pub struct SessionShared {
     pub interested: AtomicBool,
     /// The last broadcast presence, answered to probes (RFC 6121 §4.3.2).
     pub presence: Mutex<Option<Element>>,
+    /// One bit per module feature switched on for this session (`SessionFlag`), readable from
+    /// any task: e.g. whether it wants carbons.
+    flags: AtomicU32,
+    /// Module state other tasks must reach; nothing is allocated until a module uses it.
+    ext: Mutex<Extensions>,
     kick: Mutex<Option<Kick>>,
     kicked: Notify,
 }
 
 impl SessionShared {
+    pub fn has(&self, flag: SessionFlag) -> bool {
+        self.flags.load(Ordering::Acquire) & flag.0 != 0
+    }
+
+    pub fn set_flag(&self, flag: SessionFlag, on: bool) {
+        if on {
+            self.flags.fetch_or(flag.0, Ordering::AcqRel);
+        } else {
+            self.flags.fetch_and(!flag.0, Ordering::AcqRel);
+        }
+    }
+
+    /// Runs `f` on the session's shared module state.
+    pub fn with_ext<T>(&self, f: impl FnOnce(&mut Extensions) -> T) -> T {
+        f(&mut self.ext.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
     pub fn kick(&self, why: Kick) {
         *self.kick.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
         self.kicked.notify_one();
@@ -94,12 +121,12 @@ impl SessionHandle {
 }
 
 #[derive(Default)]
-pub struct Router {
+pub struct SessionTable {
     sessions: Mutex<HashMap<String, Vec<SessionHandle>>>,
     next_id: AtomicU64,
 }
 
-impl Router {
+impl SessionTable {
     pub fn next_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed) + 1
     }

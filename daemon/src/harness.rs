@@ -1,0 +1,308 @@
+//! An in-process test server: the real `Server` (real modules, a real SQLite file in a temp
+//! directory, the real session task and write path) with clients attached through in-memory
+//! pipes instead of sockets, TLS and SASL. Module tests use it to drive whole stanza paths in
+//! milliseconds; the end-to-end tests in `tests/` cover the network and real clients.
+
+use crate::c2s::session::{self, Bound};
+use crate::config::Config;
+use crate::jid::Jid;
+use crate::modules::{Module, Modules};
+use crate::server::Server;
+use crate::storage::Storage;
+use crate::tls::TlsStore;
+use crate::xml::{ns, Element, XmlEvent, XmlReader};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, ReadHalf, WriteHalf};
+
+pub const DOMAIN: &str = "example.test";
+/// How long a test waits for a stanza it expects.
+const EXPECT: Duration = Duration::from_secs(5);
+const STREAM_HEADER: &str =
+    "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>";
+
+pub struct Harness {
+    pub server: Arc<Server>,
+    _dir: tempfile::TempDir,
+}
+
+impl Harness {
+    /// A server with the standard modules.
+    pub async fn new() -> Harness {
+        Harness::build("", None).await
+    }
+
+    /// A server with the standard modules and `extra` config text appended.
+    pub async fn with_config(extra: &str) -> Harness {
+        Harness::build(extra, None).await
+    }
+
+    /// A server with the standard modules plus `extra` (modules made for a test).
+    pub async fn with_extra_modules(extra: Vec<Arc<dyn Module>>) -> Harness {
+        Harness::build("", Some(extra)).await
+    }
+
+    async fn build(extra: &str, extra_modules: Option<Vec<Arc<dyn Module>>>) -> Harness {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let pair = crate::certs::self_signed(&[DOMAIN.to_string()]).expect("certificate");
+        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        std::fs::write(&cert, pair.cert_pem).expect("write cert");
+        std::fs::write(&key, pair.key_pem).expect("write key");
+        let text = format!(
+            "domain = \"{DOMAIN}\"\ndata_dir = \"{d}\"\ncontrol_socket = \"{d}/control.sock\"\n[tls]\ncert = \"{c}\"\nkey = \"{k}\"\n{extra}",
+            d = dir.path().display(),
+            c = cert.display(),
+            k = key.display(),
+        );
+        let config = Config::parse(&text, "harness").expect("harness config");
+        let storage = Storage::open(&config.database_path()).expect("database");
+        let tls = TlsStore::load(&cert, &key).expect("tls");
+        let mut list = Modules::standard(&config);
+        list.extend(extra_modules.unwrap_or_default());
+        let modules = Modules::from_list(list).expect("modules");
+        let server = Server::assemble(config, storage, tls, modules).expect("server");
+        Harness { server, _dir: dir }
+    }
+
+    /// Creates an account (password "password", the lowest iteration count allowed).
+    pub async fn user(&self, name: &str) {
+        self.server
+            .storage
+            .create_user(name, "password", 4096, false)
+            .await
+            .expect("create user");
+    }
+
+    /// A bound session for `user/resource`, as if it had logged in.
+    pub async fn login(&self, user: &str, resource: &str) -> TestClient {
+        let jid = Jid::parse(&format!("{user}@{DOMAIN}/{resource}")).expect("jid");
+        let (reader, writer, mut client) = self.pipe(jid.clone()).await;
+        let bound = Bound {
+            reader,
+            writer,
+            jid: jid.clone(),
+            peer: "127.0.0.1:5222".parse().expect("literal"),
+        };
+        client.task = Some(tokio::spawn(session::run(self.server.clone(), bound)));
+        // The session is in the table before the test goes on.
+        for _ in 0..500 {
+            if self.server.sessions.session(&jid).is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        client
+    }
+
+    /// A new connection taking over the detached session of `jid` (as stream management's
+    /// resumption does); `None` if that session is not detached.
+    pub async fn resume(&self, jid: &Jid) -> Option<TestClient> {
+        let session = self.server.sessions.session(jid)?;
+        let (reader, writer, client) = self.pipe(jid.clone()).await;
+        let transport = session::Attach {
+            reader,
+            writer,
+            peer: "127.0.0.1:5223".parse().expect("literal"),
+        };
+        session::attach(&session, transport).ok()?;
+        Some(client)
+    }
+
+    /// An in-memory connection: the server's half as the session expects it (header read), the
+    /// client's half as a `TestClient`.
+    async fn pipe(
+        &self,
+        jid: Jid,
+    ) -> (
+        XmlReader<ServerRead>,
+        Box<dyn tokio::io::AsyncWrite + Send + Unpin>,
+        TestClient,
+    ) {
+        let (client, server_side) = tokio::io::duplex(256 * 1024);
+        let (srv_read, srv_write) = tokio::io::split(server_side);
+        let (cli_read, mut cli_write) = tokio::io::split(client);
+        cli_write
+            .write_all(STREAM_HEADER.as_bytes())
+            .await
+            .expect("header");
+        let limits = crate::c2s::xml_limits(&self.server.config.limits);
+        let mut reader = XmlReader::new(srv_read, limits);
+        assert!(matches!(reader.next().await, Ok(XmlEvent::StreamStart(_))));
+        let mut c = TestClient {
+            jid,
+            writer: cli_write,
+            reader: XmlReader::new(STREAM_HEADER.as_bytes().chain(cli_read), limits),
+            task: None,
+            next_id: 0,
+            skipped: Default::default(),
+        };
+        assert!(matches!(
+            c.reader.next().await,
+            Ok(XmlEvent::StreamStart(_))
+        ));
+        (reader, Box::new(srv_write), c)
+    }
+}
+
+/// The server's read half of a harness connection.
+pub type ServerRead = ReadHalf<DuplexStream>;
+
+type ClientReader = XmlReader<tokio::io::Chain<&'static [u8], ReadHalf<DuplexStream>>>;
+
+pub struct TestClient {
+    pub jid: Jid,
+    writer: WriteHalf<DuplexStream>,
+    reader: ClientReader,
+    /// The session's task, for the connection that started it (not for a resumed one).
+    task: Option<tokio::task::JoinHandle<()>>,
+    next_id: u32,
+    /// Stanzas an `expect` passed over, kept for later `expect`s (arrival order is not
+    /// always the order a test asks in).
+    skipped: std::collections::VecDeque<Element>,
+}
+
+impl TestClient {
+    pub async fn send(&mut self, el: Element) {
+        self.send_xml(&el.to_xml(ns::CLIENT)).await;
+    }
+
+    pub async fn send_xml(&mut self, xml: &str) {
+        self.writer.write_all(xml.as_bytes()).await.expect("send");
+    }
+
+    /// The next element from the server; panics after a few seconds without one.
+    pub async fn recv(&mut self) -> Element {
+        if let Some(e) = self.skipped.pop_front() {
+            return e;
+        }
+        match tokio::time::timeout(EXPECT, self.reader.next()).await {
+            Ok(Ok(XmlEvent::Stanza(e))) => e,
+            other => panic!("{}: expected a stanza, got {other:?}", self.jid),
+        }
+    }
+
+    /// The first element (kept from earlier or arriving now) that matches; the others are kept.
+    pub async fn expect(&mut self, what: &str, pred: impl Fn(&Element) -> bool) -> Element {
+        if let Some(i) = self.skipped.iter().position(&pred) {
+            return self.skipped.remove(i).expect("index just found");
+        }
+        let deadline = tokio::time::Instant::now() + EXPECT;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match tokio::time::timeout(left, self.reader.next()).await {
+                Ok(Ok(XmlEvent::Stanza(e))) if pred(&e) => return e,
+                Ok(Ok(XmlEvent::Stanza(e))) => self.skipped.push_back(e),
+                other => panic!("{}: waiting for {what}, got {other:?}", self.jid),
+            }
+        }
+    }
+
+    /// Asserts that nothing matching arrives within `wait`.
+    pub async fn expect_none(
+        &mut self,
+        what: &str,
+        wait: Duration,
+        pred: impl Fn(&Element) -> bool,
+    ) {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match tokio::time::timeout(left, self.reader.next()).await {
+                Err(_) => return,
+                Ok(Ok(XmlEvent::Stanza(e))) if pred(&e) => {
+                    panic!("{}: unexpected {what}: {}", self.jid, e.to_xml(ns::CLIENT))
+                }
+                Ok(Ok(XmlEvent::Stanza(_))) => {}
+                Ok(other) => panic!(
+                    "{}: stream ended while checking for {what}: {other:?}",
+                    self.jid
+                ),
+            }
+        }
+    }
+
+    /// Sends an IQ with `payload` and returns the reply with the same id.
+    pub async fn iq(&mut self, kind: &str, to: Option<&str>, payload: Element) -> Element {
+        self.next_id += 1;
+        let id = format!("t{}", self.next_id);
+        let mut iq = Element::new("iq", ns::CLIENT)
+            .with_attr("type", kind)
+            .with_attr("id", id.clone())
+            .with_child(payload);
+        if let Some(to) = to {
+            iq.set_attr("to", to);
+        }
+        self.send(iq).await;
+        self.expect("IQ reply", |e| {
+            e.name == "iq" && e.attr("id") == Some(id.as_str())
+        })
+        .await
+    }
+
+    /// Sends initial presence; the session is available when this returns.
+    pub async fn available(&mut self) {
+        self.send(Element::new("presence", ns::CLIENT)).await;
+        // Our own presence comes back to us (RFC 6121 §4.2.2): the broadcast happened.
+        let me = self.jid.to_string();
+        self.expect("own presence", |e| {
+            e.name == "presence" && e.attr("from") == Some(me.as_str())
+        })
+        .await;
+    }
+
+    pub async fn message(&mut self, to: &str, body: &str) {
+        self.send(
+            Element::new("message", ns::CLIENT)
+                .with_attr("type", "chat")
+                .with_attr("to", to)
+                .with_child(Element::new("body", ns::CLIENT).with_text(body)),
+        )
+        .await;
+    }
+
+    /// Closes the stream as a client logging out does, and waits for the session to end.
+    pub async fn logout(mut self, server: &Server) {
+        self.send_xml("</stream:stream>").await;
+        self.wait_gone(server).await;
+    }
+
+    /// The connection breaks (no goodbye); waits until the session ended or was detached.
+    pub async fn drop_link(self, server: &Server) {
+        let TestClient {
+            writer,
+            reader,
+            task,
+            jid,
+            ..
+        } = self;
+        drop(writer);
+        drop(reader);
+        TestClient::settle(server, &jid, task).await;
+    }
+
+    async fn wait_gone(self, server: &Server) {
+        TestClient::settle(server, &self.jid, self.task).await;
+    }
+
+    async fn settle(server: &Server, jid: &Jid, task: Option<tokio::task::JoinHandle<()>>) {
+        let deadline = tokio::time::Instant::now() + EXPECT;
+        while tokio::time::Instant::now() < deadline {
+            let finished = task.as_ref().is_some_and(|t| t.is_finished());
+            let detached = server
+                .sessions
+                .session(jid)
+                .is_some_and(|s| session::is_detached::<ServerRead>(&s));
+            let gone = server.sessions.session(jid).is_none();
+            if finished || detached || (task.is_none() && gone) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        panic!("{jid}: the session neither ended nor detached");
+    }
+}
+
+/// The body text of a message, or of the message forwarded inside it.
+pub fn body(e: &Element) -> Option<String> {
+    e.child("body", ns::CLIENT).map(Element::text)
+}

@@ -5,6 +5,7 @@
 
 pub mod caps;
 pub mod carbons;
+pub mod client_state;
 pub mod disco;
 pub mod offline;
 pub mod ping;
@@ -169,6 +170,7 @@ impl Modules {
             Arc::new(register::Register),
             Arc::new(offline::Offline::new(&config.modules.offline)),
             Arc::new(carbons::Carbons),
+            Arc::new(client_state::ClientState::new(&config.modules.csi)),
             Arc::new(session::LegacySession),
         ];
         if config.modules.version.enabled {

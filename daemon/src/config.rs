@@ -213,6 +213,8 @@ pub struct ModulesConfig {
     pub offline: crate::modules::offline::OfflineConfig,
     #[serde(default)]
     pub version: crate::modules::version::VersionConfig,
+    #[serde(default)]
+    pub csi: crate::modules::client_state::CsiConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]

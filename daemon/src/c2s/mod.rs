@@ -1,5 +1,7 @@
 //! Client-to-server streams: negotiation (TLS, SASL, bind) then the bound session.
 
+#[cfg(test)]
+mod footprint_tests;
 mod negotiate;
 pub mod outbound;
 mod sasl_exchange;

@@ -28,7 +28,14 @@ pub(super) type TlsRead = ReadHalf<TlsStream<TcpStream>>;
 pub async fn serve(server: Arc<Server>, tcp: TcpStream, peer: SocketAddr, direct_tls: bool) {
     let _ = tcp.set_nodelay(true);
     let deadline = Duration::from_secs(server.config.limits.negotiation_timeout_secs);
-    match tokio::time::timeout(deadline, negotiate(&server, tcp, peer, direct_tls)).await {
+    // Boxed, and gone before the session starts: the negotiation's state machine is several
+    // KiB, and an inline future would keep that space reserved in every idle session's task.
+    let negotiated = tokio::time::timeout(
+        deadline,
+        Box::pin(negotiate(&server, tcp, peer, direct_tls)),
+    )
+    .await;
+    match negotiated {
         Ok(Some(bound)) => session::run(server, bound).await,
         Ok(None) => {}
         Err(_) => log::debug!(

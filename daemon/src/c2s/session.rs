@@ -223,7 +223,9 @@ where
             ev = inbound.recv() => match ev.map(|b| *b) {
                 Some(Ok(XmlEvent::Stanza(el))) => {
                     probed = false;
-                    if let Err(close) = handle_element(server, handle, el, local).await {
+                    // Boxed: handling a stanza (delivery, hooks) needs KiB of future state
+                    // for a moment; inline, every idle session would reserve it for good.
+                    if let Err(close) = Box::pin(handle_element(server, handle, el, local)).await {
                         link_lost = close.is_none();
                         break close;
                     }

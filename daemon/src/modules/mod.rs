@@ -6,6 +6,7 @@
 pub mod blocking;
 pub mod caps;
 pub mod carbons;
+pub mod client_state;
 pub mod disco;
 pub mod offline;
 pub mod ping;
@@ -195,6 +196,7 @@ impl Modules {
             Arc::new(offline::Offline::new(&config.modules.offline)),
             Arc::new(blocking::Blocking::default()),
             Arc::new(carbons::Carbons),
+            Arc::new(client_state::ClientState::new(&config.modules.csi)),
             Arc::new(session::LegacySession),
         ];
         if config.modules.version.enabled {

@@ -4,6 +4,7 @@
 //!
 //!   cargo build --release -p hearthd -p hearth-e2e
 //!   target/release/hearth-bench --sessions 1000 --pairs 50 --messages 200
+//!   target/release/hearth-bench --sessions 1000 --enable carbons,csi,sm
 
 use base64::Engine;
 use hearthd::storage::Storage;
@@ -27,6 +28,73 @@ struct Opts {
     messages: usize,
     interval_ms: u64,
     hearthd: PathBuf,
+    /// What every idle session turns on after binding, as a phone would.
+    enable: Enable,
+}
+
+/// Per-session features a mobile client turns on; the memory figure is meant with them.
+#[derive(Clone, Copy, Default)]
+struct Enable {
+    /// XEP-0280 `<enable xmlns='urn:xmpp:carbons:2'/>`.
+    carbons: bool,
+    /// XEP-0352 `<inactive/>` (only if the server offers `<csi/>`).
+    csi: bool,
+    /// XEP-0198 `<enable resume='true'/>` (only if the server offers `<sm/>`).
+    sm: bool,
+}
+
+impl Enable {
+    fn parse(list: &str) -> Result<Enable, String> {
+        let mut e = Enable::default();
+        for item in list.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            match item {
+                "carbons" => e.carbons = true,
+                "csi" => e.csi = true,
+                "sm" => e.sm = true,
+                "all" => {
+                    e = Enable {
+                        carbons: true,
+                        csi: true,
+                        sm: true,
+                    }
+                }
+                other => {
+                    return Err(format!(
+                        "--enable: unknown feature {other:?} (carbons, csi, sm, all)"
+                    ))
+                }
+            }
+        }
+        Ok(e)
+    }
+}
+
+/// What a session actually got: a feature asked for but not offered by the server is skipped.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+struct Enabled {
+    carbons: bool,
+    csi: bool,
+    sm: bool,
+}
+
+impl Enabled {
+    fn describe(&self) -> String {
+        let mut on: Vec<&str> = Vec::new();
+        for (flag, name) in [
+            (self.sm, "stream management"),
+            (self.carbons, "carbons"),
+            (self.csi, "CSI inactive"),
+        ] {
+            if flag {
+                on.push(name);
+            }
+        }
+        if on.is_empty() {
+            "none".into()
+        } else {
+            on.join(", ")
+        }
+    }
 }
 
 fn parse_args() -> Result<Opts, String> {
@@ -36,6 +104,7 @@ fn parse_args() -> Result<Opts, String> {
         messages: 200,
         interval_ms: 10,
         hearthd: default_hearthd(),
+        enable: Enable::default(),
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -62,6 +131,7 @@ fn parse_args() -> Result<Opts, String> {
                     .map_err(|e| format!("--interval-ms: {e}"))?
             }
             "--hearthd" => o.hearthd = PathBuf::from(val("--hearthd")?),
+            "--enable" => o.enable = Enable::parse(&val("--enable")?)?,
             "-h" | "--help" => {
                 println!(
                     "hearth-bench: memory and message benchmarks against a real hearthd on loopback\n\n\
@@ -69,7 +139,9 @@ fn parse_args() -> Result<Opts, String> {
                      --pairs N      sender/receiver pairs for throughput (default 50)\n  \
                      --messages N   messages per pair (default 200)\n  \
                      --interval-ms N pause between one sender's messages (default 10)\n  \
-                     --hearthd PATH the server binary (default: next to this one)\n"
+                     --hearthd PATH the server binary (default: next to this one)\n  \
+                     --enable LIST  per idle session, after binding: carbons, csi (<inactive/>),\n                 \
+                     sm (<enable resume='true'/>, only if offered), or all; comma-separated\n"
                 );
                 std::process::exit(0);
             }
@@ -194,12 +266,13 @@ fn connector(cert: &Path) -> TlsConnector {
 
 type Conn = TlsStream<TcpStream>;
 
-async fn read_until(c: &mut Conn, buf: &mut Vec<u8>, needle: &str) -> Result<(), String> {
+/// Reads until `needle`; returns the text up to and including it.
+async fn read_until(c: &mut Conn, buf: &mut Vec<u8>, needle: &str) -> Result<String, String> {
     let mut chunk = [0u8; 4096];
     loop {
         if let Some(i) = find(buf, needle.as_bytes()) {
-            buf.drain(..i + needle.len());
-            return Ok(());
+            let seen: Vec<u8> = buf.drain(..i + needle.len()).collect();
+            return Ok(String::from_utf8_lossy(&seen).into_owned());
         }
         let n = tokio::time::timeout(Duration::from_secs(60), c.read(&mut chunk))
             .await
@@ -216,8 +289,14 @@ fn find(h: &[u8], n: &[u8]) -> Option<usize> {
     h.windows(n.len()).position(|w| w == n)
 }
 
-/// Logs in as `user` (PLAIN inside TLS), binds, sends initial presence.
-async fn login(tls: &TlsConnector, port: u16, user: &str) -> Result<Conn, String> {
+/// Logs in as `user` (PLAIN inside TLS), binds, turns on what `enable` asks for (and the
+/// server offers), sends initial presence.
+async fn login(
+    tls: &TlsConnector,
+    port: u16,
+    user: &str,
+    enable: Enable,
+) -> Result<(Conn, Enabled), String> {
     let tcp = TcpStream::connect(("127.0.0.1", port))
         .await
         .map_err(|e| e.to_string())?;
@@ -244,10 +323,44 @@ async fn login(tls: &TlsConnector, port: u16, user: &str) -> Result<Conn, String
     c.write_all(header.as_bytes())
         .await
         .map_err(|e| e.to_string())?;
-    read_until(&mut c, &mut buf, "</stream:features>").await?;
-    c.write_all(b"<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>bench</resource></bind></iq><presence/>").await.map_err(|e| e.to_string())?;
+    let features = read_until(&mut c, &mut buf, "</stream:features>").await?;
+    c.write_all(b"<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>bench</resource></bind></iq>").await.map_err(|e| e.to_string())?;
     read_until(&mut c, &mut buf, "</iq>").await?;
-    Ok(c)
+    let offered = |ns: &str| {
+        features.contains(&format!("xmlns='{ns}'")) || features.contains(&format!("xmlns=\"{ns}\""))
+    };
+    let mut got = Enabled::default();
+    if enable.sm && offered("urn:xmpp:sm:3") {
+        c.write_all(b"<enable xmlns='urn:xmpp:sm:3' resume='true'/>")
+            .await
+            .map_err(|e| e.to_string())?;
+        let answer = read_until(&mut c, &mut buf, "/>").await?;
+        if !answer.contains("<enabled") {
+            return Err(format!("stream management not enabled: {answer}"));
+        }
+        got.sm = true;
+    }
+    if enable.carbons {
+        c.write_all(b"<iq type='set' id='bench-carbons'><enable xmlns='urn:xmpp:carbons:2'/></iq>")
+            .await
+            .map_err(|e| e.to_string())?;
+        let answer = read_until(&mut c, &mut buf, "bench-carbons").await?;
+        read_until(&mut c, &mut buf, ">").await?;
+        if answer.contains("type='error'") {
+            return Err(format!("carbons refused: {answer}"));
+        }
+        got.carbons = true;
+    }
+    if enable.csi && offered("urn:xmpp:csi:0") {
+        c.write_all(b"<inactive xmlns='urn:xmpp:csi:0'/>")
+            .await
+            .map_err(|e| e.to_string())?;
+        got.csi = true;
+    }
+    c.write_all(b"<presence/>")
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok((c, got))
 }
 
 fn percentile(sorted: &[u64], p: f64) -> u64 {
@@ -286,14 +399,19 @@ async fn run(o: Opts) -> Result<(), String> {
 
     let tls = connector(&server.cert);
     // One session first, so the per-session figure excludes one-time start-up costs.
-    let warm = login(&tls, server.port, "u0").await?;
+    let (warm, enabled) = login(&tls, server.port, "u0", o.enable).await?;
+    eprintln!("each idle session enables: {}", enabled.describe());
     tokio::time::sleep(Duration::from_millis(500)).await;
     let one = rss_kib(pid);
     eprintln!("opening {} idle sessions …", o.sessions);
     let started = Instant::now();
     let mut idle_conns = vec![warm];
     for i in 1..o.sessions {
-        idle_conns.push(login(&tls, server.port, &format!("u{i}")).await?);
+        let (conn, got) = login(&tls, server.port, &format!("u{i}"), o.enable).await?;
+        if got != enabled {
+            return Err(format!("u{i} enabled {} unlike u0", got.describe()));
+        }
+        idle_conns.push(conn);
     }
     let login_rate = (o.sessions - 1) as f64 / started.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -308,8 +426,8 @@ async fn run(o: Opts) -> Result<(), String> {
     let mut senders = Vec::new();
     for p in 0..o.pairs {
         let (a, b) = (format!("u{}", 2 * p), format!("u{}", 2 * p + 1));
-        let sender = login(&tls, server.port, &a).await?;
-        let receiver = login(&tls, server.port, &b).await?;
+        let (sender, _) = login(&tls, server.port, &a, Enable::default()).await?;
+        let (receiver, _) = login(&tls, server.port, &b, Enable::default()).await?;
         senders.push((sender, b));
         receivers.push(receiver);
     }
@@ -388,7 +506,8 @@ async fn run(o: Opts) -> Result<(), String> {
         loaded as f64 / 1024.0
     );
     println!(
-        "| RSS added per idle authenticated TLS session | {:.1} KiB |",
+        "| RSS added per idle authenticated TLS session ({}) | {:.1} KiB |",
+        enabled.describe(),
         per_session / 1024.0
     );
     println!("| logins per second (PLAIN in TLS, PBKDF2 4096) | {login_rate:.0} |");

@@ -6,6 +6,7 @@
 pub mod caps;
 pub mod carbons;
 pub mod disco;
+pub mod mam;
 pub mod offline;
 pub mod ping;
 pub mod presence;
@@ -141,6 +142,9 @@ pub trait Module: Send + Sync {
     fn session_flags(&self) -> &'static [SessionFlag] {
         &[]
     }
+    /// Called once when the server is assembled (inside the runtime, tables migrated): a module
+    /// starts its periodic jobs here, holding a `Weak<Server>` and stopping at shutdown.
+    fn start(&self, _server: &Arc<Server>) {}
 }
 
 pub struct Modules {
@@ -169,6 +173,7 @@ impl Modules {
             Arc::new(register::Register),
             Arc::new(offline::Offline::new(&config.modules.offline)),
             Arc::new(carbons::Carbons),
+            Arc::new(mam::Archive::new(&config.modules.mam)),
             Arc::new(session::LegacySession),
         ];
         if config.modules.version.enabled {

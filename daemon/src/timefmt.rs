@@ -47,33 +47,30 @@ pub fn parse_xep0082(s: &str) -> Option<i64> {
         }
         rest = &frac[digits..];
     }
-    let offset = match rest {
-        "Z" => 0,
-        _ => {
-            let rb = rest.as_bytes();
-            if rb.len() != 6 || !matches!(rb[0], b'+' | b'-') || rb[3] != b':' {
-                return None;
-            }
-            let oh: i64 = rest[1..3]
-                .parse()
-                .ok()
-                .filter(|_| rest[1..3].bytes().all(|c| c.is_ascii_digit()))?;
-            let om: i64 = rest[4..6]
-                .parse()
-                .ok()
-                .filter(|_| rest[4..6].bytes().all(|c| c.is_ascii_digit()))?;
+    let offset = match rest.as_bytes() {
+        b"Z" => 0,
+        [sign @ (b'+' | b'-'), _, _, b':', _, _] => {
+            let (oh, om) = (two_digits(&rest[1..3])?, two_digits(&rest[4..6])?);
             if oh > 23 || om > 59 {
                 return None;
             }
             let o = oh * 3600 + om * 60;
-            if rb[0] == b'+' {
+            if *sign == b'+' {
                 o
             } else {
                 -o
             }
         }
+        _ => return None,
     };
     Some(days_from_civil(y, mo as u32, d as u32) * 86_400 + h * 3600 + mi * 60 + sec - offset)
+}
+
+fn two_digits(s: &str) -> Option<i64> {
+    if s.len() != 2 || !s.bytes().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
 }
 
 fn days_in_month(y: i64, m: i64) -> i64 {

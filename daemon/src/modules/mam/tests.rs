@@ -309,7 +309,7 @@ async fn what_is_not_archived_and_forged_ids() {
             "<message type='chat' to='{bob_bare}'><composing xmlns='http://jabber.org/protocol/chatstates'/></message>\
              <message type='chat' to='{bob_bare}'><body>secret</body><no-store xmlns='urn:xmpp:hints'/></message>\
              <message type='headline' to='{bob_bare}'><body>news</body></message>\
-             <message type='chat' to='{bob_bare}'><body>forged</body><stanza-id xmlns='{SID}' by='{bob_bare}' id='fake'/></message>"
+             <message type='chat' to='{bob_bare}'><body>forged</body><stanza-id xmlns='{SID}' by='{bob_bare}' id='fake'/><origin-id xmlns='{SID}' id='mine'/></message>"
         ))
         .await;
     let secret = bob
@@ -328,8 +328,25 @@ async fn what_is_not_archived_and_forged_ids() {
         .collect();
     assert_eq!(sids.len(), 1);
     assert_ne!(sids[0].attr("id"), Some("fake"));
+    assert_eq!(
+        forged.child("origin-id", SID).and_then(|o| o.attr("id")),
+        Some("mine"),
+        "the sender's origin-id is kept"
+    );
     let (r, _) = query(&mut bob, &[], &[]).await;
     assert_eq!(r.iter().map(result_body).collect::<Vec<_>>(), ["forged"]);
+    let archived = r[0]
+        .child("result", NS)
+        .unwrap()
+        .child("forwarded", super::FORWARD)
+        .unwrap();
+    let archived = archived.child("message", ns::CLIENT).unwrap();
+    assert_eq!(
+        archived.child("stanza-id", SID).and_then(|s| s.attr("id")),
+        sids[0].attr("id"),
+        "the archived copy carries the live copy's id"
+    );
+    assert!(archived.child("origin-id", SID).is_some());
 }
 
 #[tokio::test]

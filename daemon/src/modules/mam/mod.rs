@@ -407,10 +407,16 @@ async fn run_query(
     let q = query.clone();
     let page = server
         .storage
-        .read(move |c| match store::query(c, &user, &q) {
-            Ok(p) => Ok(Ok(p)),
-            Err(QueryFailure::Client(e)) => Ok(Err(e)),
-            Err(QueryFailure::Storage(e)) => Err(e),
+        .read(move |c| {
+            // One snapshot for the count, the cursors and the page, whatever is written meanwhile.
+            let snapshot = c.unchecked_transaction()?;
+            let page = match store::query(&snapshot, &user, &q) {
+                Ok(p) => Ok(Ok(p)),
+                Err(QueryFailure::Client(e)) => Ok(Err(e)),
+                Err(QueryFailure::Storage(e)) => Err(e),
+            };
+            drop(snapshot);
+            page
         })
         .await
         .map_err(internal)??;

@@ -517,3 +517,41 @@ fn retention_is_configurable_and_strict() {
         .unwrap_err();
     assert!(e.to_string().contains("retention"), "{e}");
 }
+
+/// A long archive read (a snapshot held for 1.5 s) does not hold up a message being archived:
+/// reads go through the read-only WAL connection, not the writer.
+#[tokio::test]
+async fn a_long_read_does_not_hold_up_messages() {
+    let h = Harness::new().await;
+    let (mut alice, mut bob) = pair(&h).await;
+    let bob_bare = format!("bob@{DOMAIN}");
+    alice.message(&bob_bare, "before").await;
+    bob.expect("first", |e| body(e).is_some()).await;
+    let storage = h.server.storage.clone();
+    let reading = tokio::spawn(async move {
+        storage
+            .read(|c| {
+                let snapshot = c.unchecked_transaction()?;
+                let n: i64 =
+                    snapshot.query_row("SELECT count(*) FROM mam_archive", [], |r| r.get(0))?;
+                std::thread::sleep(Duration::from_millis(1500));
+                Ok(n)
+            })
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = std::time::Instant::now();
+    alice.message(&bob_bare, "during a read").await;
+    let m = bob.expect("second", |e| body(e).is_some()).await;
+    live_id(&m, &bob_bare);
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "archiving waited for a reader: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        reading.await.unwrap().unwrap(),
+        2,
+        "the reader saw its snapshot"
+    );
+}

@@ -215,6 +215,7 @@ pub struct ModulesConfig {
     pub version: crate::modules::version::VersionConfig,
     #[serde(default)]
     pub csi: crate::modules::client_state::CsiConfig,
+    pub mam: crate::modules::mam::ArchiveConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]

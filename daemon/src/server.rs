@@ -52,7 +52,7 @@ impl Server {
             .migrate_modules(&modules.migrations())
             .map_err(|e| format!("cannot prepare the modules' tables: {e}"))?;
         let lockout = Duration::from_secs(config.auth.lockout_secs);
-        Ok(Arc::new(Server {
+        let server = Arc::new(Server {
             ip_failures: Throttle::new(config.auth.max_failures_per_ip, lockout),
             account_failures: Throttle::new(config.auth.max_failures_per_account, lockout),
             registrations: Throttle::new(
@@ -67,7 +67,11 @@ impl Server {
             sessions: SessionTable::default(),
             started: Instant::now(),
             shutdown: watch::channel(false).0,
-        }))
+        });
+        for m in server.modules.all() {
+            m.start(&server);
+        }
+        Ok(server)
     }
 
     pub fn domain(&self) -> &str {

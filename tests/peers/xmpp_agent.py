@@ -17,6 +17,8 @@ import xml.etree.ElementTree as ET
 
 import slixmpp
 from slixmpp.exceptions import IqError, IqTimeout
+from slixmpp.xmlstream.handler import Callback
+from slixmpp.xmlstream.matcher import MatchXPath
 
 
 def emit(obj):
@@ -233,6 +235,57 @@ async def run_command(agent, cmd):
         agent.disconnect()
         await asyncio.sleep(0.2)
         return {"ok": True}
+    if c == "track_stanza_ids":
+        # XEP-0359: report the id the server gave each live message (for archive tests).
+        def on_live(msg):
+            for sid in msg.xml.findall("{urn:xmpp:sid:0}stanza-id"):
+                emit({"event": "stanza_id", "body": msg["body"], "from": str(msg["from"]),
+                      "by": sid.get("by"), "sid": sid.get("id")})
+        agent.add_event_handler("message", on_live)
+        return {"ok": True}
+    if c == "mam_page":
+        # One XEP-0313 query page through slixmpp's xep_0313/xep_0059 stanzas; "before": "" asks
+        # for the last page (XEP-0059 empty <before/>).
+        agent.register_plugin("xep_0313")
+        qid = f"q{cmd.get('id')}"
+        iq = agent.make_iq_set()
+        iq["mam"]["queryid"] = qid
+        if cmd.get("with"):
+            iq["mam"]["with"] = slixmpp.JID(cmd["with"])
+        rsm = iq["mam"]["rsm"]
+        rsm["max"] = str(cmd.get("max", 50))
+        if cmd.get("after"):
+            rsm["after"] = cmd["after"]
+        if "before" in cmd:
+            rsm["before"] = cmd["before"] or True
+        page = []
+
+        def on_result(msg):
+            r = msg.xml.find("{urn:xmpp:mam:2}result")
+            if r is None or r.get("queryid") != qid:
+                return
+            fwd = r.find("{urn:xmpp:forward:0}forwarded")
+            delay = fwd.find("{urn:xmpp:delay}delay")
+            inner = fwd.find("{jabber:client}message")
+            body = inner.find("{jabber:client}body")
+            page.append({"id": r.get("id"), "body": body.text if body is not None else None,
+                         "from": inner.get("from"), "to": inner.get("to"),
+                         "stamp": delay.get("stamp") if delay is not None else ""})
+
+        # slixmpp's "message" event only fires for messages with a body: match results directly.
+        agent.register_handler(Callback(f"mam-{qid}", MatchXPath("{jabber:client}message/{urn:xmpp:mam:2}result"), on_result))
+        try:
+            res = await iq.send(timeout=30)
+        except (IqError, IqTimeout) as e:
+            return {"ok": False, "error": str(e)}
+        finally:
+            agent.remove_handler(f"mam-{qid}")
+        fin = res.xml.find("{urn:xmpp:mam:2}fin")
+        rsm_ns = "{http://jabber.org/protocol/rsm}"
+        s = fin.find(rsm_ns + "set")
+        text = lambda name: (s.find(rsm_ns + name).text if s is not None and s.find(rsm_ns + name) is not None else None)
+        return {"ok": True, "results": page, "complete": fin.get("complete") in ("true", "1"),
+                "first": text("first"), "last": text("last"), "count": int(text("count") or -1)}
     return {"ok": False, "error": f"unknown command {c}"}
 
 

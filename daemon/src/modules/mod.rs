@@ -8,6 +8,7 @@ pub mod caps;
 pub mod carbons;
 pub mod client_state;
 pub mod disco;
+pub mod mam;
 pub mod offline;
 pub mod ping;
 pub mod presence;
@@ -167,6 +168,9 @@ pub trait Module: Send + Sync {
     fn session_flags(&self) -> &'static [SessionFlag] {
         &[]
     }
+    /// Called once when the server is assembled (inside the runtime, tables migrated): a module
+    /// starts its periodic jobs here, holding a `Weak<Server>` and stopping at shutdown.
+    fn start(&self, _server: &Arc<Server>) {}
 }
 
 pub struct Modules {
@@ -197,6 +201,7 @@ impl Modules {
             Arc::new(blocking::Blocking::default()),
             Arc::new(carbons::Carbons),
             Arc::new(client_state::ClientState::new(&config.modules.csi)),
+            Arc::new(mam::Archive::new(&config.modules.mam)),
             Arc::new(session::LegacySession),
         ];
         if config.modules.version.enabled {

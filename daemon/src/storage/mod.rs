@@ -20,6 +20,7 @@ pub use roster::{RosterItem, Subscription};
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
 /// Jobs waiting for the writer thread; callers wait (backpressure) beyond this.
@@ -28,6 +29,8 @@ const QUEUE_DEPTH: usize = 1024;
 const MAX_BATCH: usize = 256;
 /// SQLite page cache, in KiB (negative `cache_size` means KiB): small boards, small cache.
 const CACHE_KIB: i64 = 2048;
+/// Page cache of the read-only connection, in KiB.
+const READER_CACHE_KIB: i64 = 512;
 
 #[derive(Debug)]
 pub enum StorageError {
@@ -74,6 +77,9 @@ type Job = Box<dyn FnOnce(&Connection) -> (bool, Reply) + Send>;
 pub struct Storage {
     jobs: std_mpsc::SyncSender<Job>,
     path: PathBuf,
+    /// One read-only connection for long reads (archive pages), opened on first use, so they
+    /// never wait behind the writer's batches nor hold them up (WAL gives each read a snapshot).
+    reader: Arc<Mutex<Option<Connection>>>,
 }
 
 impl Storage {
@@ -100,6 +106,7 @@ impl Storage {
         Ok(Storage {
             jobs: tx,
             path: path.to_path_buf(),
+            reader: Arc::default(),
         })
     }
 
@@ -171,6 +178,33 @@ impl Storage {
         }
         rx.await
             .map_err(|_| StorageError::Unavailable("storage thread stopped".into()))?
+    }
+
+    /// Runs `f` on the read-only connection, off the async threads. It sees what was committed
+    /// when it starts and never delays a write; reads take turns on the one connection.
+    pub async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let reader = self.reader.clone();
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut slot = reader.lock().unwrap_or_else(|p| p.into_inner());
+            if slot.is_none() {
+                use rusqlite::OpenFlags;
+                let conn = Connection::open_with_flags(
+                    &path,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )?;
+                conn.busy_timeout(std::time::Duration::from_secs(5))?;
+                conn.pragma_update(None, "cache_size", -READER_CACHE_KIB)?;
+                *slot = Some(conn);
+            }
+            f(slot.as_ref().expect("opened above"))
+        })
+        .await
+        .map_err(|e| StorageError::Unavailable(e.to_string()))?
     }
 
     /// Copies a consistent snapshot of the live database to `dest`. A separate read-only

@@ -38,8 +38,9 @@ pub struct SessionLocal {
     buf: String,
 }
 
-/// The serialisation buffer is kept between writes, unless a large stanza grew it beyond this.
-const KEEP_BUFFER: usize = 16 * 1024;
+/// The serialisation buffer is kept between writes, unless a large stanza (a roster, a vCard
+/// with an avatar) grew it beyond this: an idle session should not keep that space for good.
+const KEEP_BUFFER: usize = 2 * 1024;
 
 impl SessionLocal {
     pub fn new(writer: Box<dyn AsyncWrite + Send + Unpin>) -> SessionLocal {

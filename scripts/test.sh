@@ -63,6 +63,13 @@ if [ -n "$image_pid" ]; then
     [ "$rc" -eq 0 ] || failed+=("image stage")
 fi
 
+# What the XEP-0479 probe (tests/tests/compliance.rs) found, one line per requirement.
+if [ -f target/compliance-hearthd.txt ]; then
+    echo
+    echo "=== XEP-0479 Advanced Server (Core, IM, Mobile): hearthd ==="
+    cat target/compliance-hearthd.txt
+fi
+
 echo
 echo "=== stage timings ==="
 for row in "${timings[@]}"; do

@@ -47,6 +47,7 @@ else
     image_pid=$!
 fi
 
+rm -f target/compliance-hearthd.txt  # written afresh by tests/tests/compliance.rs
 stage "cargo test" cargo test --workspace --no-fail-fast
 
 if [ -n "$image_pid" ]; then

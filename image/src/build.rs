@@ -450,9 +450,11 @@ fn build_once(
             &layout,
             &xz,
             &bins,
-            &root_lock,
-            &tools.versions(),
-            bundle_entry,
+            manifest::Inputs {
+                lock: &root_lock,
+                tools: &tools.versions(),
+                bundle: bundle_entry,
+            },
             s,
         )
     })?;

@@ -87,16 +87,28 @@ fn git_commit(repo: &Path) -> Option<String> {
         .then(|| String::from_utf8_lossy(&o.stdout).trim().to_string())
 }
 
+/// What the image was made from, besides the source tree.
+pub struct Inputs<'a> {
+    pub lock: &'a Lock,
+    /// (package, version) of the tools chroot's byte-producing tools.
+    pub tools: &'a [(String, String)],
+    /// The package bundle written (`--bundle`) or rebuilt from (`--from-bundle`).
+    pub bundle: Option<FileEntry>,
+}
+
 pub fn write(
     ctx: &Ctx,
     layout: &Layout,
     xz: &Path,
     bins: &Binaries,
-    lock: &Lock,
-    tools: &[(String, String)],
-    bundle: Option<FileEntry>,
+    inputs: Inputs,
     step: &Step,
 ) -> Result<()> {
+    let Inputs {
+        lock,
+        tools,
+        bundle,
+    } = inputs;
     step.status("hashing the image");
     let image = entry(&layout.image)?;
     let image_xz = entry(xz)?;

@@ -21,8 +21,9 @@ pub const ERRORS: &str = "urn:xmpp:blocking:errors";
 
 /// Blocked JIDs one account may keep: enough for any person, small enough for a Pi.
 pub const MAX_ITEMS: usize = 1000;
-/// Accounts whose lists are kept in memory; beyond this the cache starts over.
-const MAX_CACHED: usize = 1024;
+/// Accounts whose lists are kept in memory (an empty list costs one small entry); beyond this
+/// one entry makes room for the next, so a busy server re-reads some lists but never thrashes.
+const MAX_CACHED: usize = 8192;
 /// Before everything else that looks at a stanza: a blocked stanza goes nowhere, not even into
 /// carbons or the archive.
 const FIRST: i16 = 100;
@@ -84,7 +85,9 @@ impl Blocking {
     fn remember(&self, user: &str, list: List) {
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         if cache.len() >= MAX_CACHED && !cache.contains_key(user) {
-            cache.clear();
+            if let Some(victim) = cache.keys().next().cloned() {
+                cache.remove(&victim);
+            }
         }
         cache.insert(user.to_string(), list);
     }

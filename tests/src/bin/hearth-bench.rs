@@ -330,6 +330,8 @@ async fn login(
         features.contains(&format!("xmlns='{ns}'")) || features.contains(&format!("xmlns=\"{ns}\""))
     };
     let mut got = Enabled::default();
+    // Everything read after stream management was enabled, to acknowledge it like a client.
+    let mut since_enabled = String::new();
     if enable.sm && offered("urn:xmpp:sm:3") {
         c.write_all(b"<enable xmlns='urn:xmpp:sm:3' resume='true'/>")
             .await
@@ -345,7 +347,8 @@ async fn login(
             .await
             .map_err(|e| e.to_string())?;
         let answer = read_until(&mut c, &mut buf, "bench-carbons").await?;
-        read_until(&mut c, &mut buf, ">").await?;
+        since_enabled.push_str(&answer);
+        since_enabled.push_str(&read_until(&mut c, &mut buf, ">").await?);
         if answer.contains("type='error'") {
             return Err(format!("carbons refused: {answer}"));
         }
@@ -360,6 +363,27 @@ async fn login(
     c.write_all(b"<presence/>")
         .await
         .map_err(|e| e.to_string())?;
+    if got.sm {
+        // A phone acknowledges what it got (XEP-0198 `<a h=…/>`), so an idle session's
+        // unacknowledged queue is empty, as it would be in real life: after a ping's answer
+        // (and our own presence, unless CSI holds it back), count the stanzas since
+        // <enabled/> and acknowledge them.
+        c.write_all(b"<iq type='get' id='bench-ping'><ping xmlns='urn:xmpp:ping'/></iq>")
+            .await
+            .map_err(|e| e.to_string())?;
+        since_enabled.push_str(&read_until(&mut c, &mut buf, "bench-ping").await?);
+        since_enabled.push_str(&read_until(&mut c, &mut buf, ">").await?);
+        if !got.csi && !since_enabled.contains("<presence") {
+            since_enabled.push_str(&read_until(&mut c, &mut buf, "<presence").await?);
+        }
+        let h = ["<iq ", "<presence", "<message"]
+            .iter()
+            .map(|tag| since_enabled.matches(tag).count())
+            .sum::<usize>();
+        c.write_all(format!("<a xmlns='urn:xmpp:sm:3' h='{h}'/>").as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+    }
     Ok((c, got))
 }
 

@@ -74,13 +74,9 @@ pub enum Hook {
     /// The client has been silent for `limits.idle_timeout_secs`: a module may probe it (any
     /// answer counts as life); without an answer the stream closes after a grace period.
     SessionIdle,
-    /// The session's stream is about to end; `Handled` keeps it bound and detached (stream
-    /// management hibernates it): its queue and layers keep working until a new connection
-    /// attaches (`SessionResumed`) or the module ends it with `Kick::Expired`.
+    /// The session's stream is about to end; `Handled` keeps it bound (stream management
+    /// hibernates it) and then the handler owns calling `Modules::session_closed` later.
     SessionClosing,
-    /// A kept (detached) session got a new connection (`c2s::session::attach`); runs first on
-    /// the new stream, so stream management can answer `<resumed/>` and resend.
-    SessionResumed,
     /// The session is gone from the table.
     SessionClosed,
 }

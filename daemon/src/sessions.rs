@@ -22,8 +22,6 @@ pub enum Kick {
     TooSlow,
     /// The account was removed or its password changed: `not-authorized`.
     AccountGone,
-    /// A module ends the session (e.g. a hibernated one nobody resumed): `connection-timeout`.
-    Expired,
 }
 
 /// State of a session that the delivery rules and other sessions need to see.

@@ -32,9 +32,6 @@ pub struct SessionLocal {
     layers: Vec<(i16, Box<dyn OutboundLayer>)>,
     /// Module state private to this session's task (e.g. directed presences).
     pub ext: Extensions,
-    /// Stanzas received from the client (not nonzas), across resumptions, wrapping at 2^32
-    /// as XEP-0198's `h` does.
-    pub received_stanzas: u32,
     buf: String,
 }
 
@@ -48,7 +45,6 @@ impl SessionLocal {
             writer,
             layers: Vec::new(),
             ext: Extensions::default(),
-            received_stanzas: 0,
             buf: String::new(),
         }
     }
@@ -107,14 +103,6 @@ impl SessionLocal {
             .iter_mut()
             .position(|(_, l)| l.as_any_mut().is::<T>())?;
         Some(self.layers.remove(i).1)
-    }
-
-    /// Swaps the connection under the session (detach and resume); returns the old writer.
-    pub fn replace_writer(
-        &mut self,
-        writer: Box<dyn AsyncWrite + Send + Unpin>,
-    ) -> Box<dyn AsyncWrite + Send + Unpin> {
-        std::mem::replace(&mut self.writer, writer)
     }
 
     /// The raw writer, for the stream's closing words.

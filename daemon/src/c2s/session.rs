@@ -31,53 +31,6 @@ pub struct Bound<R> {
     pub peer: SocketAddr,
 }
 
-/// A new connection taking over a detached session (stream management resumption): the
-/// stream after authentication, handed to the session's task by [`attach`].
-pub struct Attach<R> {
-    pub reader: XmlReader<R>,
-    pub writer: Box<dyn AsyncWrite + Send + Unpin>,
-    pub peer: SocketAddr,
-}
-
-/// Where a new connection hands itself to a detached session. It sits in the session's
-/// shared extensions only while the session is detached, so attached sessions pay nothing.
-struct AttachPoint<R>(Option<mpsc::Sender<Attach<R>>>);
-
-impl<R> Default for AttachPoint<R> {
-    fn default() -> Self {
-        AttachPoint(None)
-    }
-}
-
-/// Gives a detached session a new connection. `Err` hands the connection back when the session
-/// is not detached (any more), so the caller can still answer on it.
-pub fn attach<R: AsyncRead + Unpin + Send + 'static>(
-    session: &SessionHandle,
-    transport: Attach<R>,
-) -> Result<(), Box<Attach<R>>> {
-    let tx = session
-        .shared
-        .with_ext(|e| e.get_mut::<AttachPoint<R>>().and_then(|p| p.0.take()));
-    match tx {
-        Some(tx) => tx.try_send(transport).map_err(|e| Box::new(e.into_inner())),
-        None => Err(Box::new(transport)),
-    }
-}
-
-/// Whether a session is detached and waiting for a connection of this transport type.
-pub fn is_detached<R: AsyncRead + Unpin + Send + 'static>(session: &SessionHandle) -> bool {
-    session
-        .shared
-        .with_ext(|e| e.get::<AttachPoint<R>>().is_some_and(|p| p.0.is_some()))
-}
-
-/// How one connection of a session ended.
-struct Ended {
-    close: Option<(&'static str, String)>,
-    link_lost: bool,
-    reader_task: tokio::task::JoinHandle<()>,
-}
-
 pub async fn run<R>(server: Arc<Server>, bound: Bound<R>)
 where
     R: AsyncRead + Unpin + Send + 'static,
@@ -90,113 +43,27 @@ where
     } = bound;
     let mut local = SessionLocal::new(writer);
     let (tx, mut outbound) = mpsc::channel(server.config.limits.session_queue);
+    let shared = Arc::new(SessionShared::default());
     let handle = SessionHandle {
         id: server.sessions.next_id(),
         jid: jid.clone(),
         tx,
-        shared: Arc::new(SessionShared::default()),
+        shared: shared.clone(),
     };
     if let Some(old) = server.sessions.bind(handle.clone()) {
         old.shared.kick(Kick::Replaced);
     }
     // Unbinds on every way out, a panic in a module included: no ghost sessions in the table.
-    let _bound_guard = Unbind {
+    let mut bound_guard = Unbind {
         server: &server,
         jid: &jid,
         id: handle.id,
+        armed: true,
     };
-    fire(&server, &handle, &mut local, Hook::SessionBound, None).await;
-    let (mut reader, mut peer) = (reader, peer);
-    let reason = loop {
-        let ended = connected(&server, &handle, &mut local, &mut outbound, reader, peer).await;
-        let reason = match &ended.close {
-            None if ended.link_lost => CloseReason::LinkLost,
-            None => CloseReason::Logout,
-            Some(("connection-timeout", _)) => CloseReason::LinkLost,
-            Some((condition, _)) => CloseReason::StreamError(condition),
-        };
-        let kept = fire(
-            &server,
-            &handle,
-            &mut local,
-            Hook::SessionClosing,
-            Some(reason.clone()),
-        )
-        .await
-            == Flow::Handled;
-        let mut reader_task = ended.reader_task;
-        if !kept {
-            server.sessions.unbind(&jid, handle.id);
-            if let Some((condition, text)) = &ended.close {
-                log::info!("{peer}: {jid} closed with {condition}: {text}");
-                stream::fail(local.writer(), None, condition, Some(text)).await;
-                // The reader task swallows late input after a parse error; give it that moment.
-                let _ = tokio::time::timeout(super::negotiate::LINGER, &mut reader_task).await;
-            } else {
-                log::info!("{peer}: {jid} logged out");
-                let _ =
-                    tokio::time::timeout(Duration::from_secs(5), local.writer().shutdown()).await;
-            }
-            reader_task.abort();
-            break reason;
-        }
-        // A module keeps the session (stream management hibernation): it stays bound, its
-        // queue keeps filling and its layers keep seeing stanzas, until a new connection
-        // attaches or the module ends it (`Kick::Expired`).
-        reader_task.abort();
-        log::info!("{peer}: {jid} detached; kept by a module");
-        let _ = local.replace_writer(Box::new(tokio::io::sink()));
-        match detached(&server, &handle, &mut local, &mut outbound).await {
-            Some(t) => {
-                log::info!("{}: {jid} resumed (was {peer})", t.peer);
-                let _ = local.replace_writer(t.writer);
-                (reader, peer) = (t.reader, t.peer);
-                fire(&server, &handle, &mut local, Hook::SessionResumed, None).await;
-                if local.release().await.is_err() {
-                    log::debug!("{jid}: the resumed connection broke at once");
-                }
-            }
-            None => break CloseReason::LinkLost,
-        }
-    };
-    server
-        .modules
-        .session_closed(&server, &handle, &mut local, reason)
-        .await;
-}
-
-/// Runs a session event and returns the answer.
-async fn fire(
-    server: &Arc<Server>,
-    session: &SessionHandle,
-    local: &mut SessionLocal,
-    hook: Hook,
-    reason: Option<CloseReason>,
-) -> Flow {
-    let mut ev = SessionEvent {
-        session,
-        local,
-        reason,
-    };
-    server.modules.session_event(server, hook, &mut ev).await
-}
-
-/// Serves one connection of the session until it ends.
-async fn connected<R>(
-    server: &Arc<Server>,
-    handle: &SessionHandle,
-    local: &mut SessionLocal,
-    outbound: &mut mpsc::Receiver<Box<Element>>,
-    reader: XmlReader<R>,
-    peer: SocketAddr,
-) -> Ended
-where
-    R: AsyncRead + Unpin + Send + 'static,
-{
     let progress = reader.progress();
     // Boxed: tokio preallocates a block of 32 slots per channel, so slot size matters per session.
     let (in_tx, mut inbound) = mpsc::channel::<Box<Result<XmlEvent, XmlError>>>(1);
-    let reader_task = tokio::spawn(async move {
+    let mut reader_task = tokio::spawn(async move {
         let mut reader = reader;
         loop {
             let ev = reader.next().await;
@@ -218,6 +85,18 @@ where
     let mut probed = false;
     // Set when the connection broke rather than the client saying goodbye.
     let mut link_lost = false;
+    {
+        let mut ev = SessionEvent {
+            session: &handle,
+            local: &mut local,
+            reason: None,
+        };
+        server
+            .modules
+            .session_event(&server, Hook::SessionBound, &mut ev)
+            .await;
+    }
+
     let close: Option<(&str, String)> = loop {
         tokio::select! {
             ev = inbound.recv() => match ev.map(|b| *b) {
@@ -225,7 +104,7 @@ where
                     probed = false;
                     // Boxed: handling a stanza (delivery, hooks) needs KiB of future state
                     // for a moment; inline, every idle session would reserve it for good.
-                    if let Err(close) = Box::pin(handle_element(server, handle, el, local)).await {
+                    if let Err(close) = Box::pin(handle_element(&server, &handle, el, &mut local)).await {
                         link_lost = close.is_none();
                         break close;
                     }
@@ -257,11 +136,10 @@ where
                     break None;
                 }
             }
-            kick = handle.shared.kicked() => break Some(match kick {
+            kick = shared.kicked() => break Some(match kick {
                 Kick::Replaced => ("conflict", "replaced by a new session with the same resource".into()),
                 Kick::TooSlow => ("policy-violation", "too many stanzas waiting for this client".into()),
                 Kick::AccountGone => ("not-authorized", "the account was removed".into()),
-                Kick::Expired => ("connection-timeout", "the session has ended".into()),
             }),
             _ = shutdown.changed() => break Some(("system-shutdown", "the server is restarting".into())),
             _ = tick.tick() => {
@@ -270,64 +148,73 @@ where
                 }
                 let silent = progress.silent_for();
                 if silent > idle_timeout + PING_GRACE && probed {
-                    log::debug!("{peer}: {} silent after a ping", handle.jid);
                     break Some(("connection-timeout", "no answer to ping".into()));
                 }
                 if silent > idle_timeout && !probed {
                     // A module probes the client (XEP-0199 ping); any answer counts as life.
                     probed = true;
-                    fire(server, handle, local, Hook::SessionIdle, None).await;
+                    let mut ev = SessionEvent { session: &handle, local: &mut local, reason: None };
+                    server.modules.session_event(&server, Hook::SessionIdle, &mut ev).await;
                 }
             }
         }
     };
-    Ended {
-        close,
-        link_lost,
-        reader_task,
-    }
-}
 
-/// A kept session without a connection: what arrives for it still passes its layers (stream
-/// management holds it as unacknowledged) until a new connection attaches (`Some`) or the
-/// session is ended by a kick or shutdown (`None`).
-async fn detached<R>(
-    server: &Arc<Server>,
-    handle: &SessionHandle,
-    local: &mut SessionLocal,
-    outbound: &mut mpsc::Receiver<Box<Element>>,
-) -> Option<Attach<R>>
-where
-    R: AsyncRead + Unpin + Send + 'static,
-{
-    let (tx, mut attach_rx) = mpsc::channel::<Attach<R>>(1);
-    handle
-        .shared
-        .with_ext(|e| e.get_or_default::<AttachPoint<R>>().0 = Some(tx));
-    let mut shutdown = server.shutdown_signal();
-    let result = loop {
-        tokio::select! {
-            t = attach_rx.recv() => break t,
-            Some(first) = outbound.recv() => {
-                let _ = local.send_all(vec![*first]).await;
-            }
-            _ = handle.shared.kicked() => break None,
-            _ = shutdown.changed() => break None,
-        }
+    let reason = match &close {
+        None if link_lost => CloseReason::LinkLost,
+        None => CloseReason::Logout,
+        Some(("connection-timeout", _)) => CloseReason::LinkLost,
+        Some((condition, _)) => CloseReason::StreamError(condition),
     };
-    handle.shared.with_ext(|e| e.remove::<AttachPoint<R>>());
-    result
+    let kept = {
+        let mut ev = SessionEvent {
+            session: &handle,
+            local: &mut local,
+            reason: Some(reason.clone()),
+        };
+        server
+            .modules
+            .session_event(&server, Hook::SessionClosing, &mut ev)
+            .await
+            == Flow::Handled
+    };
+    if kept {
+        // A module keeps the session bound (stream management hibernation) and ends it later.
+        bound_guard.armed = false;
+        reader_task.abort();
+        log::info!("{peer}: {jid} detached; kept by a module");
+        return;
+    }
+    server.sessions.unbind(&jid, handle.id);
+    if let Some((condition, text)) = &close {
+        log::info!("{peer}: {jid} closed with {condition}: {text}");
+        stream::fail(local.writer(), None, condition, Some(text)).await;
+        // The reader task swallows late input after a parse error; give it that moment.
+        let _ = tokio::time::timeout(super::negotiate::LINGER, &mut reader_task).await;
+        reader_task.abort();
+    } else {
+        reader_task.abort();
+        log::info!("{peer}: {jid} logged out");
+        let _ = tokio::time::timeout(Duration::from_secs(5), local.writer().shutdown()).await;
+    }
+    server
+        .modules
+        .session_closed(&server, &handle, &mut local, reason)
+        .await;
 }
 
 struct Unbind<'a> {
     server: &'a Server,
     jid: &'a Jid,
     id: u64,
+    armed: bool,
 }
 
 impl Drop for Unbind<'_> {
     fn drop(&mut self) {
-        self.server.sessions.unbind(self.jid, self.id);
+        if self.armed {
+            self.server.sessions.unbind(self.jid, self.id);
+        }
     }
 }
 
@@ -351,7 +238,6 @@ async fn handle_element(
             .map_err(Some)?;
         return local.release().await.map_err(|_| None);
     }
-    local.received_stanzas = local.received_stanzas.wrapping_add(1);
     // The server, not the client, says who sent a stanza (RFC 6120 §8.1.2.1).
     el.set_attr("from", session.jid.to_string());
     if stanza::is_iq(&el) {

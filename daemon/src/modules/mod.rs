@@ -73,20 +73,6 @@ pub type IqFuture<'a> = BoxFut<'a, IqResult>;
 /// A nonza handler's answer: `Err` closes the stream with that condition and text.
 pub type NonzaResult = Result<(), (&'static str, String)>;
 
-/// What to do with a nonza between login and bind.
-pub enum UnboundNonza {
-    /// Not accepted before bind: the stream ends with `not-authorized`.
-    NotHere,
-    /// Write this and go on negotiating.
-    Reply(String),
-    /// Give this connection to a detached session of the same account (`SessionResumed` runs
-    /// on it); if that session is no longer detached, write `failed` and go on negotiating.
-    Resume {
-        session: SessionHandle,
-        failed: String,
-    },
-}
-
 pub trait Module: Send + Sync {
     /// Short name: the `[modules.NAME]` config section and the key of its migrations.
     fn name(&self) -> &'static str;
@@ -124,16 +110,6 @@ pub trait Module: Send + Sync {
         _nonza: &'a Element,
     ) -> BoxFut<'a, NonzaResult> {
         Box::pin(async { Ok(()) })
-    }
-    /// A registered nonza arriving after login but before bind (stream management's
-    /// `<resume/>`): reply, hand the connection to a detached session, or refuse.
-    fn on_unbound_nonza<'a>(
-        &'a self,
-        _server: &'a Arc<Server>,
-        _user: &'a str,
-        _nonza: &'a Element,
-    ) -> BoxFut<'a, UnboundNonza> {
-        Box::pin(async { UnboundNonza::NotHere })
     }
     /// The IQs this module answers, by type, target and payload namespace.
     fn iqs(&self) -> &'static [IqRoute] {

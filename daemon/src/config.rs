@@ -213,6 +213,8 @@ pub struct ModulesConfig {
     pub offline: crate::modules::offline::OfflineConfig,
     #[serde(default)]
     pub version: crate::modules::version::VersionConfig,
+    #[serde(default)]
+    pub stream_management: crate::modules::stream_management::StreamManagementConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]

@@ -12,6 +12,7 @@ pub mod presence;
 pub mod register;
 pub mod roster;
 pub mod session;
+pub mod stream_management;
 pub mod vcard;
 pub mod version;
 
@@ -70,6 +71,18 @@ pub type IqFuture<'a> = BoxFut<'a, IqResult>;
 /// A nonza handler's answer: `Err` closes the stream with that condition and text.
 pub type NonzaResult = Result<(), (&'static str, String)>;
 
+/// A module's answer to a nonza before binding.
+pub enum Unbound {
+    /// Write this and go on negotiating.
+    Reply(Element),
+    /// Hand this connection to an existing session (stream resumption); if that session is
+    /// gone by then, write `if_gone` and close.
+    HandOver {
+        to: tokio::sync::mpsc::Sender<crate::c2s::session::Link>,
+        if_gone: Element,
+    },
+}
+
 pub trait Module: Send + Sync {
     /// Short name: the `[modules.NAME]` config section and the key of its migrations.
     fn name(&self) -> &'static str;
@@ -107,6 +120,16 @@ pub trait Module: Send + Sync {
         _nonza: &'a Element,
     ) -> BoxFut<'a, NonzaResult> {
         Box::pin(async { Ok(()) })
+    }
+    /// A nonza of this module sent after login but before a resource is bound (`account` is
+    /// the bare JID that logged in): `None` means it is not allowed there (stream error).
+    fn on_unbound_nonza<'a>(
+        &'a self,
+        _server: &'a Arc<Server>,
+        _account: &'a Jid,
+        _nonza: &'a Element,
+    ) -> BoxFut<'a, Option<Unbound>> {
+        Box::pin(async { None })
     }
     /// The IQs this module answers, by type, target and payload namespace.
     fn iqs(&self) -> &'static [IqRoute] {
@@ -170,6 +193,9 @@ impl Modules {
             Arc::new(offline::Offline::new(&config.modules.offline)),
             Arc::new(carbons::Carbons),
             Arc::new(session::LegacySession),
+            Arc::new(stream_management::StreamManagement::new(
+                &config.modules.stream_management,
+            )),
         ];
         if config.modules.version.enabled {
             list.push(Arc::new(version::Version));

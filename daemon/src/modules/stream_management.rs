@@ -172,15 +172,6 @@ impl StreamManagement {
     fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
         self.registry.lock().unwrap_or_else(|e| e.into_inner())
     }
-
-    /// Sessions hibernating now.
-    pub fn hibernating(&self) -> usize {
-        self.registry()
-            .live
-            .values()
-            .filter(|r| r.hibernating)
-            .count()
-    }
 }
 
 /// `<failed/>` with a stanza error condition, and `h` when known.

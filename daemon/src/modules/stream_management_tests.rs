@@ -292,6 +292,46 @@ async fn expired_and_replaced_sessions_hand_their_messages_on() {
 }
 
 #[tokio::test]
+async fn hibernation_is_bounded_in_count_and_in_what_it_holds() {
+    let h =
+        Harness::with_config("[modules.stream_management]\nmax_hibernating = 1\nmax_unacked = 3\n")
+            .await;
+    for u in ["alice", "bob", "carol"] {
+        h.user(u).await;
+    }
+    let mut bob = h.login("bob", "pc").await;
+    let mut alice = h.login("alice", "phone").await;
+    let mut carol = h.login("carol", "phone").await;
+    enable(&mut alice, true).await;
+    enable(&mut carol, true).await;
+    alice.cut().await;
+    carol.cut().await;
+    // One may hibernate; the second broken session ends at once.
+    let alice_jid: Jid = "alice@example.test/phone".parse().unwrap();
+    let carol_jid: Jid = "carol@example.test/phone".parse().unwrap();
+    assert!(h.server.sessions.session(&alice_jid).is_some());
+    assert!(h.server.sessions.session(&carol_jid).is_none());
+    assert_eq!(
+        h.server.sessions.counts().0,
+        2,
+        "bob and the hibernating alice"
+    );
+    // A hibernating session holds at most `max_unacked` stanzas: beyond that it ends, and what
+    // it held goes to offline storage rather than nowhere.
+    for i in 0..5 {
+        bob.message("alice@example.test/phone", &format!("m{i}"))
+            .await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(h.server.sessions.session(&alice_jid).is_none(), "ended");
+    let mut again = h.login("alice", "laptop").await;
+    again.send(Element::new("presence", ns::CLIENT)).await;
+    let mut got = bodies(&mut again, 5).await;
+    got.sort();
+    assert_eq!(got, ["m0", "m1", "m2", "m3", "m4"]);
+}
+
+#[tokio::test]
 async fn a_clean_logout_is_not_kept() {
     let h = Harness::new().await;
     h.user("alice").await;

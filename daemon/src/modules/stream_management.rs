@@ -473,6 +473,11 @@ async fn reroute(server: &Arc<Server>, mut stanza: Element, queued: i64, account
             let Some(from) = stanza::from_jid(&stanza) else {
                 return;
             };
+            if from == *account {
+                // A copy the server made for this session alone (a carbon, an archive result):
+                // the other sessions have their own.
+                return;
+            }
             if stanza.child("delay", DELAY).is_none() {
                 stanza.push_child(delay(server.domain(), queued));
             }

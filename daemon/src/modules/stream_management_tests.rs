@@ -332,6 +332,36 @@ async fn hibernation_is_bounded_in_count_and_in_what_it_holds() {
 }
 
 #[tokio::test]
+async fn copies_made_for_one_session_are_not_handed_on() {
+    let h = Harness::with_config("[modules.stream_management]\nhibernate_secs = 1\n").await;
+    h.user("alice").await;
+    h.user("bob").await;
+    let mut bob = h.login("bob", "pc").await;
+    let mut phone = h.login("alice", "phone").await;
+    phone.available().await;
+    let mut laptop = h.login("alice", "laptop").await;
+    laptop.available().await;
+    let carbons = Element::new("enable", crate::modules::carbons::NS);
+    assert_eq!(
+        laptop.iq("set", None, carbons).await.attr("type"),
+        Some("result")
+    );
+    enable(&mut laptop, true).await;
+    bob.message("alice@example.test/phone", "for the phone")
+        .await;
+    assert_eq!(bodies(&mut phone, 1).await, ["for the phone"]);
+    // The laptop gets a carbon (from alice's bare JID), never acknowledges it, and expires.
+    laptop.expect("a carbon", |e| e.name == "message").await;
+    laptop.cut().await;
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    phone
+        .expect_none("a carbon handed on", Duration::from_millis(300), |e| {
+            e.name == "message"
+        })
+        .await;
+}
+
+#[tokio::test]
 async fn a_clean_logout_is_not_kept() {
     let h = Harness::new().await;
     h.user("alice").await;

@@ -343,6 +343,7 @@ impl Config {
         if self.auth.scram_iterations < 4096 {
             return Err("auth.scram_iterations must be at least 4096 (RFC 7677)".into());
         }
+        self.modules.stream_management.check()?;
         for (key, name) in [
             ("services.muc", &self.services.muc),
             ("services.upload", &self.services.upload),

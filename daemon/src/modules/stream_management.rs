@@ -58,6 +58,21 @@ impl Default for StreamManagementConfig {
     }
 }
 
+impl StreamManagementConfig {
+    /// Values that would make the module useless or unbounded.
+    pub fn check(&self) -> Result<(), String> {
+        if self.max_unacked == 0 {
+            return Err("modules.stream_management.max_unacked must be at least 1".into());
+        }
+        if self.hibernate_secs > 86_400 {
+            return Err(
+                "modules.stream_management.hibernate_secs must be at most 86400 (a day)".into(),
+            );
+        }
+        Ok(())
+    }
+}
+
 fn default_hibernate_secs() -> u64 {
     300
 }

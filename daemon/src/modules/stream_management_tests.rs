@@ -382,4 +382,9 @@ fn config_is_strict_and_has_defaults() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("hibernate"), "{err}");
+    let zero = format!("{base}[modules.stream_management]\nmax_unacked = 0\n");
+    let err = crate::config::Config::parse(&zero, "t")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("max_unacked must be at least 1"), "{err}");
 }

@@ -45,7 +45,7 @@ pub struct Link {
     peer: SocketAddr,
     /// The nonza with which a new connection asked for the session; its module finds it in
     /// `SessionLocal::ext` as [`AttachRequest`] when `Hook::SessionReattached` runs.
-    request: Option<Element>,
+    request: Option<Box<Element>>,
 }
 
 impl Link {
@@ -82,7 +82,7 @@ impl Link {
             progress,
             writer,
             peer,
-            request,
+            request: request.map(Box::new),
         }
     }
 
@@ -184,7 +184,8 @@ where
                     new.peer
                 );
                 link.reader_task.abort();
-                link = attach(&server, &handle, &mut local, new).await;
+                // Boxed, as below: rare paths should not grow every session's task.
+                link = Box::pin(attach(&server, &handle, &mut local, new)).await;
                 continue;
             }
             LinkEnd::Closed { close, link_lost } => (close, link_lost),
@@ -229,17 +230,17 @@ where
         };
         log::info!("{}: {jid} detached; kept by a module", link.peer);
         local.replace_writer(Box::new(tokio::io::sink()));
-        match wait_detached(
+        match Box::pin(wait_detached(
             &shared,
             &mut local,
             &mut outbound,
             &mut inbox,
             &mut shutdown,
             detached,
-        )
+        ))
         .await
         {
-            Ok(new) => link = attach(&server, &handle, &mut local, new).await,
+            Ok(new) => link = Box::pin(attach(&server, &handle, &mut local, new)).await,
             Err(end) => break end,
         }
     };
@@ -364,7 +365,7 @@ async fn attach(
         &mut new.writer,
         Box::new(tokio::io::sink()),
     ));
-    local.ext.get_or_default::<AttachRequest>().0 = new.request.take();
+    local.ext.get_or_default::<AttachRequest>().0 = new.request.take().map(|b| *b);
     let mut ev = SessionEvent {
         session: handle,
         local,

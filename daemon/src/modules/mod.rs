@@ -310,9 +310,9 @@ impl Modules {
         Flow::Continue
     }
 
-    /// Ends a session for good: out of the table, then `SessionClosed`. The core calls it when
-    /// a stream ends; a module that kept a session through `SessionClosing` calls it when it
-    /// gives up on it.
+    /// Ends a session for good: out of the table, then `SessionClosed`. The session's task
+    /// calls it when the stream ends, or when a session kept through `SessionClosing` was not
+    /// taken over in time.
     pub async fn session_closed(
         &self,
         server: &Arc<Server>,

@@ -238,18 +238,21 @@ impl Module for StreamManagement {
         nonza: &'a Element,
     ) -> BoxFut<'a, NonzaResult> {
         Box::pin(async move {
-            let io = |_| ("connection-lost", String::new());
+            // A failed write is not answered here: the broken link shows on the reading side,
+            // and a hibernation must not be lost to a stream error.
             let Some(layer) = local.layer_mut::<SmLayer>() else {
                 if nonza.name == "enable" {
                     return self.enable(session, local, nonza).await;
                 }
                 let f = failed("unexpected-request", None);
-                return local.send_nonza(&f.to_xml(ns::CLIENT)).await.map_err(io);
+                let _ = local.send_nonza(&f.to_xml(ns::CLIENT)).await;
+                return Ok(());
             };
             match nonza.name.as_str() {
                 "r" => {
                     let a = format!("<a xmlns='{NS}' h='{}'/>", layer.received);
-                    local.send_nonza(&a).await.map_err(io)
+                    let _ = local.send_nonza(&a).await;
+                    Ok(())
                 }
                 "a" => {
                     let Some(h) = parse_h(nonza) else {
@@ -259,17 +262,15 @@ impl Module for StreamManagement {
                     layer.ack_requested = !layer.unacked.is_empty();
                     if layer.ack_requested {
                         // Stanzas went out after the last request: ask again, so none lingers.
-                        local
-                            .send_nonza(&format!("<r xmlns='{NS}'/>"))
-                            .await
-                            .map_err(io)?;
+                        let _ = local.send_nonza(&format!("<r xmlns='{NS}'/>")).await;
                     }
                     Ok(())
                 }
                 // `enable` twice, or `resume` on a bound stream.
                 _ => {
                     let f = failed("unexpected-request", None);
-                    local.send_nonza(&f.to_xml(ns::CLIENT)).await.map_err(io)
+                    let _ = local.send_nonza(&f.to_xml(ns::CLIENT)).await;
+                    Ok(())
                 }
             }
         })
@@ -339,7 +340,6 @@ impl StreamManagement {
         local: &mut SessionLocal,
         nonza: &Element,
     ) -> NonzaResult {
-        let io = |_| ("connection-lost", String::new());
         let mut layer = SmLayer::new(session.shared.clone(), self.config.max_unacked);
         let mut enabled = Element::new("enabled", NS);
         if matches!(nonza.attr("resume"), Some("true" | "1")) && self.config.hibernate_secs > 0 {
@@ -363,10 +363,8 @@ impl StreamManagement {
             }
         }
         local.install_layer(LAYER_PRIORITY, Box::new(layer));
-        local
-            .send_nonza(&enabled.to_xml(ns::CLIENT))
-            .await
-            .map_err(io)
+        let _ = local.send_nonza(&enabled.to_xml(ns::CLIENT)).await;
+        Ok(())
     }
 
     fn hibernate(&self, ev: &mut SessionEvent<'_>) -> Flow {

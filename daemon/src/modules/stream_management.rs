@@ -42,8 +42,10 @@ pub struct StreamManagementConfig {
     /// Sessions hibernating at once; beyond it a broken session ends at once.
     #[serde(default = "default_max_hibernating")]
     pub max_hibernating: usize,
-    /// Stanzas a session keeps for the client to acknowledge; a client that lets more pile up
-    /// is disconnected (and the stanzas routed as for an ended session).
+    /// Stanzas a session keeps for the client to acknowledge. Beyond it the oldest must have
+    /// been sent less than `ACK_GRACE_SECS` ago (a burst such as an offline flush is fine, a
+    /// client that stopped acking is not), and beyond `HARD_LIMIT_FACTOR` times it nothing more
+    /// is kept: the client is disconnected and the stanzas routed as for an ended session.
     #[serde(default = "default_max_unacked")]
     pub max_unacked: usize,
 }
@@ -85,6 +87,10 @@ fn default_max_unacked() -> usize {
 
 /// The layer sits after every other one: it counts what is actually written.
 const LAYER_PRIORITY: i16 = i16::MIN;
+/// How long a full queue may wait for the client's acks.
+const ACK_GRACE_SECS: i64 = 30;
+/// The queue never holds more than this many times `max_unacked`.
+const HARD_LIMIT_FACTOR: usize = 4;
 /// Ended sessions remembered so a late `<resume/>` learns the final `h` (XEP-0198 §5).
 const REMEMBER_ENDED: usize = 256;
 
@@ -120,6 +126,14 @@ impl SmLayer {
         }
     }
 
+    /// Whether the queue is over its bounds (see `StreamManagementConfig::max_unacked`).
+    fn too_much(&self, now: i64) -> bool {
+        let len = self.unacked.len();
+        let oldest = self.unacked.front().map_or(now, |(_, t)| *t);
+        len >= self.max_unacked.saturating_mul(HARD_LIMIT_FACTOR)
+            || (len >= self.max_unacked && now - oldest > ACK_GRACE_SECS)
+    }
+
     /// The client acknowledged everything up to `h`; `Err` when it claims more than was sent.
     fn ack(&mut self, h: u32) -> Result<usize, String> {
         let n = h.wrapping_sub(self.acked) as usize;
@@ -138,11 +152,12 @@ impl SmLayer {
 impl OutboundLayer for SmLayer {
     fn outgoing(&mut self, stanza: Element, pass: &mut Vec<Element>) {
         self.sent = self.sent.wrapping_add(1);
-        if self.unacked.len() == self.max_unacked {
+        let now = now_secs();
+        if self.too_much(now) {
             // Not reading or not acking: end the session; what is queued is routed elsewhere.
             self.shared.kick(Kick::TooSlow);
         }
-        self.unacked.push_back((stanza.clone(), now_secs()));
+        self.unacked.push_back((stanza.clone(), now));
         pass.push(stanza);
         if !self.ack_requested {
             self.ack_requested = true;

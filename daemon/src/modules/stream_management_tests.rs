@@ -60,6 +60,28 @@ fn counters_wrap_at_two_to_the_32() {
     assert_eq!(layer.received, 0);
 }
 
+#[test]
+fn a_full_queue_may_wait_a_little_for_acks_but_not_forever() {
+    let mut layer = SmLayer::new(Arc::default(), 3);
+    let msg = || Element::new("message", ns::CLIENT);
+    let now = now_secs();
+    for _ in 0..5 {
+        layer.unacked.push_back((msg(), now));
+    }
+    // Over the soft bound, but the oldest was just sent: a burst, the acks are on their way.
+    assert!(!layer.too_much(now));
+    // Nothing acknowledged for longer than the grace: too much.
+    assert!(layer.too_much(now + ACK_GRACE_SECS + 1));
+    // Under the soft bound, old stanzas are fine (a quiet client that acks late).
+    layer.unacked.truncate(2);
+    assert!(!layer.too_much(now + 3600));
+    // The hard bound holds whatever the times.
+    for _ in 2..12 {
+        layer.unacked.push_back((msg(), now));
+    }
+    assert!(layer.too_much(now));
+}
+
 #[tokio::test]
 async fn stanzas_are_counted_both_ways_and_acks_drain_the_queue() {
     let h = Harness::new().await;
@@ -123,7 +145,18 @@ async fn a_client_that_never_acks_is_disconnected_and_nothing_is_lost() {
     let mut alice = h.login("alice", "phone").await;
     let mut bob = h.login("bob", "pc").await;
     enable(&mut alice, true).await;
-    for i in 0..8 {
+    // A burst beyond `max_unacked` is fine at first (the acks may be on their way)...
+    for i in 0..12 {
+        bob.message("alice@example.test/phone", &format!("m{i}"))
+            .await;
+    }
+    alice
+        .expect_none("a stream error", Duration::from_millis(200), |e| {
+            e.name == "error"
+        })
+        .await;
+    // ...but not beyond four times it.
+    for i in 12..24 {
         bob.message("alice@example.test/phone", &format!("m{i}"))
             .await;
     }
@@ -142,9 +175,11 @@ async fn a_client_that_never_acks_is_disconnected_and_nothing_is_lost() {
     again.send(Element::new("presence", ns::CLIENT)).await;
     // Messages that came after the session left the table were stored before the
     // unacknowledged ones were routed again; the delay stamps keep the real order.
-    let mut got = bodies(&mut again, 8).await;
+    let mut got = bodies(&mut again, 24).await;
     got.sort();
-    assert_eq!(got, (0..8).map(|i| format!("m{i}")).collect::<Vec<_>>());
+    let mut want: Vec<_> = (0..24).map(|i| format!("m{i}")).collect();
+    want.sort();
+    assert_eq!(got, want);
 }
 
 #[tokio::test]
@@ -316,9 +351,9 @@ async fn hibernation_is_bounded_in_count_and_in_what_it_holds() {
         2,
         "bob and the hibernating alice"
     );
-    // A hibernating session holds at most `max_unacked` stanzas: beyond that it ends, and what
-    // it held goes to offline storage rather than nowhere.
-    for i in 0..5 {
+    // A hibernating session holds a bounded queue (here at most 4 x 3 at once): beyond that it
+    // ends, and what it held goes to offline storage rather than nowhere.
+    for i in 0..13 {
         bob.message("alice@example.test/phone", &format!("m{i}"))
             .await;
     }
@@ -326,9 +361,11 @@ async fn hibernation_is_bounded_in_count_and_in_what_it_holds() {
     assert!(h.server.sessions.session(&alice_jid).is_none(), "ended");
     let mut again = h.login("alice", "laptop").await;
     again.send(Element::new("presence", ns::CLIENT)).await;
-    let mut got = bodies(&mut again, 5).await;
+    let mut got = bodies(&mut again, 13).await;
     got.sort();
-    assert_eq!(got, ["m0", "m1", "m2", "m3", "m4"]);
+    let mut want: Vec<_> = (0..13).map(|i| format!("m{i}")).collect();
+    want.sort();
+    assert_eq!(got, want);
 }
 
 #[tokio::test]

@@ -130,6 +130,7 @@ where
         jid,
         peer,
     } = bound;
+    let _running = server.sessions.task_running();
     let mut link = Link::start(reader, writer, peer, None);
     let mut local = SessionLocal::new(std::mem::replace(
         &mut link.writer,

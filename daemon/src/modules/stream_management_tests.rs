@@ -399,6 +399,30 @@ async fn copies_made_for_one_session_are_not_handed_on() {
 }
 
 #[tokio::test]
+async fn at_shutdown_a_hibernating_session_stores_what_it_held() {
+    let h = Harness::new().await;
+    h.user("alice").await;
+    h.user("bob").await;
+    let mut bob = h.login("bob", "pc").await;
+    let mut alice = h.login("alice", "phone").await;
+    enable(&mut alice, true).await;
+    alice.cut().await;
+    bob.message("alice@example.test/phone", "held").await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    h.server.begin_shutdown();
+    // What the daemon waits for before it exits.
+    for _ in 0..250 {
+        if h.server.sessions.running() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(h.server.sessions.running(), 0);
+    let stored = crate::modules::offline::waiting(&h.server.storage, "alice").await;
+    assert_eq!(stored.unwrap(), 1, "the held message is in offline storage");
+}
+
+#[tokio::test]
 async fn a_clean_logout_is_not_kept() {
     let h = Harness::new().await;
     h.user("alice").await;

@@ -3,6 +3,7 @@
 //! path, an intercepted close, server-asked IQs, entity caps, module config and migrations.
 
 use crate::c2s::outbound::{OutboundLayer, SessionLocal};
+use crate::c2s::session::{Detached, Link, LinkInbox};
 use crate::harness::{body, Harness, DOMAIN};
 use crate::hooks::{
     BoxFut, CloseReason, DiscoTarget, FeaturePhase, Flow, Hook, Kind, SessionEvent, StanzaEvent,
@@ -22,7 +23,11 @@ const TEST_NS: &str = "urn:example:seam-test";
 #[derive(Default)]
 struct Gate {
     seen: Mutex<Vec<String>>,
+    inboxes: Mutex<Vec<tokio::sync::mpsc::Sender<Link>>>,
 }
+
+/// How long `Gate` keeps a session whose link broke.
+const KEPT_FOR: std::time::Duration = std::time::Duration::from_millis(300);
 
 impl Module for Gate {
     fn name(&self) -> &'static str {
@@ -74,8 +79,16 @@ impl Module for Gate {
                 .lock()
                 .unwrap()
                 .push(format!("{hook:?}:{}", ev.session.jid));
-            // A session whose link broke is kept, as stream management hibernates it.
+            // A session whose link broke is kept for a moment, as stream management hibernates
+            // it; it would accept a new connection through the inbox it got when bound.
+            if hook == Hook::SessionBound {
+                let (tx, rx) = tokio::sync::mpsc::channel(1);
+                self.inboxes.lock().unwrap().push(tx);
+                ev.local.ext.insert(LinkInbox(rx));
+            }
             if hook == Hook::SessionClosing && ev.reason == Some(CloseReason::LinkLost) {
+                let until = tokio::time::Instant::now() + KEPT_FOR;
+                ev.local.ext.insert(Detached { until });
                 return Flow::Handled;
             }
             Flow::Continue
@@ -258,14 +271,10 @@ async fn a_module_may_keep_a_session_whose_link_broke() {
     h.user("alice").await;
     let a = h.login("alice", "kept").await;
     let jid = a.jid.clone();
-    a.drop_link().await;
-    let kept = h.server.sessions.session(&jid).expect("still bound");
-    // Later the module gives up on it: out of the table, and `SessionClosed` runs.
-    let mut local = SessionLocal::new(Box::new(tokio::io::sink()));
-    h.server
-        .modules
-        .session_closed(&h.server, &kept, &mut local, CloseReason::LinkLost)
-        .await;
+    a.cut().await;
+    assert!(h.server.sessions.session(&jid).is_some(), "still bound");
+    // When the time runs out, it is out of the table.
+    tokio::time::sleep(KEPT_FOR * 2).await;
     assert!(h.server.sessions.session(&jid).is_none());
     // A client that logs out is not kept.
     let b = h.login("alice", "gone").await;

@@ -3,11 +3,11 @@
 //! client that stalls or trickles bytes cannot hold a connection slot for long.
 
 use super::sasl_exchange::{authenticate, AuthOutcome};
-use super::session::{self, Bound};
+use super::session::{self, Bound, Link};
 use super::{stream, xml_limits};
 use crate::hooks::{Extensions, FeaturePhase, IqTarget};
 use crate::jid::Jid;
-use crate::modules::PreAuthIq;
+use crate::modules::{PreAuthIq, Unbound};
 use crate::server::Server;
 use crate::stanza::random_id;
 use crate::xml::{ns, Element, XmlEvent, XmlReader};
@@ -167,6 +167,33 @@ async fn negotiate(
             .then(|| el.child("bind", ns::BIND))
             .flatten();
         let Some(bind) = bind else {
+            if el.ns != ns::CLIENT {
+                // A module's nonza before binding (stream resumption).
+                let account = Jid::parse(&format!("{username}@{domain}")).ok()?;
+                let module = server.modules.nonza_handler(&el.name, &el.ns).cloned();
+                let answer = match module {
+                    Some(m) => m.on_unbound_nonza(server, &account, &el).await,
+                    None => None,
+                };
+                match answer {
+                    Some(Unbound::Reply(reply)) => {
+                        stream::send(&mut wr, &reply.to_xml(ns::CLIENT))
+                            .await
+                            .ok()?;
+                        continue;
+                    }
+                    Some(Unbound::HandOver { to, if_gone }) => {
+                        let link = Link::start(reader, Box::new(wr), peer, Some(el));
+                        if let Err(refused) = to.send(link).await {
+                            let mut wr = refused.0.into_writer();
+                            let xml = format!("{}</stream:stream>", if_gone.to_xml(ns::CLIENT));
+                            let _ = stream::send(&mut wr, &xml).await;
+                        }
+                        return None;
+                    }
+                    None => {}
+                }
+            }
             if el.name == "iq" && el.ns == ns::CLIENT && el.attr("type") == Some("get") {
                 // Some clients ask for things before binding; tell them to wait for it.
                 let err = crate::stanza::StanzaError::new("wait", "not-authorized")

@@ -20,6 +20,8 @@ pub trait OutboundLayer: Send + Any {
     /// Stanzas the layer lets go outside `outgoing` (e.g. on `<active/>`); the session asks
     /// after each nonza and each module event it ran.
     fn release(&mut self, _pass: &mut Vec<Element>) {}
+    /// Sees each stanza the client sent, before it is handled (stream management counts them).
+    fn received(&mut self, _stanza: &Element) {}
     fn as_any_mut(&mut self) -> &mut dyn Any;
 }
 
@@ -78,6 +80,22 @@ impl SessionLocal {
     pub async fn send_nonza(&mut self, xml: &str) -> std::io::Result<()> {
         self.writer.write_all(xml.as_bytes()).await?;
         self.writer.flush().await
+    }
+
+    /// Shows a stanza from the client to every layer (an idle session has none: a no-op).
+    pub fn received(&mut self, stanza: &Element) {
+        for (_, layer) in &mut self.layers {
+            layer.received(stanza);
+        }
+    }
+
+    /// Puts a new connection's write half in place of the old one (a resumed session), or a
+    /// sink while the session waits detached; returns the old one.
+    pub fn replace_writer(
+        &mut self,
+        writer: Box<dyn AsyncWrite + Send + Unpin>,
+    ) -> Box<dyn AsyncWrite + Send + Unpin> {
+        std::mem::replace(&mut self.writer, writer)
     }
 
     /// Installs a layer; layers with a higher priority see stanzas first.

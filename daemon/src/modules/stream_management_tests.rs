@@ -404,6 +404,43 @@ async fn copies_made_for_one_session_are_not_handed_on() {
 }
 
 #[tokio::test]
+async fn archive_results_are_not_handed_on() {
+    let h = Harness::with_config("[modules.stream_management]\nhibernate_secs = 1\n").await;
+    h.user("alice").await;
+    h.user("bob").await;
+    let mut bob = h.login("bob", "pc").await;
+    let mut phone = h.login("alice", "phone").await;
+    phone.available().await;
+    let mut laptop = h.login("alice", "laptop").await;
+    laptop.available().await;
+    enable(&mut laptop, true).await;
+    bob.message("alice@example.test/phone", "archived").await;
+    assert_eq!(bodies(&mut phone, 1).await, ["archived"]);
+    // The laptop reads the archive (results from alice's bare JID, written through its write
+    // path), never acknowledges them, and expires: the phone must not get them as messages.
+    let query = Element::new("query", crate::modules::mam::NS).with_attr("queryid", "q1");
+    assert_eq!(
+        laptop.iq("set", None, query).await.attr("type"),
+        Some("result")
+    );
+    let result = laptop
+        .expect("an archive result", |e| {
+            e.name == "message" && e.child("result", crate::modules::mam::NS).is_some()
+        })
+        .await;
+    assert_eq!(result.attr("from"), Some("alice@example.test"));
+    laptop.cut().await;
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    phone
+        .expect_none(
+            "an archive result handed on",
+            Duration::from_millis(300),
+            |e| e.name == "message",
+        )
+        .await;
+}
+
+#[tokio::test]
 async fn at_shutdown_a_hibernating_session_stores_what_it_held() {
     let h = Harness::new().await;
     h.user("alice").await;

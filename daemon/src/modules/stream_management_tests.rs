@@ -288,7 +288,7 @@ async fn resumption_fails_for_unknown_foreign_and_ended_sessions() {
 }
 
 #[tokio::test]
-async fn expired_and_replaced_sessions_hand_their_messages_on() {
+async fn an_expired_session_hands_its_messages_on() {
     let h = Harness::with_config("[modules.stream_management]\nhibernate_secs = 1\n").await;
     h.user("alice").await;
     h.user("bob").await;
@@ -301,13 +301,32 @@ async fn expired_and_replaced_sessions_hand_their_messages_on() {
     bodies(&mut alice, 1).await;
     alice.cut().await;
     bob.message("alice@example.test", "while away").await;
-    tokio::time::sleep(Duration::from_millis(1300)).await;
+    // Expiry after a second; then the phone's task stores what it held and ends (only bob's is
+    // left). Waiting for that, not a fixed time, keeps a busy machine from racing the login.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while h.server.sessions.running() > 1 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(h.server.sessions.running(), 1, "the phone's session ended");
     let mut alice = h.login("alice", "laptop").await;
     alice.send(Element::new("presence", ns::CLIENT)).await;
     let m = alice.expect("a message", |e| e.name == "message").await;
     assert_eq!(body(&m).as_deref(), Some("before"), "never acknowledged");
     assert!(m.child("delay", DELAY).is_some());
     assert_eq!(bodies(&mut alice, 1).await, ["while away"]);
+}
+
+#[tokio::test]
+async fn a_replaced_session_hands_its_messages_on() {
+    // The default hibernation (minutes): the old session must end by replacement, not by
+    // expiring while the logins below take their time on a busy machine.
+    let h = Harness::new().await;
+    h.user("alice").await;
+    h.user("bob").await;
+    let mut bob = h.login("bob", "pc").await;
+    let mut alice = h.login("alice", "laptop").await;
+    alice.available().await;
     // Replacement: a new login with the same resource takes over; the old session's
     // unacknowledged messages reach the account's sessions.
     enable(&mut alice, true).await;
@@ -357,13 +376,19 @@ async fn hibernation_is_bounded_in_count_and_in_what_it_holds() {
         bob.message("alice@example.test/phone", &format!("m{i}"))
             .await;
     }
-    // The hibernating task ends it as it takes the queue; on a busy machine that takes a moment.
+    // The hibernating task ends it as it takes the queue and then stores what it held; on a
+    // busy machine that takes a moment. Only bob's task may be left before the new login, or
+    // the laptop's offline flush could run before the last of it is stored.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while h.server.sessions.session(&alice_jid).is_some() && tokio::time::Instant::now() < deadline
-    {
+    while h.server.sessions.running() > 1 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(h.server.sessions.session(&alice_jid).is_none(), "ended");
+    assert_eq!(
+        h.server.sessions.running(),
+        1,
+        "only bob's session task is left"
+    );
     let mut again = h.login("alice", "laptop").await;
     again.send(Element::new("presence", ns::CLIENT)).await;
     let mut got = bodies(&mut again, 13).await;

@@ -215,7 +215,10 @@ pub struct ModulesConfig {
     pub version: crate::modules::version::VersionConfig,
     #[serde(default)]
     pub csi: crate::modules::client_state::CsiConfig,
+    #[serde(default)]
     pub mam: crate::modules::mam::ArchiveConfig,
+    #[serde(default)]
+    pub stream_management: crate::modules::stream_management::StreamManagementConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -344,6 +347,7 @@ impl Config {
         if self.auth.scram_iterations < 4096 {
             return Err("auth.scram_iterations must be at least 4096 (RFC 7677)".into());
         }
+        self.modules.stream_management.check()?;
         for (key, name) in [
             ("services.muc", &self.services.muc),
             ("services.upload", &self.services.upload),

@@ -3,10 +3,10 @@
 //! pipes instead of sockets, TLS and SASL. Module tests use it to drive whole stanza paths in
 //! milliseconds; the end-to-end tests in `tests/` cover the network and real clients.
 
-use crate::c2s::session::{self, Bound};
+use crate::c2s::session::{self, Bound, Link};
 use crate::config::Config;
 use crate::jid::Jid;
-use crate::modules::{Module, Modules};
+use crate::modules::{Module, Modules, Unbound};
 use crate::server::Server;
 use crate::storage::Storage;
 use crate::tls::TlsStore;
@@ -76,14 +76,14 @@ impl Harness {
     /// A bound session for `user/resource`, as if it had logged in.
     pub async fn login(&self, user: &str, resource: &str) -> TestClient {
         let jid = Jid::parse(&format!("{user}@{DOMAIN}/{resource}")).expect("jid");
-        let (reader, writer, mut client) = self.pipe(jid.clone()).await;
+        let (reader, writer, client) = self.pipes(jid.clone()).await;
         let bound = Bound {
             reader,
-            writer,
+            writer: Box::new(writer),
             jid: jid.clone(),
             peer: "127.0.0.1:5222".parse().expect("literal"),
         };
-        client.task = Some(tokio::spawn(session::run(self.server.clone(), bound)));
+        let task = tokio::spawn(session::run(self.server.clone(), bound));
         // The session is in the table before the test goes on.
         for _ in 0..500 {
             if self.server.sessions.session(&jid).is_some() {
@@ -91,31 +91,53 @@ impl Harness {
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
-        client
+        client.started(Some(task)).await
     }
 
-    /// A new connection taking over the detached session of `jid` (as stream management's
-    /// resumption does); `None` if that session is not detached.
-    pub async fn resume(&self, jid: &Jid) -> Option<TestClient> {
-        let session = self.server.sessions.session(jid)?;
-        let (reader, writer, client) = self.pipe(jid.clone()).await;
-        let transport = session::Attach {
-            reader,
-            writer,
-            peer: "127.0.0.1:5223".parse().expect("literal"),
+    /// A new stream of `user` that sends `nonza` after login, before binding (stream
+    /// resumption): `Ok` with the client when a session took the stream over, else the answer.
+    pub async fn unbound_nonza(&self, user: &str, nonza: Element) -> Result<TestClient, Element> {
+        let account = Jid::parse(&format!("{user}@{DOMAIN}")).expect("jid");
+        let module = self
+            .server
+            .modules
+            .nonza_handler(&nonza.name, &nonza.ns)
+            .cloned()
+            .expect("a module handles this nonza");
+        let answer = module
+            .on_unbound_nonza(&self.server, &account, &nonza)
+            .await
+            .expect("allowed before binding");
+        let (to, if_gone) = match answer {
+            Unbound::Reply(reply) => return Err(reply),
+            Unbound::HandOver { to, if_gone } => (to, if_gone),
         };
-        session::attach(&session, transport).ok()?;
-        Some(client)
+        let (reader, writer, client) = self.pipes(account).await;
+        let peer = "127.0.0.1:5222".parse().expect("literal");
+        let link = Link::start(reader, Box::new(writer), peer, Some(nonza));
+        if to.send(link).await.is_err() {
+            return Err(if_gone);
+        }
+        let mut c = client.started(None).await;
+        // The session's full JID, as the resumed session has it.
+        c.jid = self
+            .server
+            .sessions
+            .all()
+            .into_iter()
+            .find(|s| s.jid.bare() == c.jid)
+            .map(|s| s.jid)
+            .unwrap_or(c.jid);
+        Ok(c)
     }
 
-    /// An in-memory connection: the server's half as the session expects it (header read), the
-    /// client's half as a `TestClient`.
-    async fn pipe(
+    /// An in-memory connection whose client side has sent its stream header.
+    async fn pipes(
         &self,
         jid: Jid,
     ) -> (
-        XmlReader<ServerRead>,
-        Box<dyn tokio::io::AsyncWrite + Send + Unpin>,
+        XmlReader<ReadHalf<DuplexStream>>,
+        WriteHalf<DuplexStream>,
         TestClient,
     ) {
         let (client, server_side) = tokio::io::duplex(256 * 1024);
@@ -128,24 +150,19 @@ impl Harness {
         let limits = crate::c2s::xml_limits(&self.server.config.limits);
         let mut reader = XmlReader::new(srv_read, limits);
         assert!(matches!(reader.next().await, Ok(XmlEvent::StreamStart(_))));
-        let mut c = TestClient {
+        // The server's stream header was written during negotiation, which the harness skips.
+        let client_reader = XmlReader::new(STREAM_HEADER.as_bytes().chain(cli_read), limits);
+        let client = TestClient {
             jid,
             writer: cli_write,
-            reader: XmlReader::new(STREAM_HEADER.as_bytes().chain(cli_read), limits),
+            reader: client_reader,
             task: None,
             next_id: 0,
             skipped: Default::default(),
         };
-        assert!(matches!(
-            c.reader.next().await,
-            Ok(XmlEvent::StreamStart(_))
-        ));
-        (reader, Box::new(srv_write), c)
+        (reader, srv_write, client)
     }
 }
-
-/// The server's read half of a harness connection.
-pub type ServerRead = ReadHalf<DuplexStream>;
 
 type ClientReader = XmlReader<tokio::io::Chain<&'static [u8], ReadHalf<DuplexStream>>>;
 
@@ -153,7 +170,7 @@ pub struct TestClient {
     pub jid: Jid,
     writer: WriteHalf<DuplexStream>,
     reader: ClientReader,
-    /// The session's task, for the connection that started it (not for a resumed one).
+    /// The session's task, for a client that logged in (a resumed one shares the old task).
     task: Option<tokio::task::JoinHandle<()>>,
     next_id: u32,
     /// Stanzas an `expect` passed over, kept for later `expect`s (arrival order is not
@@ -162,6 +179,26 @@ pub struct TestClient {
 }
 
 impl TestClient {
+    async fn started(mut self, task: Option<tokio::task::JoinHandle<()>>) -> TestClient {
+        self.task = task;
+        assert!(matches!(
+            self.reader.next().await,
+            Ok(XmlEvent::StreamStart(_))
+        ));
+        self
+    }
+
+    /// Waits for the session's task to end, a few seconds at most.
+    async fn ended(task: Option<tokio::task::JoinHandle<()>>) {
+        match task {
+            Some(mut task) => {
+                let _ = tokio::time::timeout(EXPECT, &mut task).await;
+            }
+            // A resumed client: the session's task is the first client's; give it a moment.
+            None => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+
     pub async fn send(&mut self, el: Element) {
         self.send_xml(&el.to_xml(ns::CLIENT)).await;
     }
@@ -261,44 +298,30 @@ impl TestClient {
     }
 
     /// Closes the stream as a client logging out does, and waits for the session to end.
-    pub async fn logout(mut self, server: &Server) {
+    pub async fn logout(mut self) {
         self.send_xml("</stream:stream>").await;
-        self.wait_gone(server).await;
+        TestClient::ended(self.task.take()).await;
     }
 
-    /// The connection breaks (no goodbye); waits until the session ended or was detached.
-    pub async fn drop_link(self, server: &Server) {
+    /// The connection breaks (no goodbye), and the server has a moment to notice; the session
+    /// may live on (stream management keeps it).
+    pub async fn cut(self) {
+        drop(self.writer);
+        drop(self.reader);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    /// The connection breaks (no goodbye); waits for the session to end.
+    pub async fn drop_link(self) {
         let TestClient {
             writer,
             reader,
             task,
-            jid,
             ..
         } = self;
         drop(writer);
         drop(reader);
-        TestClient::settle(server, &jid, task).await;
-    }
-
-    async fn wait_gone(self, server: &Server) {
-        TestClient::settle(server, &self.jid, self.task).await;
-    }
-
-    async fn settle(server: &Server, jid: &Jid, task: Option<tokio::task::JoinHandle<()>>) {
-        let deadline = tokio::time::Instant::now() + EXPECT;
-        while tokio::time::Instant::now() < deadline {
-            let finished = task.as_ref().is_some_and(|t| t.is_finished());
-            let detached = server
-                .sessions
-                .session(jid)
-                .is_some_and(|s| session::is_detached::<ServerRead>(&s));
-            let gone = server.sessions.session(jid).is_none();
-            if finished || detached || (task.is_none() && gone) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        panic!("{jid}: the session neither ended nor detached");
+        TestClient::ended(task).await;
     }
 }
 

@@ -74,13 +74,13 @@ pub enum Hook {
     /// The client has been silent for `limits.idle_timeout_secs`: a module may probe it (any
     /// answer counts as life); without an answer the stream closes after a grace period.
     SessionIdle,
-    /// The session's stream is about to end; `Handled` keeps it bound and detached (stream
-    /// management hibernates it): its queue and layers keep working until a new connection
-    /// attaches (`SessionResumed`) or the module ends it with `Kick::Expired`.
+    /// The session's stream is about to end. `Handled`, with `c2s::session::Detached` put in
+    /// `local.ext` and a `LinkInbox` given earlier, keeps it bound without a connection until
+    /// a new one takes it over or the time runs out (stream management hibernation).
     SessionClosing,
-    /// A kept (detached) session got a new connection (`c2s::session::attach`); runs first on
-    /// the new stream, so stream management can answer `<resumed/>` and resend.
-    SessionResumed,
+    /// A new connection took the session over (its request is `AttachRequest` in `local.ext`);
+    /// the module that handed it over answers on the new stream.
+    SessionReattached,
     /// The session is gone from the table.
     SessionClosed,
 }
@@ -255,6 +255,13 @@ impl Extensions {
         list[i]
             .downcast_mut::<T>()
             .expect("the type was just checked")
+    }
+    /// Puts a value in, replacing one of the same type.
+    pub fn insert<T: Any + Send + Sync>(&mut self, value: T) {
+        self.remove::<T>();
+        self.0
+            .get_or_insert_with(Default::default)
+            .push(Box::new(value));
     }
     pub fn remove<T: Any + Send + Sync>(&mut self) -> Option<T> {
         let list = self.0.as_mut()?;

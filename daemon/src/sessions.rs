@@ -9,7 +9,7 @@ use crate::hooks::{Extensions, SessionFlag};
 use crate::jid::Jid;
 use crate::xml::Element;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, Notify};
 
@@ -22,8 +22,6 @@ pub enum Kick {
     TooSlow,
     /// The account was removed or its password changed: `not-authorized`.
     AccountGone,
-    /// A module ends the session (e.g. a hibernated one nobody resumed): `connection-timeout`.
-    Expired,
 }
 
 /// State of a session that the delivery rules and other sessions need to see.
@@ -124,9 +122,32 @@ impl SessionHandle {
 pub struct SessionTable {
     sessions: Mutex<HashMap<String, Vec<SessionHandle>>>,
     next_id: AtomicU64,
+    /// Session tasks still running: a session leaves the table before its last work (handing
+    /// what it held to other sessions or storage) is done, and shutdown waits for that too.
+    running: AtomicUsize,
+}
+
+/// Counts a running session task while it lives.
+pub struct RunningTask<'a>(&'a AtomicUsize);
+
+impl Drop for RunningTask<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl SessionTable {
+    /// Marks a session task as running until the guard is dropped.
+    pub fn task_running(&self) -> RunningTask<'_> {
+        self.running.fetch_add(1, Ordering::AcqRel);
+        RunningTask(&self.running)
+    }
+
+    /// Session tasks not yet finished, bound or not.
+    pub fn running(&self) -> usize {
+        self.running.load(Ordering::Acquire)
+    }
+
     pub fn next_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed) + 1
     }

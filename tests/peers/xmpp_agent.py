@@ -286,6 +286,55 @@ async def run_command(agent, cmd):
         text = lambda name: (s.find(rsm_ns + name).text if s is not None and s.find(rsm_ns + name) is not None else None)
         return {"ok": True, "results": page, "complete": fin.get("complete") in ("true", "1"),
                 "first": text("first"), "last": text("last"), "count": int(text("count") or -1)}
+    if c == "stream_management":
+        # XEP-0198 with resumption, for the next connect (slixmpp enables it after binding).
+        agent.register_plugin("xep_0198")
+        agent.plugin["xep_0198"].window = cmd.get("window", 5)
+        return {"ok": True}
+    if c == "resume":
+        # Connect again after the link broke: slixmpp sends <resume/> with the id it got.
+        done = asyncio.get_event_loop().create_future()
+
+        def settle(how):
+            if not done.done():
+                done.set_result(how)
+        on_resumed = lambda _: settle("resumed")
+        on_started = lambda _: settle("started")
+        agent.add_event_handler("session_resumed", on_resumed)
+        agent.add_event_handler("session_start", on_started)
+        try:
+            agent.connect(agent.args.host, agent.args.port)
+            how = await asyncio.wait_for(done, cmd.get("timeout", 20))
+            return {"ok": True, "how": how}
+        except asyncio.TimeoutError:
+            return {"ok": False, "error": "timeout"}
+        finally:
+            agent.del_event_handler("session_resumed", on_resumed)
+            agent.del_event_handler("session_start", on_started)
+    if c == "sm_state":
+        # Whether the server enabled stream management with resumption, and our counters.
+        sm = agent.plugin["xep_0198"]
+        for _ in range(int(cmd.get("timeout", 10) * 50)):
+            if sm.sm_id or not cmd.get("wait", True):
+                break
+            await asyncio.sleep(0.02)
+        return {"ok": sm.sm_id is not None, "id": sm.sm_id, "handled": sm.handled,
+                "unacked": len(sm.unacked_queue)}
+    if c == "paced_messages":
+        # `count` chat messages to `to`, one every `interval_ms`: a person typing very fast, so
+        # that the test's link cuts land in the middle of the conversation.
+        for i in range(cmd["count"]):
+            agent.send_message(mto=cmd["to"], mbody=f"{cmd.get('prefix', 'm')}-{i}", mtype="chat")
+            await asyncio.sleep(cmd.get("interval_ms", 5) / 1000)
+        await agent.plugin["xep_0199"].ping(jid=agent.boundjid.domain, timeout=10)
+        return {"ok": True, "sent": cmd["count"]}
+    if c == "wait_disconnected":
+        # The link was cut from outside; wait until slixmpp noticed.
+        for _ in range(int(cmd.get("timeout", 10) * 50)):
+            if agent.transport is None:
+                return {"ok": True}
+            await asyncio.sleep(0.02)
+        return {"ok": False, "error": "still connected"}
     return {"ok": False, "error": f"unknown command {c}"}
 
 

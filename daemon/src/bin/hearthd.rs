@@ -118,9 +118,9 @@ async fn serve(
     wait_for_signals(&server).await;
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     server.begin_shutdown();
-    // Give sessions a moment to send their closing stream errors.
+    // Give sessions a moment to send their closing stream errors and to hand on what they held.
     for _ in 0..50 {
-        if server.sessions.counts().0 == 0 {
+        if server.sessions.counts().0 == 0 && server.sessions.running() == 0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

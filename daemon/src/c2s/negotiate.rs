@@ -3,11 +3,11 @@
 //! client that stalls or trickles bytes cannot hold a connection slot for long.
 
 use super::sasl_exchange::{authenticate, AuthOutcome};
-use super::session::{self, Bound};
+use super::session::{self, Bound, Link};
 use super::{stream, xml_limits};
 use crate::hooks::{Extensions, FeaturePhase, IqTarget};
 use crate::jid::Jid;
-use crate::modules::{PreAuthIq, UnboundNonza};
+use crate::modules::{PreAuthIq, Unbound};
 use crate::server::Server;
 use crate::stanza::random_id;
 use crate::xml::{ns, Element, XmlEvent, XmlReader};
@@ -148,10 +148,8 @@ async fn negotiate(
         }
     };
 
-    // After login: a new stream, then resource binding (RFC 6120 §7), or a module taking the
-    // connection over (stream management resuming a detached session).
+    // After login: a new stream, then resource binding (RFC 6120 §7).
     let mut reader = reader.restart();
-    let mut wr: Box<dyn AsyncWrite + Send + Unpin> = Box::new(wr);
     let id = random_id(12);
     open_stream(&mut reader, &mut wr, &domain, &id).await?;
     let mut features =
@@ -169,6 +167,33 @@ async fn negotiate(
             .then(|| el.child("bind", ns::BIND))
             .flatten();
         let Some(bind) = bind else {
+            if el.ns != ns::CLIENT {
+                // A module's nonza before binding (stream resumption).
+                let account = Jid::parse(&format!("{username}@{domain}")).ok()?;
+                let module = server.modules.nonza_handler(&el.name, &el.ns).cloned();
+                let answer = match module {
+                    Some(m) => m.on_unbound_nonza(server, &account, &el).await,
+                    None => None,
+                };
+                match answer {
+                    Some(Unbound::Reply(reply)) => {
+                        stream::send(&mut wr, &reply.to_xml(ns::CLIENT))
+                            .await
+                            .ok()?;
+                        continue;
+                    }
+                    Some(Unbound::HandOver { to, if_gone }) => {
+                        let link = Link::start(reader, Box::new(wr), peer, Some(el));
+                        if let Err(refused) = to.send(link).await {
+                            let mut wr = refused.0.into_writer();
+                            let xml = format!("{}</stream:stream>", if_gone.to_xml(ns::CLIENT));
+                            let _ = stream::send(&mut wr, &xml).await;
+                        }
+                        return None;
+                    }
+                    None => {}
+                }
+            }
             if el.name == "iq" && el.ns == ns::CLIENT && el.attr("type") == Some("get") {
                 // Some clients ask for things before binding; tell them to wait for it.
                 let err = crate::stanza::StanzaError::new("wait", "not-authorized")
@@ -177,40 +202,6 @@ async fn negotiate(
                     stream::send(&mut wr, &r.to_xml(ns::CLIENT)).await.ok()?;
                 }
                 continue;
-            }
-            let module = server.modules.nonza_handler(&el.name, &el.ns).cloned();
-            let answer = match module {
-                Some(m) => m.on_unbound_nonza(server, &username, &el).await,
-                None => UnboundNonza::NotHere,
-            };
-            match answer {
-                UnboundNonza::Reply(xml) => {
-                    stream::send(&mut wr, &xml).await.ok()?;
-                    continue;
-                }
-                UnboundNonza::Resume { session, failed } => {
-                    if session.jid.local.as_deref() != Some(username.as_str()) {
-                        // Only one's own sessions can be taken over, whatever a module says.
-                        log::warn!("{peer}: {username} may not resume {}", session.jid);
-                        stream::send(&mut wr, &failed).await.ok()?;
-                        continue;
-                    }
-                    let transport = session::Attach {
-                        reader,
-                        writer: wr,
-                        peer,
-                    };
-                    match session::attach(&session, transport) {
-                        Ok(()) => return None,
-                        Err(back) => {
-                            // It ended or was taken meanwhile: say so, and the client binds.
-                            (reader, wr) = (back.reader, back.writer);
-                            stream::send(&mut wr, &failed).await.ok()?;
-                            continue;
-                        }
-                    }
-                }
-                UnboundNonza::NotHere => {}
             }
             stream::fail(
                 &mut wr,
@@ -251,7 +242,7 @@ async fn negotiate(
         log::info!("{peer}: {jid} logged in");
         return Some(Bound {
             reader,
-            writer: wr,
+            writer: Box::new(wr),
             jid,
             peer,
         });

@@ -20,6 +20,8 @@ pub trait OutboundLayer: Send + Any {
     /// Stanzas the layer lets go outside `outgoing` (e.g. on `<active/>`); the session asks
     /// after each nonza and each module event it ran.
     fn release(&mut self, _pass: &mut Vec<Element>) {}
+    /// Sees each stanza the client sent, before it is handled (stream management counts them).
+    fn received(&mut self, _stanza: &Element) {}
     fn as_any_mut(&mut self) -> &mut dyn Any;
 }
 
@@ -32,9 +34,6 @@ pub struct SessionLocal {
     layers: Vec<(i16, Box<dyn OutboundLayer>)>,
     /// Module state private to this session's task (e.g. directed presences).
     pub ext: Extensions,
-    /// Stanzas received from the client (not nonzas), across resumptions, wrapping at 2^32
-    /// as XEP-0198's `h` does.
-    pub received_stanzas: u32,
     buf: String,
 }
 
@@ -48,7 +47,6 @@ impl SessionLocal {
             writer,
             layers: Vec::new(),
             ext: Extensions::default(),
-            received_stanzas: 0,
             buf: String::new(),
         }
     }
@@ -84,6 +82,22 @@ impl SessionLocal {
         self.writer.flush().await
     }
 
+    /// Shows a stanza from the client to every layer (an idle session has none: a no-op).
+    pub fn received(&mut self, stanza: &Element) {
+        for (_, layer) in &mut self.layers {
+            layer.received(stanza);
+        }
+    }
+
+    /// Puts a new connection's write half in place of the old one (a resumed session), or a
+    /// sink while the session waits detached; returns the old one.
+    pub fn replace_writer(
+        &mut self,
+        writer: Box<dyn AsyncWrite + Send + Unpin>,
+    ) -> Box<dyn AsyncWrite + Send + Unpin> {
+        std::mem::replace(&mut self.writer, writer)
+    }
+
     /// Installs a layer; layers with a higher priority see stanzas first.
     pub fn install_layer(&mut self, priority: i16, layer: Box<dyn OutboundLayer>) {
         let at = self
@@ -107,14 +121,6 @@ impl SessionLocal {
             .iter_mut()
             .position(|(_, l)| l.as_any_mut().is::<T>())?;
         Some(self.layers.remove(i).1)
-    }
-
-    /// Swaps the connection under the session (detach and resume); returns the old writer.
-    pub fn replace_writer(
-        &mut self,
-        writer: Box<dyn AsyncWrite + Send + Unpin>,
-    ) -> Box<dyn AsyncWrite + Send + Unpin> {
-        std::mem::replace(&mut self.writer, writer)
     }
 
     /// The raw writer, for the stream's closing words.

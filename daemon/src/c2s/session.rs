@@ -10,12 +10,13 @@ use crate::jid::Jid;
 use crate::server::Server;
 use crate::sessions::{Kick, SessionHandle, SessionShared};
 use crate::stanza::{self, StanzaError};
-use crate::xml::{ns, Element, XmlError, XmlEvent, XmlReader};
+use crate::xml::{ns, Element, ReadProgress, XmlError, XmlEvent, XmlReader};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 /// How often a session checks its timers. Coarse on purpose: 1,000 idle sessions should not
 /// wake the CPU of a Pi Zero often.
@@ -31,51 +32,92 @@ pub struct Bound<R> {
     pub peer: SocketAddr,
 }
 
-/// A new connection taking over a detached session (stream management resumption): the
-/// stream after authentication, handed to the session's task by [`attach`].
-pub struct Attach<R> {
-    pub reader: XmlReader<R>,
-    pub writer: Box<dyn AsyncWrite + Send + Unpin>,
-    pub peer: SocketAddr,
+type Events = mpsc::Receiver<Box<Result<XmlEvent, XmlError>>>;
+
+/// One connection carrying a session: the reading task and the write half. A session starts
+/// with the link it logged in on; a module may let a later connection take it over (stream
+/// resumption), through the session's [`LinkInbox`].
+pub struct Link {
+    events: Events,
+    reader_task: JoinHandle<()>,
+    progress: Arc<ReadProgress>,
+    writer: Box<dyn AsyncWrite + Send + Unpin>,
+    peer: SocketAddr,
+    /// The nonza with which a new connection asked for the session; its module finds it in
+    /// `SessionLocal::ext` as [`AttachRequest`] when `Hook::SessionReattached` runs.
+    request: Option<Box<Element>>,
 }
 
-/// Where a new connection hands itself to a detached session. It sits in the session's
-/// shared extensions only while the session is detached, so attached sessions pay nothing.
-struct AttachPoint<R>(Option<mpsc::Sender<Attach<R>>>);
+impl Link {
+    /// Starts the reading task of a connection (never cancelled mid-token).
+    pub fn start<R>(
+        reader: XmlReader<R>,
+        writer: Box<dyn AsyncWrite + Send + Unpin>,
+        peer: SocketAddr,
+        request: Option<Element>,
+    ) -> Link
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+    {
+        let progress = reader.progress();
+        // Boxed: tokio preallocates a block of 32 slots per channel, so slot size matters per session.
+        let (in_tx, events) = mpsc::channel::<Box<Result<XmlEvent, XmlError>>>(1);
+        let reader_task = tokio::spawn(async move {
+            let mut reader = reader;
+            loop {
+                let ev = reader.next().await;
+                let more = matches!(ev, Ok(XmlEvent::Stanza(_)));
+                let failed = matches!(&ev, Err(e) if e.condition().is_some());
+                if in_tx.send(Box::new(ev)).await.is_err() || !more {
+                    if failed {
+                        reader.discard_input(super::negotiate::LINGER).await;
+                    }
+                    break;
+                }
+            }
+        });
+        Link {
+            events,
+            reader_task,
+            progress,
+            writer,
+            peer,
+            request: request.map(Box::new),
+        }
+    }
 
-impl<R> Default for AttachPoint<R> {
-    fn default() -> Self {
-        AttachPoint(None)
+    /// The write half, e.g. to refuse the connection when the session it asked for is gone.
+    pub fn into_writer(self) -> Box<dyn AsyncWrite + Send + Unpin> {
+        self.reader_task.abort();
+        self.writer
     }
 }
 
-/// Gives a detached session a new connection. `Err` hands the connection back when the session
-/// is not detached (any more), so the caller can still answer on it.
-pub fn attach<R: AsyncRead + Unpin + Send + 'static>(
-    session: &SessionHandle,
-    transport: Attach<R>,
-) -> Result<(), Box<Attach<R>>> {
-    let tx = session
-        .shared
-        .with_ext(|e| e.get_mut::<AttachPoint<R>>().and_then(|p| p.0.take()));
-    match tx {
-        Some(tx) => tx.try_send(transport).map_err(|e| Box::new(e.into_inner())),
-        None => Err(Box::new(transport)),
-    }
+/// Put by a module in `SessionLocal::ext` (after a nonza or event it handled): later
+/// connections reach this session through the sender it kept.
+pub struct LinkInbox(pub mpsc::Receiver<Link>);
+
+/// Put by a module in `SessionLocal::ext` when it answers `SessionClosing` with `Handled`: the
+/// session stays bound without a connection until this instant, waiting for a link through its
+/// `LinkInbox`; stanzas for it still pass the write path's layers (to a sink).
+pub struct Detached {
+    pub until: tokio::time::Instant,
 }
 
-/// Whether a session is detached and waiting for a connection of this transport type.
-pub fn is_detached<R: AsyncRead + Unpin + Send + 'static>(session: &SessionHandle) -> bool {
-    session
-        .shared
-        .with_ext(|e| e.get::<AttachPoint<R>>().is_some_and(|p| p.0.is_some()))
-}
+/// The nonza a new connection sent to take the session over; read by the module on
+/// `Hook::SessionReattached`.
+#[derive(Default)]
+pub struct AttachRequest(pub Option<Element>);
 
-/// How one connection of a session ended.
-struct Ended {
-    close: Option<(&'static str, String)>,
-    link_lost: bool,
-    reader_task: tokio::task::JoinHandle<()>,
+/// How one link ended.
+enum LinkEnd {
+    /// The stream ended; `close` is the stream error to send, if any.
+    Closed {
+        close: Option<(&'static str, String)>,
+        link_lost: bool,
+    },
+    /// A new connection took the session over.
+    TakenOver(Link),
 }
 
 pub async fn run<R>(server: Arc<Server>, bound: Bound<R>)
@@ -88,13 +130,19 @@ where
         jid,
         peer,
     } = bound;
-    let mut local = SessionLocal::new(writer);
+    let _running = server.sessions.task_running();
+    let mut link = Link::start(reader, writer, peer, None);
+    let mut local = SessionLocal::new(std::mem::replace(
+        &mut link.writer,
+        Box::new(tokio::io::sink()),
+    ));
     let (tx, mut outbound) = mpsc::channel(server.config.limits.session_queue);
+    let shared = Arc::new(SessionShared::default());
     let handle = SessionHandle {
         id: server.sessions.next_id(),
         jid: jid.clone(),
         tx,
-        shared: Arc::new(SessionShared::default()),
+        shared: shared.clone(),
     };
     if let Some(old) = server.sessions.bind(handle.clone()) {
         old.shared.kick(Kick::Replaced);
@@ -105,218 +153,267 @@ where
         jid: &jid,
         id: handle.id,
     };
-    fire(&server, &handle, &mut local, Hook::SessionBound, None).await;
-    let (mut reader, mut peer) = (reader, peer);
+    {
+        let mut ev = SessionEvent {
+            session: &handle,
+            local: &mut local,
+            reason: None,
+        };
+        server
+            .modules
+            .session_event(&server, Hook::SessionBound, &mut ev)
+            .await;
+    }
+    let mut inbox: Option<LinkInbox> = local.ext.remove::<LinkInbox>();
+    let mut shutdown = server.shutdown_signal();
     let reason = loop {
-        let ended = connected(&server, &handle, &mut local, &mut outbound, reader, peer).await;
-        let reason = match &ended.close {
-            None if ended.link_lost => CloseReason::LinkLost,
+        let end = drive_link(
+            &server,
+            &handle,
+            &mut link,
+            &mut local,
+            &mut outbound,
+            &mut inbox,
+            &mut shutdown,
+        )
+        .await;
+        let (close, link_lost) = match end {
+            LinkEnd::TakenOver(new) => {
+                log::info!(
+                    "{}: {jid} moved to a new connection from {}",
+                    link.peer,
+                    new.peer
+                );
+                link.reader_task.abort();
+                // Boxed, as below: rare paths should not grow every session's task.
+                link = Box::pin(attach(&server, &handle, &mut local, new)).await;
+                continue;
+            }
+            LinkEnd::Closed { close, link_lost } => (close, link_lost),
+        };
+        let reason = match &close {
+            None if link_lost => CloseReason::LinkLost,
             None => CloseReason::Logout,
             Some(("connection-timeout", _)) => CloseReason::LinkLost,
             Some((condition, _)) => CloseReason::StreamError(condition),
         };
-        let kept = fire(
-            &server,
-            &handle,
-            &mut local,
-            Hook::SessionClosing,
-            Some(reason.clone()),
-        )
-        .await
-            == Flow::Handled;
-        let mut reader_task = ended.reader_task;
-        if !kept {
+        let kept = {
+            let mut ev = SessionEvent {
+                session: &handle,
+                local: &mut local,
+                reason: Some(reason.clone()),
+            };
+            server
+                .modules
+                .session_event(&server, Hook::SessionClosing, &mut ev)
+                .await
+                == Flow::Handled
+        };
+        let detached = local
+            .ext
+            .remove::<Detached>()
+            .filter(|_| kept && inbox.is_some());
+        if detached.is_none() {
             server.sessions.unbind(&jid, handle.id);
-            if let Some((condition, text)) = &ended.close {
-                log::info!("{peer}: {jid} closed with {condition}: {text}");
-                stream::fail(local.writer(), None, condition, Some(text)).await;
-                // The reader task swallows late input after a parse error; give it that moment.
-                let _ = tokio::time::timeout(super::negotiate::LINGER, &mut reader_task).await;
-            } else {
-                log::info!("{peer}: {jid} logged out");
-                let _ =
-                    tokio::time::timeout(Duration::from_secs(5), local.writer().shutdown()).await;
-            }
-            reader_task.abort();
-            break reason;
         }
-        // A module keeps the session (stream management hibernation): it stays bound, its
-        // queue keeps filling and its layers keep seeing stanzas, until a new connection
-        // attaches or the module ends it (`Kick::Expired`).
-        reader_task.abort();
-        log::info!("{peer}: {jid} detached; kept by a module");
-        let _ = local.replace_writer(Box::new(tokio::io::sink()));
-        match detached(&server, &handle, &mut local, &mut outbound).await {
-            Some(t) => {
-                log::info!("{}: {jid} resumed (was {peer})", t.peer);
-                let _ = local.replace_writer(t.writer);
-                (reader, peer) = (t.reader, t.peer);
-                fire(&server, &handle, &mut local, Hook::SessionResumed, None).await;
-                if local.release().await.is_err() {
-                    log::debug!("{jid}: the resumed connection broke at once");
-                }
-            }
-            None => break CloseReason::LinkLost,
+        if let Some((condition, text)) = &close {
+            log::info!("{}: {jid} closed with {condition}: {text}", link.peer);
+            stream::fail(local.writer(), None, condition, Some(text)).await;
+            // The reader task swallows late input after a parse error; give it that moment.
+            let _ = tokio::time::timeout(super::negotiate::LINGER, &mut link.reader_task).await;
+        } else if !link_lost {
+            log::info!("{}: {jid} logged out", link.peer);
+            let _ = tokio::time::timeout(Duration::from_secs(5), local.writer().shutdown()).await;
+        }
+        link.reader_task.abort();
+        let Some(detached) = detached else {
+            break reason;
+        };
+        log::info!("{}: {jid} detached; kept by a module", link.peer);
+        local.replace_writer(Box::new(tokio::io::sink()));
+        match Box::pin(wait_detached(
+            &shared,
+            &mut local,
+            &mut outbound,
+            &mut inbox,
+            &mut shutdown,
+            detached,
+        ))
+        .await
+        {
+            Ok(new) => link = Box::pin(attach(&server, &handle, &mut local, new)).await,
+            Err(end) => break end,
         }
     };
+    server.sessions.unbind(&jid, handle.id);
+    // What was queued for the session still passes the layers (which may hand it elsewhere).
+    outbound.close();
+    let mut rest = Vec::new();
+    while let Ok(s) = outbound.try_recv() {
+        rest.push(*s);
+    }
+    local.replace_writer(Box::new(tokio::io::sink()));
+    let _ = local.send_all(rest).await;
     server
         .modules
         .session_closed(&server, &handle, &mut local, reason)
         .await;
 }
 
-/// Runs a session event and returns the answer.
-async fn fire(
-    server: &Arc<Server>,
-    session: &SessionHandle,
-    local: &mut SessionLocal,
-    hook: Hook,
-    reason: Option<CloseReason>,
-) -> Flow {
-    let mut ev = SessionEvent {
-        session,
-        local,
-        reason,
-    };
-    server.modules.session_event(server, hook, &mut ev).await
-}
-
-/// Serves one connection of the session until it ends.
-async fn connected<R>(
+/// Runs the session on one connection until it ends or another takes over.
+async fn drive_link(
     server: &Arc<Server>,
     handle: &SessionHandle,
+    link: &mut Link,
     local: &mut SessionLocal,
     outbound: &mut mpsc::Receiver<Box<Element>>,
-    reader: XmlReader<R>,
-    peer: SocketAddr,
-) -> Ended
-where
-    R: AsyncRead + Unpin + Send + 'static,
-{
-    let progress = reader.progress();
-    // Boxed: tokio preallocates a block of 32 slots per channel, so slot size matters per session.
-    let (in_tx, mut inbound) = mpsc::channel::<Box<Result<XmlEvent, XmlError>>>(1);
-    let reader_task = tokio::spawn(async move {
-        let mut reader = reader;
-        loop {
-            let ev = reader.next().await;
-            let more = matches!(ev, Ok(XmlEvent::Stanza(_)));
-            let failed = matches!(&ev, Err(e) if e.condition().is_some());
-            if in_tx.send(Box::new(ev)).await.is_err() || !more {
-                if failed {
-                    reader.discard_input(super::negotiate::LINGER).await;
-                }
-                break;
-            }
-        }
-    });
-    let mut shutdown = server.shutdown_signal();
+    inbox: &mut Option<LinkInbox>,
+    shutdown: &mut tokio::sync::watch::Receiver<bool>,
+) -> LinkEnd {
+    let shared = &handle.shared;
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let stanza_timeout = Duration::from_secs(server.config.limits.stanza_timeout_secs);
     let idle_timeout = Duration::from_secs(server.config.limits.idle_timeout_secs);
     let mut probed = false;
-    // Set when the connection broke rather than the client saying goodbye.
-    let mut link_lost = false;
-    let close: Option<(&str, String)> = loop {
+    let closed = |close, link_lost| LinkEnd::Closed { close, link_lost };
+    loop {
         tokio::select! {
-            ev = inbound.recv() => match ev.map(|b| *b) {
+            ev = link.events.recv() => match ev.map(|b| *b) {
                 Some(Ok(XmlEvent::Stanza(el))) => {
                     probed = false;
                     // Boxed: handling a stanza (delivery, hooks) needs KiB of future state
                     // for a moment; inline, every idle session would reserve it for good.
-                    if let Err(close) = Box::pin(handle_element(server, handle, el, local)).await {
-                        link_lost = close.is_none();
-                        break close;
+                    let result = Box::pin(handle_element(server, handle, el, local)).await;
+                    if let Some(i) = local.ext.remove::<LinkInbox>() {
+                        *inbox = Some(i);
+                    }
+                    if let Err(close) = result {
+                        let link_lost = close.is_none();
+                        return closed(close, link_lost);
                     }
                 }
                 Some(Ok(XmlEvent::StreamEnd)) => {
                     let _ = stream::send(local.writer(), "</stream:stream>").await;
-                    break None;
+                    return closed(None, false);
                 }
-                Some(Ok(XmlEvent::StreamStart(_))) => break Some(("not-well-formed", "a second stream header".into())),
+                Some(Ok(XmlEvent::StreamStart(_))) => return closed(Some(("not-well-formed", "a second stream header".into())), false),
                 Some(Err(e)) => {
-                    link_lost = e.condition().is_none();
-                    break e.condition().map(|c| (c, e.to_string()));
+                    let link_lost = e.condition().is_none();
+                    return closed(e.condition().map(|c| (c, e.to_string())), link_lost);
                 }
-                None => {
-                    link_lost = true;
-                    break None;
-                }
+                None => return closed(None, true),
             },
             Some(first) = outbound.recv() => {
-                let mut batch = vec![*first];
-                for _ in 1..WRITE_BATCH {
-                    match outbound.try_recv() {
-                        Ok(more) => batch.push(*more),
-                        Err(_) => break,
-                    }
-                }
+                let batch = batch(*first, outbound);
                 if local.send_all(batch).await.is_err() {
-                    link_lost = true;
-                    break None;
+                    return closed(None, true);
                 }
             }
-            kick = handle.shared.kicked() => break Some(match kick {
-                Kick::Replaced => ("conflict", "replaced by a new session with the same resource".into()),
-                Kick::TooSlow => ("policy-violation", "too many stanzas waiting for this client".into()),
-                Kick::AccountGone => ("not-authorized", "the account was removed".into()),
-                Kick::Expired => ("connection-timeout", "the session has ended".into()),
-            }),
-            _ = shutdown.changed() => break Some(("system-shutdown", "the server is restarting".into())),
+            Some(new) = next_link(inbox) => return LinkEnd::TakenOver(new),
+            kick = shared.kicked() => return closed(Some(kick_condition(kick)), false),
+            _ = shutdown.changed() => return closed(Some(("system-shutdown", "the server is restarting".into())), false),
             _ = tick.tick() => {
-                if progress.partial_for().is_some_and(|d| d > stanza_timeout) {
-                    break Some(("policy-violation", "a stanza took too long to arrive".into()));
+                if link.progress.partial_for().is_some_and(|d| d > stanza_timeout) {
+                    return closed(Some(("policy-violation", "a stanza took too long to arrive".into())), false);
                 }
-                let silent = progress.silent_for();
+                let silent = link.progress.silent_for();
                 if silent > idle_timeout + PING_GRACE && probed {
-                    log::debug!("{peer}: {} silent after a ping", handle.jid);
-                    break Some(("connection-timeout", "no answer to ping".into()));
+                    return closed(Some(("connection-timeout", "no answer to ping".into())), false);
                 }
                 if silent > idle_timeout && !probed {
                     // A module probes the client (XEP-0199 ping); any answer counts as life.
                     probed = true;
-                    fire(server, handle, local, Hook::SessionIdle, None).await;
+                    let mut ev = SessionEvent { session: handle, local, reason: None };
+                    server.modules.session_event(server, Hook::SessionIdle, &mut ev).await;
                 }
             }
         }
-    };
-    Ended {
-        close,
-        link_lost,
-        reader_task,
     }
 }
 
-/// A kept session without a connection: what arrives for it still passes its layers (stream
-/// management holds it as unacknowledged) until a new connection attaches (`Some`) or the
-/// session is ended by a kick or shutdown (`None`).
-async fn detached<R>(
+/// A detached session: stanzas still pass the layers until a new link comes (`Ok`) or the
+/// wait ends (`Err` with the reason the session closes for good).
+async fn wait_detached(
+    shared: &SessionShared,
+    local: &mut SessionLocal,
+    outbound: &mut mpsc::Receiver<Box<Element>>,
+    inbox: &mut Option<LinkInbox>,
+    shutdown: &mut tokio::sync::watch::Receiver<bool>,
+    detached: Detached,
+) -> Result<Link, CloseReason> {
+    loop {
+        tokio::select! {
+            Some(new) = next_link(inbox) => return Ok(new),
+            Some(first) = outbound.recv() => {
+                let batch = batch(*first, outbound);
+                let _ = local.send_all(batch).await;
+            }
+            kick = shared.kicked() => return Err(CloseReason::StreamError(kick_condition(kick).0)),
+            _ = shutdown.changed() => return Err(CloseReason::StreamError("system-shutdown")),
+            _ = tokio::time::sleep_until(detached.until) => return Err(CloseReason::LinkLost),
+        }
+    }
+}
+
+/// Puts a new connection in place: its writer into the write path, then the module that
+/// handed it over answers its request (`Hook::SessionReattached`).
+async fn attach(
     server: &Arc<Server>,
     handle: &SessionHandle,
     local: &mut SessionLocal,
-    outbound: &mut mpsc::Receiver<Box<Element>>,
-) -> Option<Attach<R>>
-where
-    R: AsyncRead + Unpin + Send + 'static,
-{
-    let (tx, mut attach_rx) = mpsc::channel::<Attach<R>>(1);
-    handle
-        .shared
-        .with_ext(|e| e.get_or_default::<AttachPoint<R>>().0 = Some(tx));
-    let mut shutdown = server.shutdown_signal();
-    let result = loop {
-        tokio::select! {
-            t = attach_rx.recv() => break t,
-            Some(first) = outbound.recv() => {
-                let _ = local.send_all(vec![*first]).await;
-            }
-            _ = handle.shared.kicked() => break None,
-            _ = shutdown.changed() => break None,
-        }
+    mut new: Link,
+) -> Link {
+    local.replace_writer(std::mem::replace(
+        &mut new.writer,
+        Box::new(tokio::io::sink()),
+    ));
+    local.ext.get_or_default::<AttachRequest>().0 = new.request.take().map(|b| *b);
+    let mut ev = SessionEvent {
+        session: handle,
+        local,
+        reason: None,
     };
-    handle.shared.with_ext(|e| e.remove::<AttachPoint<R>>());
-    result
+    server
+        .modules
+        .session_event(server, Hook::SessionReattached, &mut ev)
+        .await;
+    local.ext.remove::<AttachRequest>();
+    let _ = local.release().await;
+    new
+}
+
+async fn next_link(inbox: &mut Option<LinkInbox>) -> Option<Link> {
+    match inbox {
+        Some(i) => i.0.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The first queued stanza and what else is waiting, up to a batch.
+fn batch(first: Element, outbound: &mut mpsc::Receiver<Box<Element>>) -> Vec<Element> {
+    let mut batch = vec![first];
+    for _ in 1..WRITE_BATCH {
+        match outbound.try_recv() {
+            Ok(more) => batch.push(*more),
+            Err(_) => break,
+        }
+    }
+    batch
+}
+
+fn kick_condition(kick: Kick) -> (&'static str, String) {
+    match kick {
+        Kick::Replaced => (
+            "conflict",
+            "replaced by a new session with the same resource".into(),
+        ),
+        Kick::TooSlow => (
+            "policy-violation",
+            "too many stanzas waiting for this client".into(),
+        ),
+        Kick::AccountGone => ("not-authorized", "the account was removed".into()),
+    }
 }
 
 struct Unbind<'a> {
@@ -351,7 +448,7 @@ async fn handle_element(
             .map_err(Some)?;
         return local.release().await.map_err(|_| None);
     }
-    local.received_stanzas = local.received_stanzas.wrapping_add(1);
+    local.received(&el);
     // The server, not the client, says who sent a stanza (RFC 6120 §8.1.2.1).
     el.set_attr("from", session.jid.to_string());
     if stanza::is_iq(&el) {

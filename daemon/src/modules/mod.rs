@@ -15,6 +15,7 @@ pub mod presence;
 pub mod register;
 pub mod roster;
 pub mod session;
+pub mod stream_management;
 pub mod vcard;
 pub mod version;
 
@@ -73,17 +74,15 @@ pub type IqFuture<'a> = BoxFut<'a, IqResult>;
 /// A nonza handler's answer: `Err` closes the stream with that condition and text.
 pub type NonzaResult = Result<(), (&'static str, String)>;
 
-/// What to do with a nonza between login and bind.
-pub enum UnboundNonza {
-    /// Not accepted before bind: the stream ends with `not-authorized`.
-    NotHere,
+/// A module's answer to a nonza before binding.
+pub enum Unbound {
     /// Write this and go on negotiating.
-    Reply(String),
-    /// Give this connection to a detached session of the same account (`SessionResumed` runs
-    /// on it); if that session is no longer detached, write `failed` and go on negotiating.
-    Resume {
-        session: SessionHandle,
-        failed: String,
+    Reply(Element),
+    /// Hand this connection to an existing session (stream resumption); if that session is
+    /// gone by then, write `if_gone` and close.
+    HandOver {
+        to: tokio::sync::mpsc::Sender<crate::c2s::session::Link>,
+        if_gone: Element,
     },
 }
 
@@ -125,15 +124,15 @@ pub trait Module: Send + Sync {
     ) -> BoxFut<'a, NonzaResult> {
         Box::pin(async { Ok(()) })
     }
-    /// A registered nonza arriving after login but before bind (stream management's
-    /// `<resume/>`): reply, hand the connection to a detached session, or refuse.
+    /// A nonza of this module sent after login but before a resource is bound (`account` is
+    /// the bare JID that logged in): `None` means it is not allowed there (stream error).
     fn on_unbound_nonza<'a>(
         &'a self,
         _server: &'a Arc<Server>,
-        _user: &'a str,
+        _account: &'a Jid,
         _nonza: &'a Element,
-    ) -> BoxFut<'a, UnboundNonza> {
-        Box::pin(async { UnboundNonza::NotHere })
+    ) -> BoxFut<'a, Option<Unbound>> {
+        Box::pin(async { None })
     }
     /// The IQs this module answers, by type, target and payload namespace.
     fn iqs(&self) -> &'static [IqRoute] {
@@ -203,6 +202,9 @@ impl Modules {
             Arc::new(client_state::ClientState::new(&config.modules.csi)),
             Arc::new(mam::Archive::new(&config.modules.mam)),
             Arc::new(session::LegacySession),
+            Arc::new(stream_management::StreamManagement::new(
+                &config.modules.stream_management,
+            )),
         ];
         if config.modules.version.enabled {
             list.push(Arc::new(version::Version));
@@ -326,9 +328,9 @@ impl Modules {
         Flow::Continue
     }
 
-    /// Ends a session for good: out of the table, then `SessionClosed`. The core calls it when
-    /// a stream ends; a module that kept a session through `SessionClosing` calls it when it
-    /// gives up on it.
+    /// Ends a session for good: out of the table, then `SessionClosed`. The session's task
+    /// calls it when the stream ends, or when a session kept through `SessionClosing` was not
+    /// taken over in time.
     pub async fn session_closed(
         &self,
         server: &Arc<Server>,

@@ -62,13 +62,13 @@ async fn contacts_see_each_other_come_and_go() {
     })
     .await;
 
-    bob2.drop_link(&h.server).await;
+    bob2.drop_link().await;
     alice
         .expect("bob2 gone", |e| {
             e.attr("type") == Some("unavailable") && e.attr("from") == Some(&*format!("{b}/b2"))
         })
         .await;
-    bob.logout(&h.server).await;
+    bob.logout().await;
     alice
         .expect("bob gone", |e| {
             e.attr("type") == Some("unavailable") && e.attr("from") == Some(&*format!("{b}/b"))
@@ -100,7 +100,7 @@ async fn a_request_waits_for_the_next_login_and_directed_presence_is_withdrawn()
         e.name == "presence" && e.attr("type").is_none() && from_is(e, "alice@")
     })
     .await;
-    alice.logout(&h.server).await;
+    alice.logout().await;
     bob.expect("directed unavailable", |e| {
         e.attr("type") == Some("unavailable") && from_is(e, "alice@")
     })

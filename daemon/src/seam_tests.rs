@@ -23,7 +23,7 @@ const TEST_NS: &str = "urn:example:seam-test";
 #[derive(Default)]
 struct Gate {
     seen: Mutex<Vec<String>>,
-    inboxes: Mutex<Vec<tokio::sync::mpsc::Sender<Link>>>,
+    inboxes: Mutex<Vec<tokio::sync::mpsc::Sender<Box<Link>>>>,
 }
 
 /// How long `Gate` keeps a session whose link broke.

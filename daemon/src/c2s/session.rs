@@ -95,7 +95,9 @@ impl Link {
 
 /// Put by a module in `SessionLocal::ext` (after a nonza or event it handled): later
 /// connections reach this session through the sender it kept.
-pub struct LinkInbox(pub mpsc::Receiver<Link>);
+// Boxed: tokio reserves the channel's slots up front, and a `Link` is about 80 bytes; every session
+// with resumption enabled holds one of these for its whole life.
+pub struct LinkInbox(pub mpsc::Receiver<Box<Link>>);
 
 /// Put by a module in `SessionLocal::ext` when it answers `SessionClosing` with `Handled`: the
 /// session stays bound without a connection until this instant, waiting for a link through its
@@ -385,7 +387,7 @@ async fn attach(
 
 async fn next_link(inbox: &mut Option<LinkInbox>) -> Option<Link> {
     match inbox {
-        Some(i) => i.0.recv().await,
+        Some(i) => i.0.recv().await.map(|b| *b),
         None => std::future::pending().await,
     }
 }

@@ -175,7 +175,7 @@ impl OutboundLayer for SmLayer {
 /// A resumable session, found by its id.
 struct Resumable {
     account: String,
-    inbox: mpsc::Sender<Link>,
+    inbox: mpsc::Sender<Box<Link>>,
     hibernating: bool,
 }
 

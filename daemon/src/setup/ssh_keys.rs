@@ -55,7 +55,10 @@ impl AuthorizedKey {
         if line.is_empty() {
             return Err("the key is empty: paste the whole line of your .pub file".into());
         }
-        if line.contains("PRIVATE KEY") {
+        // On the words, not the raw text: "PRIVATE<tab>KEY" in a comment would otherwise pass here
+        // and then be refused when the line we write (words joined by one space) is read back.
+        let words = line.split_whitespace().collect::<Vec<_>>().join(" ");
+        if words.contains("PRIVATE KEY") {
             return Err("this is a private key: never share it. Give the public key, the one line in the file ending in .pub (e.g. ~/.ssh/id_ed25519.pub)".into());
         }
         if line.len() > MAX_LINE_BYTES {
@@ -247,6 +250,17 @@ pub(crate) mod tests {
         n[1] = 0x80;
         put(&n);
         format!("ssh-rsa {} rsa@box", STANDARD.encode(&blob))
+    }
+
+    #[test]
+    fn a_private_key_marker_split_by_tabs_is_refused_as_written_back() {
+        // Found by fuzzing: the check must see the words as `line()` writes them.
+        let key =
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJM+Fxrl8oUCmc598sApqXdMhT1f9k+byajSTq0geXaM";
+        for comment in ["PRIVATE\tKEY", "XPRIVATE \t KEYZ"] {
+            let err = AuthorizedKey::parse(&format!("{key} {comment}")).unwrap_err();
+            assert!(err.contains("private key"), "{comment:?}: {err}");
+        }
     }
 
     #[test]

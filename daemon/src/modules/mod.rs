@@ -10,6 +10,7 @@ pub mod client_state;
 pub mod disco;
 pub mod mam;
 pub mod offline;
+pub mod pep;
 pub mod ping;
 pub mod presence;
 pub mod register;
@@ -201,6 +202,7 @@ impl Modules {
             Arc::new(carbons::Carbons),
             Arc::new(client_state::ClientState::new(&config.modules.csi)),
             Arc::new(mam::Archive::new(&config.modules.mam)),
+            Arc::new(pep::Pep::new(&config.modules.pep)),
             Arc::new(session::LegacySession),
             Arc::new(stream_management::StreamManagement::new(
                 &config.modules.stream_management,

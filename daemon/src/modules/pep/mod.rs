@@ -2,11 +2,12 @@
 //! and bundles, avatars, nicknames): every account is a pubsub service with its own nodes.
 //! Publish (with publish-options preconditions), retract, retrieve items, create, delete,
 //! purge and node configuration; notifications go to the owner's available sessions and to
-//! contacts subscribed to the owner's presence, and the newest item of each node goes to a
-//! session when it comes online. Access models open, presence, roster and whitelist (the owner
+//! contacts subscribed to the owner's presence, but only to sessions whose caps ask for the node
+//! (`interest.rs`), and the newest item of each node goes to a session once its caps are known. Access models open, presence, roster and whitelist (the owner
 //! only) are checked on every read and every notification.
 
 pub mod form;
+pub mod interest;
 mod iq;
 pub mod store;
 #[cfg(test)]
@@ -14,7 +15,8 @@ mod tests;
 
 use super::{IqFuture, IqRequest, Module};
 use crate::hooks::{
-    BoxFut, DiscoInfo, DiscoTarget, Flow, Hook, Identity, IqKind, IqRoute, IqTarget, SessionEvent,
+    BoxFut, DiscoInfo, DiscoTarget, Flow, Hook, Identity, IqKind, IqRoute, IqTarget, Kind,
+    StanzaEvent,
 };
 use crate::jid::Jid;
 use crate::server::Server;
@@ -87,14 +89,21 @@ const FEATURES: &[&str] = &[
 
 pub struct Pep {
     config: PepConfig,
+    caps: Arc<interest::CapsCache>,
 }
 
 impl Pep {
     pub fn new(config: &PepConfig) -> Pep {
         Pep {
             config: config.clone(),
+            caps: Arc::default(),
         }
     }
+}
+
+/// Whether a session asked (through its caps) for notifications of `node`.
+fn wants(session: &crate::sessions::SessionHandle, node: &str) -> bool {
+    session.available() && interest::of(session).is_some_and(|i| i.0.contains(node))
 }
 
 /// Whether `reader` may see nodes of account `owner` with this access model.
@@ -139,8 +148,8 @@ fn event(owner: &str, to: &Jid, body: Element) -> Element {
 }
 
 /// Sends `body` (an `<items/>`, `<delete/>` or `<purge/>`) to every available session allowed
-/// to see account `owner`'s node: the owner's own, and those of local contacts subscribed to
-/// the owner's presence.
+/// to see account `owner`'s node that asked for it with `node+notify`: the owner's own, and
+/// those of local contacts subscribed to the owner's presence.
 pub(crate) async fn notify(server: &Arc<Server>, owner: &str, access: AccessModel, body: Element) {
     let owner_bare = format!("{owner}@{}", server.domain());
     let mut readers: Vec<String> = vec![owner_bare.clone()];
@@ -159,9 +168,10 @@ pub(crate) async fn notify(server: &Arc<Server>, owner: &str, access: AccessMode
             Err(e) => log::error!("PEP: cannot read the roster of {owner}: {e}"),
         }
     }
+    let node = body.attr("node").unwrap_or_default().to_string();
     for bare in readers {
         for s in server.sessions.sessions_of(&bare) {
-            if s.available() {
+            if wants(&s, &node) {
                 s.deliver(event(&owner_bare, &s.jid, body.clone()));
             }
         }
@@ -170,7 +180,10 @@ pub(crate) async fn notify(server: &Arc<Server>, owner: &str, access: AccessMode
 
 /// The newest item of every node the session's account may see, from its own account and from
 /// the contacts whose presence it receives (XEP-0163 §6.1.1 "last published item").
-async fn send_last_items(server: &Arc<Server>, session: &crate::sessions::SessionHandle) {
+pub(crate) async fn send_last_items(
+    server: &Arc<Server>,
+    session: &crate::sessions::SessionHandle,
+) {
     let Some(me) = session.jid.local.clone() else {
         return;
     };
@@ -198,6 +211,7 @@ async fn send_last_items(server: &Arc<Server>, session: &crate::sessions::Sessio
         let owner_bare = format!("{owner}@{}", server.domain());
         for (node, config, item) in last {
             if config.send_last == SendLast::Never
+                || !wants(session, &node)
                 || !may_read(server, &owner, config.access, &session.jid).await
             {
                 continue;
@@ -218,7 +232,8 @@ impl Module for Pep {
         "pep"
     }
     fn hooks(&self) -> &'static [(Hook, i16)] {
-        &[(Hook::SessionAvailable, 0)]
+        // Before `presence` takes the broadcast; after `blocking`.
+        &[(Hook::Outbound(Kind::Presence), 50)]
     }
     fn migrations(&self) -> &'static [&'static str] {
         store::MIGRATIONS
@@ -249,16 +264,23 @@ impl Module for Pep {
     fn handle_iq<'a>(&'a self, req: IqRequest<'a>) -> IqFuture<'a> {
         Box::pin(iq::handle(&self.config, req))
     }
-    fn on_session<'a>(
+    fn on_stanza<'a>(
         &'a self,
         server: &'a Arc<Server>,
         _hook: Hook,
-        ev: &'a mut SessionEvent<'_>,
+        ev: &'a mut StanzaEvent<'_>,
     ) -> BoxFut<'a, Flow> {
-        Box::pin(async move {
-            send_last_items(server, ev.session).await;
-            Flow::Continue
-        })
+        // An available-presence broadcast with caps: learn what the client wants, off this
+        // task (the client must answer a question first), then hand it its newest items.
+        if ev.to.is_none() && ev.stanza.attr("type").is_none() {
+            if let (Some(session), Some((node, ver))) = (ev.sender, interest::caps_of(&ev.stanza)) {
+                let (server, cache, session) = (server.clone(), self.caps.clone(), session.clone());
+                tokio::spawn(async move {
+                    interest::learn(server, &cache, session, node, ver).await;
+                });
+            }
+        }
+        Box::pin(async { Flow::Continue })
     }
 }
 

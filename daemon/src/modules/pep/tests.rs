@@ -89,6 +89,62 @@ async fn grant(h: &Harness, user: &str, contact: &str, sub: Subscription) {
     h.server.storage.save_roster_item(user, item).await.unwrap();
 }
 
+const DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
+const INTERESTING: &[&str] = &[DEVICES, "bundles", "n"];
+
+/// Sends available presence with caps asking for `node+notify` of `nodes`, answers the server's
+/// disco#info question (each resource has its own software name, so its own `ver`), and waits
+/// until the server knows the session's interest.
+async fn available_with_caps(h: &Harness, c: &mut TestClient, nodes: &[&str]) {
+    let mut query = Element::new("query", DISCO_INFO).with_child(
+        Element::new("identity", DISCO_INFO)
+            .with_attr("category", "client")
+            .with_attr("type", "pc")
+            .with_attr("name", format!("test {}", c.jid)),
+    );
+    for n in nodes {
+        query.push_child(
+            Element::new("feature", DISCO_INFO).with_attr("var", format!("{n}+notify")),
+        );
+    }
+    let ver = super::interest::ver_of(&query);
+    c.send(
+        Element::new("presence", ns::CLIENT).with_child(
+            Element::new("c", super::interest::CAPS)
+                .with_attr("hash", "sha-1")
+                .with_attr("node", "urn:test:client")
+                .with_attr("ver", ver.clone()),
+        ),
+    )
+    .await;
+    let q = c
+        .expect("disco#info question", |e| {
+            e.name == "iq" && e.child("query", DISCO_INFO).is_some()
+        })
+        .await;
+    assert_eq!(
+        q.child("query", DISCO_INFO).and_then(|q| q.attr("node")),
+        Some(format!("urn:test:client#{ver}").as_str())
+    );
+    query.set_attr("node", format!("urn:test:client#{ver}"));
+    c.send(
+        Element::new("iq", ns::CLIENT)
+            .with_attr("type", "result")
+            .with_attr("id", q.attr("id").unwrap())
+            .with_attr("to", DOMAIN)
+            .with_child(query),
+    )
+    .await;
+    for _ in 0..500 {
+        let s = h.server.sessions.session(&c.jid).unwrap();
+        if super::interest::of(&s).is_some() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    panic!("the server never learnt {}'s caps", c.jid);
+}
+
 async fn people(h: &Harness) -> (TestClient, TestClient, TestClient) {
     for u in ["alice", "bob", "carol"] {
         h.user(u).await;
@@ -98,9 +154,9 @@ async fn people(h: &Harness) -> (TestClient, TestClient, TestClient) {
     let mut a = h.login("alice", "a").await;
     let mut b = h.login("bob", "b").await;
     let mut c = h.login("carol", "c").await;
-    a.available().await;
-    b.available().await;
-    c.available().await;
+    for cl in [&mut a, &mut b, &mut c] {
+        available_with_caps(h, cl, INTERESTING).await;
+    }
     (a, b, c)
 }
 
@@ -332,9 +388,24 @@ async fn the_last_item_arrives_on_login_and_account_removal_removes_nodes() {
         .await;
     b.logout().await;
     let mut b = h.login("bob", "b2").await;
-    b.send(Element::new("presence", ns::CLIENT)).await;
+    available_with_caps(&h, &mut b, INTERESTING).await;
     let n = b.expect("last item", |e| is_event(e, DEVICES)).await;
     assert!(n.to_xml(ns::CLIENT).contains("dev"));
+    // A client without interest in the node gets neither the last item nor notifications.
+    let mut b3 = h.login("bob", "b3").await;
+    available_with_caps(&h, &mut b3, &["bundles"]).await;
+    a.iq("set", None, publish(DEVICES, Some("current"), "dev2", &[]))
+        .await;
+    b.expect("notification", |e| {
+        is_event(e, DEVICES) && e.to_xml(ns::CLIENT).contains("dev2")
+    })
+    .await;
+    b3.expect_none(
+        "an unwanted notification",
+        Duration::from_millis(200),
+        |e| is_event(e, DEVICES),
+    )
+    .await;
 
     h.server.storage.delete_user("alice").await.unwrap();
     let left: i64 = h

@@ -135,6 +135,14 @@ class Agent(slixmpp.ClientXMPP):
         emit({"event": "roster_push", "items": {k: {"subscription": v.get("subscription"), "ask": v.get("ask")} for k, v in items.items()}})
 
 
+def pubsub_error(e):
+    """A refused pubsub request: the defined condition and the pubsub#errors one (XEP-0060)."""
+    err = e.iq.xml.find("{jabber:client}error")
+    app = [c.tag.split("}")[1] for c in err if c.tag.startswith("{http://jabber.org/protocol/pubsub#errors}")] \
+        if err is not None else []
+    return {"ok": False, "condition": e.iq["error"]["condition"], "app": app[0] if app else None}
+
+
 async def run_command(agent, cmd):
     c = cmd["cmd"]
     if c == "connect":
@@ -178,6 +186,55 @@ async def run_command(agent, cmd):
             return {"ok": True}
         except (IqError, IqTimeout) as e:
             return {"ok": False, "error": str(e)}
+    if c == "pep_setup":
+        # Entity caps with `node+notify` for each node (XEP-0163 filtered notifications); call
+        # before the first presence, so the broadcast carries the caps.
+        for name in ("xep_0004", "xep_0060", "xep_0115", "xep_0163"):
+            agent.register_plugin(name)
+        for node in cmd.get("interest", []):
+            agent.plugin["xep_0163"].add_interest(node)
+        await agent.plugin["xep_0115"].update_caps()
+
+        def on_event(msg):
+            ev = msg.xml.find("{http://jabber.org/protocol/pubsub#event}event")
+            for items in ev.findall("{http://jabber.org/protocol/pubsub#event}items"):
+                for item in items:
+                    tag = item.tag.split("}")[1]
+                    payload = [ET.tostring(p, encoding="unicode") for p in item]
+                    emit({"event": "pep", "from": str(msg["from"]), "node": items.get("node"),
+                          "kind": tag, "id": item.get("id"), "xml": payload[0] if payload else None})
+        agent.register_handler(Callback("pep-events", MatchXPath(
+            "{jabber:client}message/{http://jabber.org/protocol/pubsub#event}event"), on_event))
+        return {"ok": True}
+    if c == "publish":
+        # XEP-0060 §7.1 to our own account, with publish-options (§7.1.5) when given.
+        options = None
+        if cmd.get("options"):
+            options = agent.plugin["xep_0004"].make_form(ftype="submit")
+            options.add_field(var="FORM_TYPE", ftype="hidden",
+                              value="http://jabber.org/protocol/pubsub#publish-options")
+            for var, value in cmd["options"].items():
+                options.add_field(var=var, value=value)
+        try:
+            res = await agent.plugin["xep_0060"].publish(
+                None, cmd["node"], id=cmd.get("item_id"), payload=ET.fromstring(cmd["xml"]),
+                options=options, timeout=10)
+            return {"ok": True, "item_id": res["pubsub"]["publish"]["item"]["id"]}
+        except IqError as e:
+            return pubsub_error(e)
+        except IqTimeout:
+            return {"ok": False, "condition": "timeout"}
+    if c == "items":
+        try:
+            res = await agent.plugin["xep_0060"].get_items(
+                cmd["to"], cmd["node"], max_items=cmd.get("max"), timeout=10)
+            items = [{"id": i["id"], "xml": ET.tostring(i.xml[0], encoding="unicode") if len(i.xml) else None}
+                     for i in res["pubsub"]["items"]]
+            return {"ok": True, "items": items}
+        except IqError as e:
+            return pubsub_error(e)
+        except IqTimeout:
+            return {"ok": False, "condition": "timeout"}
     if c == "subscribe":
         agent.send_presence(pto=cmd["to"], ptype="subscribe")
         return {"ok": True}

@@ -1,0 +1,221 @@
+//! Issue 11 with real slixmpp clients: personal eventing (XEP-0163) as OMEMO uses it. OMEMO
+//! device lists and bundles (both `eu.siacs.conversations.axolotl` and `urn:xmpp:omemo:2`)
+//! published with open access and fetched by a stranger; access models and publish-options
+//! preconditions; notifications only to clients whose caps ask for the node (+notify), and the
+//! newest item when such a client comes online.
+
+use hearth_e2e::agent::Agent;
+use hearth_e2e::server::{TestServer, DOMAIN};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(15);
+const LEGACY_DEVICES: &str = "eu.siacs.conversations.axolotl.devicelist";
+const DEVICES: &str = "urn:xmpp:omemo:2:devices";
+
+fn device(server: &TestServer, user: &str, resource: &str, interest: &[&str]) -> Agent {
+    let mut a = Agent::spawn(
+        &format!("{user}@{DOMAIN}/{resource}"),
+        &format!("{user}-password"),
+        server.c2s_port,
+        &server.cert_path,
+        &[],
+    );
+    a.connect();
+    let r = a.cmd(json!({"cmd": "pep_setup", "interest": interest}));
+    assert_eq!(r["ok"], json!(true), "{r}");
+    a.presence();
+    a
+}
+
+fn publish(a: &mut Agent, node: &str, id: &str, xml: &str, options: Value) -> Value {
+    a.cmd(json!({"cmd": "publish", "node": node, "item_id": id, "xml": xml, "options": options}))
+}
+
+fn items(a: &mut Agent, owner: &str, node: &str) -> Value {
+    a.cmd(json!({"cmd": "items", "to": owner, "node": node}))
+}
+
+fn befriend(server_users: (&mut Agent, &str), other: (&mut Agent, &str)) {
+    let (a, a_jid) = server_users;
+    let (b, b_jid) = other;
+    a.cmd(json!({"cmd": "subscribe", "to": b_jid}));
+    b.expect_event("presence", T, |p| p["type"] == "subscribe");
+    b.cmd(json!({"cmd": "authorize", "to": a_jid}));
+    b.cmd(json!({"cmd": "subscribe", "to": a_jid}));
+    a.expect_event("presence", T, |p| p["type"] == "subscribe");
+    a.cmd(json!({"cmd": "authorize", "to": b_jid}));
+    a.expect_event("presence", T, |p| {
+        p["type"] == "available" && p["from"].as_str().unwrap().starts_with(b_jid)
+    });
+}
+
+#[test]
+fn omemo_device_lists_and_bundles_in_both_namespaces_are_published_and_fetched() {
+    let server = TestServer::start("");
+    server.add_user("alice", "alice-password");
+    server.add_user("bob", "bob-password");
+    let alice_jid = format!("alice@{DOMAIN}");
+    let mut alice = device(&server, "alice", "phone", &[]);
+    let mut bob = device(&server, "bob", "pc", &[]);
+
+    let disco = alice.cmd(json!({"cmd": "disco", "to": alice_jid}));
+    assert!(
+        disco["features"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("http://jabber.org/protocol/pubsub#publish-options")),
+        "{disco}"
+    );
+    let open = json!({"pubsub#access_model": "open", "pubsub#max_items": "max"});
+    let nodes = [
+        (LEGACY_DEVICES, "current",
+         "<list xmlns='eu.siacs.conversations.axolotl'><device id='1234'/></list>"),
+        ("eu.siacs.conversations.axolotl.bundles:1234", "current",
+         "<bundle xmlns='eu.siacs.conversations.axolotl'><signedPreKeyPublic signedPreKeyId='1'>BQ==</signedPreKeyPublic><signedPreKeySignature>c2ln</signedPreKeySignature><identityKey>aWs=</identityKey><prekeys><preKeyPublic preKeyId='1'>cGs=</preKeyPublic></prekeys></bundle>"),
+        (DEVICES, "current",
+         "<devices xmlns='urn:xmpp:omemo:2'><device id='1234' label='phone'/></devices>"),
+        ("urn:xmpp:omemo:2:bundles", "1234",
+         "<bundle xmlns='urn:xmpp:omemo:2'><spk id='1'>c3Br</spk><spks>c2ln</spks><ik>aWs=</ik><prekeys><pk id='1'>cGs=</pk></prekeys></bundle>"),
+    ];
+    for (node, id, xml) in nodes {
+        let r = publish(&mut alice, node, id, xml, open.clone());
+        assert_eq!(r["ok"], json!(true), "publishing {node}: {r}");
+        assert_eq!(r["item_id"], json!(id));
+    }
+    // bob is no contact of alice's: open access lets him read all four.
+    for (node, id, xml) in nodes {
+        let r = items(&mut bob, &alice_jid, node);
+        assert_eq!(r["ok"], json!(true), "fetching {node}: {r}");
+        let got = &r["items"].as_array().unwrap()[0];
+        assert_eq!(got["id"], json!(id));
+        // What the client sees is what was published (ElementTree renames prefixes, not content).
+        let seen = got["xml"].as_str().unwrap();
+        let marker = if node.contains("bundles") {
+            "cGs="
+        } else {
+            "1234"
+        };
+        let ns = xml.split('\'').nth(1).unwrap();
+        assert!(seen.contains(marker) && seen.contains(ns), "{node}: {got}");
+    }
+    // The device list is replaced, not added to (one item, id "current").
+    publish(
+        &mut alice,
+        DEVICES,
+        "current",
+        "<devices xmlns='urn:xmpp:omemo:2'><device id='1234'/><device id='99'/></devices>",
+        open,
+    );
+    let r = items(&mut bob, &alice_jid, DEVICES);
+    let list = r["items"].as_array().unwrap();
+    assert_eq!(list.len(), 1, "{r}");
+    assert!(list[0]["xml"].as_str().unwrap().contains("99"), "{r}");
+}
+
+#[test]
+fn access_models_and_preconditions_are_enforced() {
+    let server = TestServer::start("");
+    for u in ["alice", "bob", "carol"] {
+        server.add_user(u, &format!("{u}-password"));
+    }
+    let (alice_jid, bob_jid) = (format!("alice@{DOMAIN}"), format!("bob@{DOMAIN}"));
+    let mut alice = device(&server, "alice", "phone", &[]);
+    let mut bob = device(&server, "bob", "pc", &[]);
+    let mut carol = device(&server, "carol", "pc", &[]);
+    befriend((&mut alice, &alice_jid), (&mut bob, &bob_jid));
+
+    // Default (presence) access: the contact reads, the stranger is told why not.
+    let r = publish(
+        &mut alice,
+        "urn:xmpp:avatar:metadata",
+        "a1",
+        "<metadata xmlns='urn:xmpp:avatar:metadata'/>",
+        json!(null),
+    );
+    assert_eq!(r["ok"], json!(true), "{r}");
+    assert_eq!(
+        items(&mut bob, &alice_jid, "urn:xmpp:avatar:metadata")["ok"],
+        json!(true)
+    );
+    let r = items(&mut carol, &alice_jid, "urn:xmpp:avatar:metadata");
+    assert_eq!(
+        (r["condition"].as_str(), r["app"].as_str()),
+        (
+            Some("not-authorized"),
+            Some("presence-subscription-required")
+        ),
+        "{r}"
+    );
+
+    // Whitelist: only the owner.
+    let r = publish(
+        &mut alice,
+        "secret",
+        "s",
+        "<s xmlns='urn:test'/>",
+        json!({"pubsub#access_model": "whitelist"}),
+    );
+    assert_eq!(r["ok"], json!(true), "{r}");
+    let r = items(&mut bob, &alice_jid, "secret");
+    assert_eq!(
+        (r["condition"].as_str(), r["app"].as_str()),
+        (Some("not-allowed"), Some("closed-node")),
+        "{r}"
+    );
+    assert_eq!(items(&mut alice, &alice_jid, "secret")["ok"], json!(true));
+
+    // A precondition the existing node does not meet.
+    let r = publish(
+        &mut alice,
+        "secret",
+        "s",
+        "<s xmlns='urn:test'/>",
+        json!({"pubsub#access_model": "open"}),
+    );
+    assert_eq!(
+        (r["condition"].as_str(), r["app"].as_str()),
+        (Some("conflict"), Some("precondition-not-met")),
+        "{r}"
+    );
+}
+
+#[test]
+fn notifications_go_to_interested_clients_and_the_last_item_on_coming_online() {
+    let server = TestServer::start("");
+    server.add_user("alice", "alice-password");
+    server.add_user("bob", "bob-password");
+    let (alice_jid, bob_jid) = (format!("alice@{DOMAIN}"), format!("bob@{DOMAIN}"));
+    let mut alice = device(&server, "alice", "phone", &[DEVICES]);
+    let mut bob = device(&server, "bob", "pc", &[DEVICES]);
+    befriend((&mut alice, &alice_jid), (&mut bob, &bob_jid));
+    let mut bob_tv = device(&server, "bob", "tv", &["urn:xmpp:avatar:metadata"]);
+    bob_tv.expect_event("presence", T, |p| {
+        p["from"].as_str().unwrap().starts_with(&alice_jid)
+    });
+
+    let r = publish(
+        &mut alice,
+        DEVICES,
+        "current",
+        "<devices xmlns='urn:xmpp:omemo:2'><device id='7'/></devices>",
+        json!(null),
+    );
+    assert_eq!(r["ok"], json!(true), "{r}");
+    let e = bob
+        .wait_event("pep", T, |e| e["node"] == DEVICES)
+        .unwrap_or_else(|| panic!("no notification for bob; server log:\n{}", server.log()));
+    assert_eq!(e["from"], json!(alice_jid));
+    assert!(e["xml"].as_str().unwrap().contains("id=\"7\""), "{e}");
+    alice.expect_event("pep", T, |e| e["node"] == DEVICES);
+    // The tv did not ask for device lists.
+    let seen = bob_tv.wait_event("pep", Duration::from_secs(1), |e| e["node"] == DEVICES);
+    assert!(seen.is_none(), "{seen:?}");
+
+    // A new device of bob that wants device lists gets alice's newest one on coming online.
+    let mut bob_laptop = device(&server, "bob", "laptop", &[DEVICES]);
+    let e = bob_laptop.expect_event("pep", T, |e| {
+        e["node"] == DEVICES && e["from"] == json!(alice_jid)
+    });
+    assert!(e["xml"].as_str().unwrap().contains("id=\"7\""), "{e}");
+}

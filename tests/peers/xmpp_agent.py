@@ -135,6 +135,93 @@ class Agent(slixmpp.ClientXMPP):
         emit({"event": "roster_push", "items": {k: {"subscription": v.get("subscription"), "ask": v.get("ask")} for k, v in items.items()}})
 
 
+def omemo_plugin_class():
+    """slixmpp-omemo's plugin with what a client supplies: in-memory storage (each agent is a new
+    device) and blind trust before verification, as Conversations does by default."""
+    from omemo.storage import Just, Nothing, Storage
+    from slixmpp.plugins import register_plugin
+    from slixmpp_omemo import TrustLevel, XEP_0384
+
+    class MemoryStorage(Storage):
+        def __init__(self):
+            super().__init__()
+            self.data = {}
+
+        async def _load(self, key):
+            return Just(self.data[key]) if key in self.data else Nothing()
+
+        async def _store(self, key, value):
+            self.data[key] = value
+
+        async def _delete(self, key):
+            self.data.pop(key, None)
+
+    class OmemoClient(XEP_0384):
+        default_config = {"fallback_message": "This message is OMEMO encrypted."}
+
+        def plugin_init(self):
+            self.memory = MemoryStorage()
+            super().plugin_init()
+
+        @property
+        def storage(self):
+            return self.memory
+
+        @property
+        def _btbv_enabled(self):
+            return True
+
+        async def _devices_blindly_trusted(self, blindly_trusted, identifier):
+            emit({"event": "omemo_trusted", "devices": len(blindly_trusted)})
+
+        async def _prompt_manual_trust(self, manually_trusted, identifier):
+            manager = await self.get_session_manager()
+            for d in manually_trusted:
+                await manager.set_trust(d.bare_jid, d.identity_key, TrustLevel.BLINDLY_TRUSTED.value)
+
+    register_plugin(OmemoClient)
+
+
+async def omemo_command(agent, c, cmd):
+    if c == "omemo_setup":
+        # Before the first presence: the plugin asks for device-list notifications (+notify in
+        # the caps) and publishes this device's list and bundle in both OMEMO versions.
+        omemo_plugin_class()
+        for name in ("xep_0004", "xep_0060", "xep_0115", "xep_0163"):
+            agent.register_plugin(name)
+        agent.register_plugin("xep_0384")
+        await agent.plugin["xep_0115"].update_caps()
+        manager = await agent.plugin["xep_0384"].get_session_manager()
+        info = await manager.get_own_device_information()
+        omemo = agent.plugin["xep_0384"]
+
+        async def on_message(msg):
+            namespaces = omemo.is_encrypted(msg)
+            if not namespaces:
+                return
+            try:
+                plain, device = await omemo.decrypt_message(msg)
+                emit({"event": "omemo_message", "from": str(msg["from"]), "body": plain["body"],
+                      "namespaces": sorted(namespaces), "device": device.device_id})
+            except Exception as e:  # the test wants to see why
+                emit({"event": "omemo_error", "error": f"{type(e).__name__}: {e}"})
+        agent.add_event_handler("message", on_message)
+        return {"ok": True, "device": info[0].device_id}
+    if c == "omemo_send":
+        omemo = agent.plugin["xep_0384"]
+        msg = agent.make_message(mto=cmd["to"], mtype="chat")
+        msg["body"] = cmd["body"]
+        to = slixmpp.JID(cmd["to"])
+        await omemo.refresh_device_lists({to}, force_download=True)
+        encrypted, errors = await omemo.encrypt_message(msg, to)
+        if encrypted is None:
+            return {"ok": False, "error": f"nothing to send; errors: {errors}"}
+        encrypted.send()
+        return {"ok": True, "errors": [str(e) for e in errors],
+                "namespaces": sorted(omemo.is_encrypted(encrypted))}
+    return None
+
+
 def pubsub_error(e):
     """A refused pubsub request: the defined condition and the pubsub#errors one (XEP-0060)."""
     err = e.iq.xml.find("{jabber:client}error")
@@ -186,6 +273,8 @@ async def run_command(agent, cmd):
             return {"ok": True}
         except (IqError, IqTimeout) as e:
             return {"ok": False, "error": str(e)}
+    if c.startswith("omemo_"):
+        return await omemo_command(agent, c, cmd)
     if c == "pep_setup":
         # Entity caps with `node+notify` for each node (XEP-0163 filtered notifications); call
         # before the first presence, so the broadcast carries the caps.

@@ -219,3 +219,66 @@ fn notifications_go_to_interested_clients_and_the_last_item_on_coming_online() {
     });
     assert!(e["xml"].as_str().unwrap().contains("id=\"7\""), "{e}");
 }
+
+fn omemo_device(server: &TestServer, user: &str, resource: &str) -> (Agent, Value) {
+    let mut a = Agent::spawn(
+        &format!("{user}@{DOMAIN}/{resource}"),
+        &format!("{user}-password"),
+        server.c2s_port,
+        &server.cert_path,
+        &[],
+    );
+    a.connect();
+    let r = a.cmd(json!({"cmd": "omemo_setup"}));
+    assert_eq!(
+        r["ok"],
+        json!(true),
+        "OMEMO setup of {user}: {r}\n{}",
+        server.log()
+    );
+    a.presence();
+    (a, r["device"].clone())
+}
+
+/// Acceptance 1: two slixmpp-omemo clients publish their device lists and bundles through PEP
+/// and exchange an OMEMO-encrypted message both ways.
+#[test]
+fn two_omemo_clients_exchange_encrypted_messages_both_ways() {
+    let server = TestServer::start("");
+    server.add_user("alice", "alice-password");
+    server.add_user("bob", "bob-password");
+    let (alice_jid, bob_jid) = (format!("alice@{DOMAIN}"), format!("bob@{DOMAIN}"));
+    let (mut alice, alice_device) = omemo_device(&server, "alice", "phone");
+    let (mut bob, bob_device) = omemo_device(&server, "bob", "pc");
+    befriend((&mut alice, &alice_jid), (&mut bob, &bob_jid));
+
+    // Each device list names the device, in both OMEMO versions, readable by the other.
+    for (reader, owner, device) in [
+        (&mut bob, &alice_jid, &alice_device),
+        (&mut alice, &bob_jid, &bob_device),
+    ] {
+        for node in [DEVICES, LEGACY_DEVICES] {
+            let r = items(reader, owner, node);
+            assert_eq!(r["ok"], json!(true), "{node} of {owner}: {r}");
+            let xml = r["items"][0]["xml"].as_str().unwrap_or_default();
+            assert!(xml.contains(&device.to_string()), "{node} of {owner}: {r}");
+        }
+    }
+
+    let r = alice.cmd(json!({"cmd": "omemo_send", "to": bob_jid, "body": "secret hello"}));
+    assert_eq!(r["ok"], json!(true), "{r}");
+    let m = bob.expect_event("omemo_message", T, |m| m["body"] == "secret hello");
+    assert!(m["from"].as_str().unwrap().starts_with(&alice_jid), "{m}");
+    assert_eq!(m["device"], alice_device);
+    // The server only ever saw ciphertext: the plain text is nowhere in what bob received raw.
+    let plain = bob.seen("message");
+    assert!(
+        plain.iter().all(|p| p["body"] != "secret hello"),
+        "{plain:?}"
+    );
+
+    let r = bob.cmd(json!({"cmd": "omemo_send", "to": alice_jid, "body": "secret answer"}));
+    assert_eq!(r["ok"], json!(true), "{r}");
+    let m = alice.expect_event("omemo_message", T, |m| m["body"] == "secret answer");
+    assert_eq!(m["device"], bob_device);
+}

@@ -2,7 +2,8 @@
 //! device lists and bundles (both `eu.siacs.conversations.axolotl` and `urn:xmpp:omemo:2`)
 //! published with open access and fetched by a stranger; access models and publish-options
 //! preconditions; notifications only to clients whose caps ask for the node (+notify), and the
-//! newest item when such a client comes online.
+//! newest item when such a client comes online; two slixmpp-omemo clients (three devices)
+//! exchanging OMEMO messages.
 
 use hearth_e2e::agent::Agent;
 use hearth_e2e::server::{TestServer, DOMAIN};
@@ -12,6 +13,7 @@ use std::time::Duration;
 const T: Duration = Duration::from_secs(15);
 const LEGACY_DEVICES: &str = "eu.siacs.conversations.axolotl.devicelist";
 const DEVICES: &str = "urn:xmpp:omemo:2:devices";
+const AVATAR: &str = "urn:xmpp:avatar:metadata";
 
 fn device(server: &TestServer, user: &str, resource: &str, interest: &[&str]) -> Agent {
     let mut a = Agent::spawn(
@@ -186,38 +188,38 @@ fn notifications_go_to_interested_clients_and_the_last_item_on_coming_online() {
     server.add_user("alice", "alice-password");
     server.add_user("bob", "bob-password");
     let (alice_jid, bob_jid) = (format!("alice@{DOMAIN}"), format!("bob@{DOMAIN}"));
-    let mut alice = device(&server, "alice", "phone", &[DEVICES]);
-    let mut bob = device(&server, "bob", "pc", &[DEVICES]);
+    let mut alice = device(&server, "alice", "phone", &[AVATAR]);
+    let mut bob = device(&server, "bob", "pc", &[AVATAR]);
     befriend((&mut alice, &alice_jid), (&mut bob, &bob_jid));
-    let mut bob_tv = device(&server, "bob", "tv", &["urn:xmpp:avatar:metadata"]);
+    let mut bob_tv = device(&server, "bob", "tv", &[DEVICES]);
     bob_tv.expect_event("presence", T, |p| {
         p["from"].as_str().unwrap().starts_with(&alice_jid)
     });
 
     let r = publish(
         &mut alice,
-        DEVICES,
-        "current",
-        "<devices xmlns='urn:xmpp:omemo:2'><device id='7'/></devices>",
+        AVATAR,
+        "a7",
+        "<metadata xmlns='urn:xmpp:avatar:metadata'><info id='a7' bytes='7' type='image/png'/></metadata>",
         json!(null),
     );
     assert_eq!(r["ok"], json!(true), "{r}");
     let e = bob
-        .wait_event("pep", T, |e| e["node"] == DEVICES)
+        .wait_event("pep", T, |e| e["node"] == AVATAR)
         .unwrap_or_else(|| panic!("no notification for bob; server log:\n{}", server.log()));
     assert_eq!(e["from"], json!(alice_jid));
-    assert!(e["xml"].as_str().unwrap().contains("id=\"7\""), "{e}");
-    alice.expect_event("pep", T, |e| e["node"] == DEVICES);
-    // The tv did not ask for device lists.
-    let seen = bob_tv.wait_event("pep", Duration::from_secs(1), |e| e["node"] == DEVICES);
+    assert!(e["xml"].as_str().unwrap().contains("a7"), "{e}");
+    alice.expect_event("pep", T, |e| e["node"] == AVATAR);
+    // The tv did not ask for avatars.
+    let seen = bob_tv.wait_event("pep", Duration::from_secs(1), |e| e["node"] == AVATAR);
     assert!(seen.is_none(), "{seen:?}");
 
-    // A new device of bob that wants device lists gets alice's newest one on coming online.
-    let mut bob_laptop = device(&server, "bob", "laptop", &[DEVICES]);
+    // A new device of bob that wants avatars gets alice's newest one on coming online.
+    let mut bob_laptop = device(&server, "bob", "laptop", &[AVATAR]);
     let e = bob_laptop.expect_event("pep", T, |e| {
-        e["node"] == DEVICES && e["from"] == json!(alice_jid)
+        e["node"] == AVATAR && e["from"] == json!(alice_jid)
     });
-    assert!(e["xml"].as_str().unwrap().contains("id=\"7\""), "{e}");
+    assert!(e["xml"].as_str().unwrap().contains("a7"), "{e}");
 }
 
 fn omemo_device(server: &TestServer, user: &str, resource: &str) -> (Agent, Value) {
@@ -241,7 +243,7 @@ fn omemo_device(server: &TestServer, user: &str, resource: &str) -> (Agent, Valu
 }
 
 /// Acceptance 1: two slixmpp-omemo clients publish their device lists and bundles through PEP
-/// and exchange an OMEMO-encrypted message both ways.
+/// and exchange an OMEMO-encrypted message both ways; the receiver's second device decrypts too.
 #[test]
 fn two_omemo_clients_exchange_encrypted_messages_both_ways() {
     let server = TestServer::start("");
@@ -265,11 +267,19 @@ fn two_omemo_clients_exchange_encrypted_messages_both_ways() {
         }
     }
 
+    // bob's second device (carbons on both) joins his device list.
+    let (mut bob_laptop, _) = omemo_device(&server, "bob", "laptop");
+    for d in [&mut bob, &mut bob_laptop] {
+        assert_eq!(d.cmd(json!({"cmd": "carbons"}))["ok"], json!(true));
+    }
+
     let r = alice.cmd(json!({"cmd": "omemo_send", "to": bob_jid, "body": "secret hello"}));
     assert_eq!(r["ok"], json!(true), "{r}");
-    let m = bob.expect_event("omemo_message", T, |m| m["body"] == "secret hello");
-    assert!(m["from"].as_str().unwrap().starts_with(&alice_jid), "{m}");
-    assert_eq!(m["device"], alice_device);
+    for d in [&mut bob, &mut bob_laptop] {
+        let m = d.expect_event("omemo_message", T, |m| m["body"] == "secret hello");
+        assert!(m["from"].as_str().unwrap().starts_with(&alice_jid), "{m}");
+        assert_eq!(m["device"], alice_device);
+    }
     // The server only ever saw ciphertext: the plain text is nowhere in what bob received raw.
     let plain = bob.seen("message");
     assert!(

@@ -13,6 +13,7 @@ pub mod offline;
 pub mod pep;
 pub mod ping;
 pub mod presence;
+pub mod private_storage;
 pub mod register;
 pub mod roster;
 pub mod session;
@@ -203,6 +204,7 @@ impl Modules {
             Arc::new(client_state::ClientState::new(&config.modules.csi)),
             Arc::new(mam::Archive::new(&config.modules.mam)),
             Arc::new(pep::Pep::new(&config.modules.pep)),
+            Arc::new(private_storage::PrivateStorage),
             Arc::new(session::LegacySession),
             Arc::new(stream_management::StreamManagement::new(
                 &config.modules.stream_management,

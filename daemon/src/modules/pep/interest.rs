@@ -24,6 +24,38 @@ const ASK_DEADLINE: Duration = Duration::from_secs(10);
 #[derive(Clone, Debug, Default)]
 pub struct Interest(pub Arc<HashSet<String>>);
 
+/// The caps `ver` a session last announced, and whether a question about it is open.
+#[derive(Default)]
+struct Announced {
+    ver: String,
+    asking: bool,
+}
+
+/// Whether to look up `ver` for this session now: not when it is the one already known or
+/// being asked about, nor while another question to it is open.
+pub fn start_asking(session: &SessionHandle, ver: &str) -> bool {
+    session.shared.with_ext(|e| {
+        let a = e.get_or_default::<Announced>();
+        if a.asking || a.ver == ver {
+            return false;
+        }
+        a.ver = ver.to_string();
+        a.asking = true;
+        true
+    })
+}
+
+fn done_asking(session: &SessionHandle, learnt: bool) {
+    session.shared.with_ext(|e| {
+        let a = e.get_or_default::<Announced>();
+        a.asking = false;
+        if !learnt {
+            // A later presence with the same caps may try again.
+            a.ver.clear();
+        }
+    });
+}
+
 /// Marks a session that already got the newest items (once per session).
 #[derive(Default)]
 pub struct LastItemsSent;
@@ -189,9 +221,13 @@ pub async fn learn(
                 cache.put(&ver, n.clone());
                 n
             }
-            None => return,
+            None => {
+                done_asking(&session, false);
+                return;
+            }
         },
     };
+    done_asking(&session, true);
     let first = session.shared.with_ext(|e| {
         e.insert(Interest(nodes));
         let first = e.get::<LastItemsSent>().is_none();

@@ -274,6 +274,11 @@ impl Module for Pep {
         // task (the client must answer a question first), then hand it its newest items.
         if ev.to.is_none() && ev.stanza.attr("type").is_none() {
             if let (Some(session), Some((node, ver))) = (ev.sender, interest::caps_of(&ev.stanza)) {
+                if !interest::start_asking(session, &ver) {
+                    // The same caps again, or a question to this client is still open: a
+                    // client cannot make the server ask it over and over.
+                    return Box::pin(async { Flow::Continue });
+                }
                 let (server, cache, session) = (server.clone(), self.caps.clone(), session.clone());
                 tokio::spawn(async move {
                     interest::learn(server, &cache, session, node, ver).await;

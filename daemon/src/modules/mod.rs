@@ -4,6 +4,7 @@
 //! `Modules::new`. `docs/architecture.md` ("Writing a module") describes the hooks.
 
 pub mod blocking;
+pub mod bookmarks;
 pub mod caps;
 pub mod carbons;
 pub mod client_state;
@@ -205,6 +206,7 @@ impl Modules {
             Arc::new(mam::Archive::new(&config.modules.mam)),
             Arc::new(pep::Pep::new(&config.modules.pep)),
             Arc::new(private_storage::PrivateStorage),
+            Arc::new(bookmarks::Bookmarks),
             Arc::new(session::LegacySession),
             Arc::new(stream_management::StreamManagement::new(
                 &config.modules.stream_management,

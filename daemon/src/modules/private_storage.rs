@@ -63,6 +63,16 @@ impl Module for PrivateStorage {
             }
             let (name, ns) = (child.name.clone(), child.ns.clone());
             let storage = &req.server.storage;
+            // XEP-0048 bookmarks live in the XEP-0402 PEP node (XEP-0411 conversion).
+            if child.is("storage", super::bookmarks::LEGACY) {
+                if req.is_set() {
+                    super::bookmarks::write_legacy(req.server, &user, child).await?;
+                    return Ok(None);
+                }
+                if let Some(s) = super::bookmarks::read_legacy(req.server, &user).await? {
+                    return Ok(Some(Element::new("query", NS).with_child(s)));
+                }
+            }
             if req.is_set() {
                 let xml = child.to_xml("");
                 if xml.len() > MAX_BYTES {

@@ -9,6 +9,7 @@
 pub mod form;
 pub mod interest;
 mod iq;
+pub(crate) use iq::item_element;
 pub mod store;
 #[cfg(test)]
 mod tests;

@@ -313,6 +313,27 @@ async def run_command(agent, cmd):
             return pubsub_error(e)
         except IqTimeout:
             return {"ok": False, "condition": "timeout"}
+    if c in ("bookmarks_set", "bookmarks_get"):
+        # XEP-0048 bookmarks in XEP-0049 private storage, through slixmpp's own plugins.
+        agent.register_plugin("xep_0049")
+        agent.register_plugin("xep_0048")
+        from slixmpp.plugins.xep_0048 import Bookmarks
+        try:
+            if c == "bookmarks_set":
+                b = Bookmarks()
+                for room in cmd["rooms"]:
+                    b.add_conference(room["jid"], room.get("nick"), name=room.get("name"),
+                                     autojoin=room.get("autojoin", False))
+                await agent.plugin["xep_0048"].set_bookmarks(b, method="xep_0049", timeout=10)
+                return {"ok": True}
+            res = await agent.plugin["xep_0048"].get_bookmarks(method="xep_0049", timeout=10)
+            rooms = [{"jid": str(conf["jid"]), "name": conf["name"], "nick": conf["nick"],
+                      "autojoin": conf["autojoin"]} for conf in res["private"]["bookmarks"]["conferences"]]
+            return {"ok": True, "rooms": rooms}
+        except IqError as e:
+            return pubsub_error(e)
+        except IqTimeout:
+            return {"ok": False, "condition": "timeout"}
     if c == "items":
         try:
             res = await agent.plugin["xep_0060"].get_items(

@@ -292,3 +292,52 @@ fn two_omemo_clients_exchange_encrypted_messages_both_ways() {
     let m = alice.expect_event("omemo_message", T, |m| m["body"] == "secret answer");
     assert_eq!(m["device"], bob_device);
 }
+
+/// Acceptance 4: bookmarks stored the XEP-0048 way (private storage) are read back as XEP-0402
+/// PEP items, and the other way round.
+#[test]
+fn bookmarks_convert_between_private_storage_and_pep() {
+    let server = TestServer::start("");
+    server.add_user("alice", "alice-password");
+    let alice_jid = format!("alice@{DOMAIN}");
+    let mut phone = device(&server, "alice", "phone", &[]);
+    let r = phone.cmd(json!({"cmd": "bookmarks_set", "rooms": [
+        {"jid": "family@groups.hearth.test", "nick": "al", "name": "Family", "autojoin": true}]}));
+    assert_eq!(r["ok"], json!(true), "{r}");
+    let r = items(&mut phone, &alice_jid, "urn:xmpp:bookmarks:1");
+    let list = r["items"].as_array().expect("items");
+    assert_eq!(list.len(), 1, "{r}");
+    assert_eq!(list[0]["id"], json!("family@groups.hearth.test"));
+    let xml = list[0]["xml"].as_str().unwrap();
+    assert!(
+        xml.contains("Family") && xml.contains("al") && xml.contains("autojoin=\"true\""),
+        "{xml}"
+    );
+
+    let opts = json!({"pubsub#access_model": "whitelist", "pubsub#max_items": "max", "pubsub#persist_items": "true"});
+    let r = publish(
+        &mut phone,
+        "urn:xmpp:bookmarks:1",
+        "work@groups.hearth.test",
+        "<conference xmlns='urn:xmpp:bookmarks:1' name='Work'><nick>alice</nick></conference>",
+        opts,
+    );
+    assert_eq!(r["ok"], json!(true), "{r}");
+    let r = phone.cmd(json!({"cmd": "bookmarks_get"}));
+    let rooms = r["rooms"].as_array().expect("rooms");
+    let work = rooms
+        .iter()
+        .find(|r| r["jid"] == "work@groups.hearth.test")
+        .expect("work room");
+    assert_eq!(
+        (work["name"].as_str(), work["nick"].as_str()),
+        (Some("Work"), Some("alice")),
+        "{r}"
+    );
+    assert!(
+        rooms
+            .iter()
+            .any(|r| r["jid"] == "family@groups.hearth.test"),
+        "{r}"
+    );
+}

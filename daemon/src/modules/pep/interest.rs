@@ -98,6 +98,9 @@ pub fn notify_nodes(query: &Element) -> HashSet<String> {
         .collect()
 }
 
+/// A data form as XEP-0115 §5.1 hashes it: FORM_TYPE, then (var, sorted values) by var.
+type FormDigest = (String, Vec<(String, Vec<String>)>);
+
 /// XEP-0115 §5.1 over a client's disco#info answer (SHA-1, base64).
 pub fn ver_of(query: &Element) -> String {
     let mut ids: Vec<String> = query
@@ -120,7 +123,7 @@ pub fn ver_of(query: &Element) -> String {
         .filter_map(|e| e.attr("var"))
         .collect();
     features.sort_unstable();
-    let mut forms: Vec<(String, Vec<(String, Vec<String>)>)> = query
+    let mut forms: Vec<FormDigest> = query
         .elements()
         .filter(|e| e.name == "x")
         .map(|form| {

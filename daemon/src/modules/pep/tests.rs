@@ -447,3 +447,40 @@ async fn limits_on_item_size_and_node_count() {
         Some(("bad-request".into(), Some("nodeid-required".into())))
     );
 }
+
+#[tokio::test]
+async fn a_client_is_asked_about_its_caps_once_at_a_time() {
+    let h = Harness::new().await;
+    h.user("alice").await;
+    let mut a = h.login("alice", "a").await;
+    let presence = || {
+        Element::new("presence", ns::CLIENT).with_child(
+            Element::new("c", super::interest::CAPS)
+                .with_attr("hash", "sha-1")
+                .with_attr("node", "urn:test:client")
+                .with_attr("ver", "bm90IGEgcmVhbCBoYXNo"),
+        )
+    };
+    a.send(presence()).await;
+    a.send(presence()).await;
+    let is_question = |e: &Element| e.name == "iq" && e.child("query", DISCO_INFO).is_some();
+    let q = a.expect("the caps question", is_question).await;
+    a.expect_none("a second question", Duration::from_millis(300), is_question)
+        .await;
+    // A wrong answer teaches nothing: no interest, nothing cached.
+    a.send(
+        Element::new("iq", ns::CLIENT)
+            .with_attr("type", "result")
+            .with_attr("id", q.attr("id").unwrap())
+            .with_attr("to", DOMAIN)
+            .with_child(
+                Element::new("query", DISCO_INFO).with_child(
+                    Element::new("feature", DISCO_INFO).with_attr("var", "urn:x+notify"),
+                ),
+            ),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let s = h.server.sessions.session(&a.jid).unwrap();
+    assert!(super::interest::of(&s).is_none());
+}

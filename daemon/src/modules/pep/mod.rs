@@ -202,29 +202,38 @@ pub(crate) async fn send_last_items(
         }
     }
     for owner in owners {
-        let last = match store::last_items(&server.storage, &owner).await {
-            Ok(l) => l,
-            Err(e) => {
-                log::error!("PEP: cannot read the nodes of {owner}: {e}");
-                continue;
-            }
-        };
-        let owner_bare = format!("{owner}@{}", server.domain());
-        for (node, config, item) in last {
-            if config.send_last == SendLast::Never
-                || !wants(session, &node)
-                || !may_read(server, &owner, config.access, &session.jid).await
-            {
-                continue;
-            }
-            let Some(el) = iq::item_element(&item, NS_EVENT).await else {
-                continue;
-            };
-            let body = Element::new("items", NS_EVENT)
-                .with_attr("node", node)
-                .with_child(el);
-            session.deliver(event(&owner_bare, &session.jid, body));
+        send_last_items_of(server, &owner, session).await;
+    }
+}
+
+/// The newest item of each of `owner`'s nodes that the session wants and may see.
+async fn send_last_items_of(
+    server: &Arc<Server>,
+    owner: &str,
+    session: &crate::sessions::SessionHandle,
+) {
+    let last = match store::last_items(&server.storage, owner).await {
+        Ok(l) => l,
+        Err(e) => {
+            log::error!("PEP: cannot read the nodes of {owner}: {e}");
+            return;
         }
+    };
+    let owner_bare = format!("{owner}@{}", server.domain());
+    for (node, config, item) in last {
+        if config.send_last == SendLast::Never
+            || !wants(session, &node)
+            || !may_read(server, owner, config.access, &session.jid).await
+        {
+            continue;
+        }
+        let Some(el) = iq::item_element(&item, NS_EVENT).await else {
+            continue;
+        };
+        let body = Element::new("items", NS_EVENT)
+            .with_attr("node", node)
+            .with_child(el);
+        session.deliver(event(&owner_bare, &session.jid, body));
     }
 }
 
@@ -234,7 +243,12 @@ impl Module for Pep {
     }
     fn hooks(&self) -> &'static [(Hook, i16)] {
         // Before `presence` takes the broadcast; after `blocking`.
-        &[(Hook::Outbound(Kind::Presence), 50)]
+        &[
+            (Hook::Outbound(Kind::Presence), 50),
+            // An approved subscription, before `presence` takes it: the approver's roster is
+            // already updated (that happened on the way out), so the new subscriber may read.
+            (Hook::InboundBare(Kind::Presence), 50),
+        ]
     }
     fn migrations(&self) -> &'static [&'static str] {
         store::MIGRATIONS
@@ -268,9 +282,24 @@ impl Module for Pep {
     fn on_stanza<'a>(
         &'a self,
         server: &'a Arc<Server>,
-        _hook: Hook,
+        hook: Hook,
         ev: &'a mut StanzaEvent<'_>,
     ) -> BoxFut<'a, Flow> {
+        if matches!(hook, Hook::InboundBare(_)) {
+            return Box::pin(async move {
+                // XEP-0163 §6.1.1: a new subscriber gets the last items ("on_sub").
+                let approver = (ev.stanza.attr("type") == Some("subscribed")
+                    && ev.from.domain == server.domain())
+                .then(|| ev.from.local.clone())
+                .flatten();
+                if let (Some(owner), Some(to)) = (approver, &ev.to) {
+                    for s in server.sessions.sessions_of(&to.bare_string()) {
+                        send_last_items_of(server, &owner, &s).await;
+                    }
+                }
+                Flow::Continue
+            });
+        }
         // An available-presence broadcast with caps: learn what the client wants, off this
         // task (the client must answer a question first), then hand it its newest items.
         if ev.to.is_none() && ev.stanza.attr("type").is_none() {

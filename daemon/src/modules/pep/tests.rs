@@ -484,3 +484,33 @@ async fn a_client_is_asked_about_its_caps_once_at_a_time() {
     let s = h.server.sessions.session(&a.jid).unwrap();
     assert!(super::interest::of(&s).is_none());
 }
+
+#[tokio::test]
+async fn a_new_subscriber_gets_the_last_items() {
+    let h = Harness::new().await;
+    h.user("alice").await;
+    h.user("dave").await;
+    let mut a = h.login("alice", "a").await;
+    let mut d = h.login("dave", "d").await;
+    available_with_caps(&h, &mut a, INTERESTING).await;
+    available_with_caps(&h, &mut d, INTERESTING).await;
+    a.iq("set", None, publish(DEVICES, Some("current"), "dl", &[]))
+        .await;
+    d.expect_none(
+        "an item before subscribing",
+        Duration::from_millis(200),
+        |e| is_event(e, DEVICES),
+    )
+    .await;
+    let presence = |to: &str, kind: &str| {
+        Element::new("presence", ns::CLIENT)
+            .with_attr("to", to)
+            .with_attr("type", kind)
+    };
+    d.send(presence(ALICE, "subscribe")).await;
+    a.expect("request", |e| e.attr("type") == Some("subscribe"))
+        .await;
+    a.send(presence("dave@example.test", "subscribed")).await;
+    let n = d.expect("the last item", |e| is_event(e, DEVICES)).await;
+    assert!(n.to_xml(ns::CLIENT).contains("dl"));
+}

@@ -6,8 +6,6 @@
 use crate::server::Server;
 use crate::sessions::SessionHandle;
 use crate::xml::{ns, Element};
-use base64::Engine;
-use sha1::{Digest, Sha1};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -98,74 +96,26 @@ pub fn notify_nodes(query: &Element) -> HashSet<String> {
         .collect()
 }
 
-/// A data form as XEP-0115 §5.1 hashes it: FORM_TYPE, then (var, sorted values) by var.
-type FormDigest = (String, Vec<(String, Vec<String>)>);
-
 /// XEP-0115 §5.1 over a client's disco#info answer (SHA-1, base64).
 pub fn ver_of(query: &Element) -> String {
-    let mut ids: Vec<String> = query
+    let ids = query
         .elements()
         .filter(|e| e.name == "identity")
         .map(|e| {
-            format!(
-                "{}/{}/{}/{}<",
+            (
                 e.attr("category").unwrap_or(""),
                 e.attr("type").unwrap_or(""),
                 e.attr("xml:lang").unwrap_or(""),
-                e.attr("name").unwrap_or("")
+                e.attr("name").unwrap_or(""),
             )
         })
         .collect();
-    ids.sort();
-    let mut features: Vec<&str> = query
+    let features = query
         .elements()
         .filter(|e| e.name == "feature")
         .filter_map(|e| e.attr("var"))
         .collect();
-    features.sort_unstable();
-    let mut forms: Vec<FormDigest> = query
-        .elements()
-        .filter(|e| e.name == "x")
-        .map(|form| {
-            let mut form_type = String::new();
-            let mut fields = Vec::new();
-            for field in form.elements().filter(|e| e.name == "field") {
-                let var = field.attr("var").unwrap_or("").to_string();
-                let mut values: Vec<String> = field
-                    .elements()
-                    .filter(|v| v.name == "value")
-                    .map(Element::text)
-                    .collect();
-                if var == "FORM_TYPE" {
-                    form_type = values.pop().unwrap_or_default();
-                } else {
-                    values.sort();
-                    fields.push((var, values));
-                }
-            }
-            fields.sort();
-            (form_type, fields)
-        })
-        .collect();
-    forms.sort();
-    let mut s: String = ids.concat();
-    for f in features {
-        s.push_str(f);
-        s.push('<');
-    }
-    for (form_type, fields) in forms {
-        s.push_str(&form_type);
-        s.push('<');
-        for (var, values) in fields {
-            s.push_str(&var);
-            s.push('<');
-            for v in values {
-                s.push_str(&v);
-                s.push('<');
-            }
-        }
-    }
-    base64::engine::general_purpose::STANDARD.encode(Sha1::digest(s.as_bytes()))
+    crate::modules::caps::ver_from_parts(ids, features, query.elements().filter(|e| e.name == "x"))
 }
 
 /// Asks the client for the features behind `node#ver`; `None` if it does not answer in time or

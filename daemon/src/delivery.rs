@@ -21,13 +21,37 @@ pub fn bounce(server: &Arc<Server>, original: &Element, err: StanzaError) {
     }
 }
 
-/// Delivers a server-made stanza (a reply, a push) to a local full JID, without hooks;
-/// dropped if that session is gone.
+/// Delivers a server-made stanza (a reply, a push) without hooks: to a local full JID (dropped
+/// if that session is gone) or through the route of another domain (a hosted service, a remote
+/// server).
 pub fn deliver_to_full(server: &Arc<Server>, stanza: Element) {
     if let Some(to) = stanza::to_jid(&stanza).and_then(Result::ok) {
-        if let Some(session) = server.sessions.session(&to) {
+        if to.domain != server.domain() {
+            if let Some(route) = server.domains.route_for(&to.domain) {
+                if let Err(r) = route.accept(server, stanza, &to) {
+                    log::debug!("a reply to {to} was not taken: {}", r.error.condition);
+                }
+            }
+        } else if let Some(session) = server.sessions.session(&to) {
             session.deliver(stanza);
         }
+    }
+}
+
+/// A stanza for a domain that is not the server's own: its route (a service hosted here,
+/// federation), or `remote-server-not-found` when nothing routes there.
+fn to_other_domain(server: &Arc<Server>, stanza: Element, to: &Jid) {
+    match server.domains.route_for(&to.domain) {
+        Some(route) => {
+            if let Err(r) = route.accept(server, stanza, to) {
+                bounce(server, &r.stanza, r.error);
+            }
+        }
+        None => bounce(
+            server,
+            &stanza,
+            StanzaError::new("cancel", "remote-server-not-found"),
+        ),
     }
 }
 
@@ -113,12 +137,7 @@ pub async fn route(server: &Arc<Server>, stanza: Element, sender: Option<&Sessio
         }
     };
     if to.domain != server.domain() {
-        // Federation is not available yet: say so instead of dropping silently.
-        return bounce(
-            server,
-            &stanza,
-            StanzaError::new("cancel", "remote-server-not-found"),
-        );
+        return to_other_domain(server, stanza, &to);
     }
     if to.local.is_none() {
         // Messages to the server itself: nothing here reads them. Presence to it: ignored.
@@ -226,11 +245,7 @@ async fn route_iq(
     let kind = iq.attr("type").unwrap_or("").to_string();
     let to = to.unwrap_or_else(|| from.bare());
     if to.domain != server.domain() {
-        return bounce(
-            server,
-            &iq,
-            StanzaError::new("cancel", "remote-server-not-found"),
-        );
+        return to_other_domain(server, iq, &to);
     }
     let request = matches!(kind.as_str(), "get" | "set");
     // Full JID of a session: pass it on, results and errors included.

@@ -2,6 +2,7 @@
 //! by every connection task.
 
 use crate::config::Config;
+use crate::domains::Domains;
 use crate::iq_tracker::IqTracker;
 use crate::modules::Modules;
 use crate::sessions::SessionTable;
@@ -18,6 +19,8 @@ pub struct Server {
     pub tls: TlsStore,
     pub sessions: SessionTable,
     pub modules: Modules,
+    /// Routes to the domains that are not the server's own (hosted services, federation).
+    pub domains: Domains,
     /// Replies to IQs the server asked.
     pub iq_tracker: IqTracker,
     pub ip_failures: Throttle,
@@ -60,6 +63,7 @@ impl Server {
                 Duration::from_secs(3600),
             ),
             modules,
+            domains: Domains::default(),
             iq_tracker: IqTracker::default(),
             config,
             storage,

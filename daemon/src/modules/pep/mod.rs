@@ -10,6 +10,7 @@ pub mod form;
 pub mod interest;
 mod iq;
 pub(crate) use iq::item_element;
+mod remote;
 pub mod store;
 #[cfg(test)]
 mod tests;
@@ -154,6 +155,7 @@ fn event(owner: &str, to: &Jid, body: Element) -> Element {
 pub(crate) async fn notify(server: &Arc<Server>, owner: &str, access: AccessModel, body: Element) {
     let owner_bare = format!("{owner}@{}", server.domain());
     let mut readers: Vec<String> = vec![owner_bare.clone()];
+    let mut remote_readers: Vec<Jid> = Vec::new();
     if access != AccessModel::Whitelist {
         match server.storage.roster(owner).await {
             Ok((_, items)) => {
@@ -161,8 +163,13 @@ pub(crate) async fn notify(server: &Arc<Server>, owner: &str, access: AccessMode
                     let Ok(jid) = Jid::parse(&item.contact) else {
                         continue;
                     };
-                    if item.subscription.has_from() && jid.domain == server.domain() {
+                    if !item.subscription.has_from() {
+                        continue;
+                    }
+                    if jid.domain == server.domain() {
                         readers.push(jid.bare_string());
+                    } else {
+                        remote_readers.push(jid);
                     }
                 }
             }
@@ -177,6 +184,7 @@ pub(crate) async fn notify(server: &Arc<Server>, owner: &str, access: AccessMode
             }
         }
     }
+    remote::notify(server, &owner_bare, &remote_readers, &body);
 }
 
 /// The newest item of every node the session's account may see, from its own account and from
@@ -248,6 +256,8 @@ impl Module for Pep {
             // An approved subscription, before `presence` takes it: the approver's roster is
             // already updated (that happened on the way out), so the new subscriber may read.
             (Hook::InboundBare(Kind::Presence), 50),
+            // Presence of remote contacts' resources: which nodes they want (`remote.rs`).
+            (Hook::InboundFull(Kind::Presence), 50),
         ]
     }
     fn migrations(&self) -> &'static [&'static str] {
@@ -285,7 +295,13 @@ impl Module for Pep {
         hook: Hook,
         ev: &'a mut StanzaEvent<'_>,
     ) -> BoxFut<'a, Flow> {
-        if matches!(hook, Hook::InboundBare(_)) {
+        if matches!(hook, Hook::InboundBare(_) | Hook::InboundFull(_)) {
+            if let Some(owner) = ev.to.as_ref().and_then(|t| t.local.as_deref()) {
+                remote::presence_in(server, &self.caps, &ev.stanza, &ev.from, owner);
+            }
+            if matches!(hook, Hook::InboundFull(_)) {
+                return Box::pin(async { Flow::Continue });
+            }
             return Box::pin(async move {
                 // XEP-0163 §6.1.1: a new subscriber gets the last items ("on_sub").
                 let approver = (ev.stanza.attr("type") == Some("subscribed")

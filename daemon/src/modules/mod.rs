@@ -8,6 +8,7 @@ pub mod bookmarks;
 pub mod caps;
 pub mod carbons;
 pub mod client_state;
+pub mod component;
 pub mod disco;
 pub mod mam;
 pub mod offline;
@@ -211,6 +212,7 @@ impl Modules {
             Arc::new(stream_management::StreamManagement::new(
                 &config.modules.stream_management,
             )),
+            Arc::new(component::Components::new(&config.modules.component)),
         ];
         if config.modules.version.enabled {
             list.push(Arc::new(version::Version));

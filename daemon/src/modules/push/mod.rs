@@ -20,7 +20,8 @@ pub use store::Registration;
 
 use super::{IqFuture, IqRequest, Module};
 use crate::hooks::{
-    BoxFut, DiscoInfo, DiscoTarget, Flow, Hook, IqKind, IqRoute, Kind, SessionEvent, StanzaEvent,
+    BoxFut, CloseReason, DiscoInfo, DiscoTarget, Flow, Hook, IqKind, IqRoute, Kind, SessionEvent,
+    StanzaEvent,
 };
 use crate::jid::Jid;
 use crate::server::Server;
@@ -165,18 +166,30 @@ pub fn notify_mention(server: &Arc<Server>, account: &Jid, speaker: &Jid, body: 
     let Some(push) = server.modules.find::<Push>() else {
         return false;
     };
-    push.notify(server, account, speaker, Some(body))
+    let messages = vec![(speaker.clone(), Some(body.to_string()))];
+    push.notify(server, account, None, messages)
+}
+
+/// The text to count for a message: none for an encrypted one (its body is a fallback).
+fn body_of(msg: &Element) -> Option<String> {
+    let encrypted = NOTIFY_PAYLOADS
+        .iter()
+        .any(|(name, ns)| msg.child(name, ns).is_some());
+    msg.child("body", ns::CLIENT)
+        .filter(|_| !encrypted)
+        .map(Element::text)
 }
 
 impl Push {
-    /// Counts the message and notifies the account's app servers (in a task of its own),
-    /// unless a session of the account is connected: then the client has it already.
+    /// Counts the messages and notifies the account's app servers (in a task of its own),
+    /// unless a session of the account (other than `leaving`, whose link just broke) is
+    /// connected: then the client has them already.
     fn notify(
         &self,
         server: &Arc<Server>,
         account: &Jid,
-        sender: &Jid,
-        body: Option<&str>,
+        leaving: Option<u64>,
+        messages: Vec<(Jid, Option<String>)>,
     ) -> bool {
         let Some(user) = account.local.clone() else {
             return false;
@@ -185,7 +198,7 @@ impl Push {
             .sessions
             .sessions_of(&account.bare_string())
             .iter()
-            .any(|s| s.connected())
+            .any(|s| s.connected() && Some(s.id) != leaving)
         {
             return false;
         }
@@ -193,10 +206,27 @@ impl Push {
             server.clone(),
             self.state.clone(),
             user,
-            sender.clone(),
-            body.map(str::to_string),
+            messages,
         ));
         true
+    }
+
+    /// A link broke: messages its client never acknowledged (written to a connection that
+    /// was already dead, or held while the phone slept) wait in stream management's queue for
+    /// a resumption that needs a wake-up. Nothing if the session did not ask for resumption.
+    fn link_lost(&self, server: &Arc<Server>, ev: &mut SessionEvent<'_>) {
+        let account = ev.session.jid.bare();
+        let messages: Vec<_> = super::stream_management::unacked_if_resumable(ev.local)
+            .filter(|m| m.name == "message" && worth_notifying(m).is_ok())
+            .filter_map(|m| {
+                let from = stanza::from_jid(m)?;
+                // Copies the server made for this session (carbons, archive pages).
+                (from.bare() != account).then(|| (from, body_of(m)))
+            })
+            .collect();
+        if !messages.is_empty() {
+            self.notify(server, &account, Some(ev.session.id), messages);
+        }
     }
 
     /// A message reached the account (or its offline storage).
@@ -223,14 +253,7 @@ impl Push {
             // notified when it first came.
             return;
         }
-        let encrypted = NOTIFY_PAYLOADS
-            .iter()
-            .any(|(name, ns)| msg.child(name, ns).is_some());
-        let body = msg
-            .child("body", ns::CLIENT)
-            .filter(|_| !encrypted)
-            .map(Element::text);
-        self.notify(server, to, &ev.from, body.as_deref());
+        self.notify(server, to, None, vec![(ev.from.clone(), body_of(msg))]);
     }
 
     async fn enable(&self, req: &IqRequest<'_>, user: &str) -> Result<(), StanzaError> {
@@ -340,6 +363,8 @@ impl Module for Push {
             (Hook::Undeliverable(Kind::Message), 10),
             (Hook::SessionAvailable, 0),
             (Hook::SessionReattached, -10),
+            // After CSI wrote what it held (100), before stream management hibernates (0).
+            (Hook::SessionClosing, 50),
         ]
     }
     fn migrations(&self) -> &'static [&'static str] {
@@ -378,13 +403,22 @@ impl Module for Push {
     }
     fn on_session<'a>(
         &'a self,
-        _server: &'a Arc<Server>,
-        _hook: Hook,
+        server: &'a Arc<Server>,
+        hook: Hook,
         ev: &'a mut SessionEvent<'_>,
     ) -> BoxFut<'a, Flow> {
-        // Initial presence or a resumed stream: the person is back, the count starts again.
-        if let Some(user) = &ev.session.jid.local {
-            self.state.reset(user);
+        match hook {
+            Hook::SessionClosing => {
+                if ev.reason == Some(CloseReason::LinkLost) {
+                    self.link_lost(server, ev);
+                }
+            }
+            // Initial presence or a resumed stream: the person is back, the count starts again.
+            _ => {
+                if let Some(user) = &ev.session.jid.local {
+                    self.state.reset(user);
+                }
+            }
         }
         Box::pin(async { Flow::Continue })
     }

@@ -249,16 +249,16 @@ impl State {
     }
 }
 
-/// Notifies every app server the account enabled, each at its own pace. Runs in its own task:
-/// the message's delivery does not wait for the database or the app servers.
+/// Counts `messages` (sender, body) and notifies every app server the account enabled, each at
+/// its own pace. Runs in its own task: the message's delivery does not wait for the database
+/// or the app servers.
 /// Only accounts with registrations are counted, so mail for unknown or push-less accounts
 /// costs no memory.
 pub async fn notify_account(
     server: Arc<Server>,
     state: Arc<State>,
     username: String,
-    sender: Jid,
-    body: Option<String>,
+    messages: Vec<(Jid, Option<String>)>,
 ) {
     let regs = match store::of_account(&server.storage, &username).await {
         Ok(r) => r,
@@ -270,7 +270,13 @@ pub async fn notify_account(
     if regs.is_empty() {
         return;
     }
-    let summary = state.count(&username, &sender, body.as_deref());
+    let Some(summary) = messages
+        .iter()
+        .map(|(sender, body)| state.count(&username, sender, body.as_deref()))
+        .last()
+    else {
+        return;
+    };
     for reg in regs {
         match state.pace(&username, &reg) {
             None => {}

@@ -300,10 +300,6 @@ async fn a_hibernated_account_is_notified_once_a_connected_one_never() {
     alice.available().await;
     let bob_bare = format!("bob@{DOMAIN}");
 
-    alice.message(&bob_bare, "while connected").await;
-    bob.expect("the message", |e| body(e).is_some()).await;
-    app.expect_none("a notification", QUIET, is_push).await;
-
     bob.cut().await;
     wait_hibernated(&h, &bob_bare).await;
     alice.message(&bob_bare, "are you there?").await;
@@ -346,6 +342,44 @@ async fn a_hibernated_account_is_notified_once_a_connected_one_never() {
     .await;
     app.expect_none("a notification", QUIET, is_push).await;
     wait_registrations(&h, "bob", 1).await;
+}
+
+/// The link dies while a message is on its way (written, never acknowledged): stream
+/// management keeps it for the resumption, and the phone is woken for it.
+#[tokio::test]
+async fn a_broken_link_with_unacknowledged_messages_notifies() {
+    let h = Harness::with_config("[modules.push]\nmin_interval_secs = 0\n").await;
+    for u in ["alice", "bob", "app"] {
+        h.user(u).await;
+    }
+    let mut app = h.login("app", "srv").await;
+    let mut bob = h.login("bob", "phone").await;
+    bob.available().await;
+    bob.send(Element::new("enable", SM).with_attr("resume", "true"))
+        .await;
+    bob.expect("<enabled/>", |e| e.name == "enabled" && e.ns == SM)
+        .await;
+    set(&mut bob, enable_el(&app_jid(), "n1")).await;
+    let mut alice = h.login("alice", "laptop").await;
+    alice.available().await;
+    let bob_bare = format!("bob@{DOMAIN}");
+    alice.message(&bob_bare, "while connected").await;
+    bob.expect("the message", |e| body(e).is_some()).await;
+    app.expect_none("a notification while connected", QUIET, is_push)
+        .await;
+    // bob never acknowledged it; his link breaks.
+    bob.cut().await;
+    let push = app.expect("a notification", is_push).await;
+    let f = fields(&push);
+    assert_eq!(f["message-count"], "1");
+    assert_eq!(f["last-message-sender"], format!("alice@{DOMAIN}"));
+    answer(&mut app, &push, None).await;
+    wait_hibernated(&h, &bob_bare).await;
+    alice.message(&bob_bare, "and another").await;
+    let push = app.expect("a notification", is_push).await;
+    assert_eq!(fields(&push)["message-count"], "2");
+    answer(&mut app, &push, None).await;
+    app.expect_none("more", QUIET, is_push).await;
 }
 
 /// Offline: each message counts, a chat state does not, an OMEMO message does (without its

@@ -25,6 +25,7 @@ use crate::hooks::{
 };
 use crate::jid::Jid;
 use crate::server::Server;
+use crate::sessions::SessionHandle;
 use crate::stanza::{self, StanzaError};
 use crate::xml::{ns, Element};
 use serde::{Deserialize, Serialize};
@@ -170,6 +171,16 @@ pub fn notify_mention(server: &Arc<Server>, account: &Jid, speaker: &Jid, body: 
     push.notify(server, account, None, messages)
 }
 
+/// The node of an app server's "you are unsubscribed" message (XEP-0357 §8): a pubsub
+/// element naming the node, with the account's affiliation `none`.
+fn remote_disable(msg: &Element) -> Option<&str> {
+    let pubsub = msg.child("pubsub", PUBSUB)?;
+    let gone = pubsub
+        .elements()
+        .any(|a| a.name == "affiliation" && a.attr("affiliation") == Some("none"));
+    gone.then(|| pubsub.attr("node")).flatten()
+}
+
 /// The text to count for a message: none for an encrypted one (its body is a fallback).
 fn body_of(msg: &Element) -> Option<String> {
     let encrypted = NOTIFY_PAYLOADS
@@ -232,11 +243,20 @@ impl Push {
     /// A message reached the account (or its offline storage).
     fn message(&self, server: &Arc<Server>, hook: Hook, ev: &StanzaEvent<'_>) {
         let Some(to) = &ev.to else { return };
-        if matches!(hook, Hook::InboundBare(_) | Hook::InboundFull(_)) && ev.targets.is_empty() {
-            // Nobody takes it: the undeliverable hooks run next, and notify then.
+        let msg = &ev.stanza;
+        if matches!(hook, Hook::InboundBare(_) | Hook::InboundFull(_)) {
+            if let Some(node) = remote_disable(msg) {
+                self.disabled_by_app_server(server, to, &ev.from, node);
+            }
+            if ev.targets.is_empty() {
+                // Nobody takes it: the undeliverable hooks run next, and notify then.
+                return;
+            }
+        }
+        if ev.targets.iter().any(SessionHandle::connected) {
+            // The common case, decided without looking at the account's other sessions.
             return;
         }
-        let msg = &ev.stanza;
         if let Err(why) = worth_notifying(msg) {
             log::trace!("push: no notification for {to}: {why}");
             return;
@@ -254,6 +274,23 @@ impl Push {
             return;
         }
         self.notify(server, to, None, vec![(ev.from.clone(), body_of(msg))]);
+    }
+
+    /// XEP-0357 §8: the app server says the registration is gone (the phone uninstalled the
+    /// app); only that app server's own message can say so.
+    fn disabled_by_app_server(&self, server: &Arc<Server>, to: &Jid, from: &Jid, node: &str) {
+        let Some(user) = to.local.clone() else { return };
+        let (app_server, node) = (from.to_string(), node.to_string());
+        self.state
+            .forget_app_server(&user, &app_server, Some(&node));
+        let server = server.clone();
+        tokio::spawn(async move {
+            match store::disable(&server.storage, &user, &app_server, Some(&node)).await {
+                Ok(0) => {}
+                Ok(_) => log::info!("push: {app_server} disabled a registration of {user}"),
+                Err(e) => log::error!("push: cannot disable a registration of {user}: {e}"),
+            }
+        });
     }
 
     async fn enable(&self, req: &IqRequest<'_>, user: &str) -> Result<(), StanzaError> {

@@ -270,11 +270,11 @@ pub async fn notify_account(
     if regs.is_empty() {
         return;
     }
-    let Some(summary) = messages
-        .iter()
-        .map(|(sender, body)| state.count(&username, sender, body.as_deref()))
-        .last()
-    else {
+    let mut summary = None;
+    for (sender, body) in &messages {
+        summary = Some(state.count(&username, sender, body.as_deref()));
+    }
+    let Some(summary) = summary else {
         return;
     };
     for reg in regs {

@@ -512,3 +512,29 @@ async fn a_mention_notifies_an_absent_account() {
     );
     answer(&mut app, &push, None).await;
 }
+
+/// XEP-0357 §8: the app server's own message that the registration is gone disables it;
+/// the same message from anyone else does nothing.
+#[tokio::test]
+async fn the_app_server_can_disable_a_registration() {
+    let (h, mut alice, mut app) = offline_bob("").await;
+    let gone = |node: &str| {
+        Element::new("message", ns::CLIENT)
+            .with_attr("to", format!("bob@{DOMAIN}"))
+            .with_child(
+                Element::new("pubsub", PUBSUB)
+                    .with_attr("node", node)
+                    .with_child(
+                        Element::new("affiliation", PUBSUB)
+                            .with_attr("jid", format!("bob@{DOMAIN}"))
+                            .with_attr("affiliation", "none"),
+                    ),
+            )
+    };
+    alice.send(gone("n1")).await;
+    app.send(gone("other-node")).await;
+    tokio::time::sleep(QUIET).await;
+    wait_registrations(&h, "bob", 1).await;
+    app.send(gone("n1")).await;
+    wait_registrations(&h, "bob", 0).await;
+}

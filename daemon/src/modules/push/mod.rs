@@ -3,7 +3,9 @@
 //! would miss reaches the account while none of its sessions has a connection (all hibernated
 //! by stream management, or none at all: the message went to offline storage and the
 //! archive), the server publishes a `urn:xmpp:push:summary` form to each app server, which
-//! wakes the phone. No notification goes out while a session is connected.
+//! wakes the phone. So do messages left unacknowledged in stream management's queue when a
+//! link breaks (written to a connection that was already dead). No notification goes out
+//! while a session is connected.
 //!
 //! The summary says how many messages came since a session was last active and who sent the
 //! last one (what Conversations and Monal read); the body only when `include_body` is set

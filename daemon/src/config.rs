@@ -223,6 +223,8 @@ pub struct ModulesConfig {
     pub stream_management: crate::modules::stream_management::StreamManagementConfig,
     #[serde(default)]
     pub component: crate::modules::component::ComponentConfig,
+    #[serde(default)]
+    pub push: crate::modules::push::PushConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -353,6 +355,7 @@ impl Config {
         }
         self.modules.stream_management.check()?;
         self.modules.component.check()?;
+        self.modules.push.check()?;
         for (key, name) in [
             ("services.muc", &self.services.muc),
             ("services.upload", &self.services.upload),

@@ -14,6 +14,7 @@ import ssl
 import sys
 
 import xml.etree.ElementTree as ET
+from xml.sax.saxutils import quoteattr
 
 import slixmpp
 from slixmpp.exceptions import IqError, IqTimeout
@@ -502,6 +503,62 @@ async def run_command(agent, cmd):
                 return {"ok": True}
             await asyncio.sleep(0.02)
         return {"ok": False, "error": "still connected"}
+    if c in ("push_enable", "push_disable"):
+        # XEP-0357 §5/§7 (slixmpp has no plugin): enable push with an app server's JID and node,
+        # with a publish-options form carrying `options`; disable one node, or all without one.
+        iq = agent.make_iq_set()
+        el = ET.Element("{urn:xmpp:push:0}" + c.split("_")[1], jid=cmd["jid"])
+        if cmd.get("node"):
+            el.set("node", cmd["node"])
+        if cmd.get("options"):
+            x = ET.SubElement(el, "{jabber:x:data}x", type="submit")
+            fields = {"FORM_TYPE": "http://jabber.org/protocol/pubsub#publish-options", **cmd["options"]}
+            for var, value in fields.items():
+                f = ET.SubElement(x, "{jabber:x:data}field", var=var)
+                ET.SubElement(f, "{jabber:x:data}value").text = value
+        iq.xml.append(el)
+        try:
+            await iq.send(timeout=10)
+            return {"ok": True}
+        except IqError as e:
+            return {"ok": False, "condition": e.iq["error"]["condition"]}
+        except IqTimeout:
+            return {"ok": False, "condition": "timeout"}
+    if c == "push_app_server":
+        # Play a XEP-0357 app server: report each pubsub publish (node, summary form, publish-
+        # options) and answer it with a result, or with the error given as {"type", "condition"}.
+        agent.push_error = cmd.get("error")
+        if not getattr(agent, "push_handler", False):
+            agent.push_handler = True
+            X = "{jabber:x:data}"
+
+            def form_values(x):
+                if x is None:
+                    return None
+                return {f.get("var"): (f.findtext(X + "value") or "") for f in x.findall(X + "field")}
+
+            def on_publish(iq):
+                if iq["type"] != "set":
+                    return
+                ps = "{http://jabber.org/protocol/pubsub}"
+                pubsub = iq.xml.find(ps + "pubsub")
+                publish = pubsub.find(ps + "publish")
+                note = publish.find(ps + "item/{urn:xmpp:push:0}notification") if publish is not None else None
+                options = pubsub.find(ps + "publish-options")
+                emit({"event": "push", "from": str(iq["from"]),
+                      "node": publish.get("node") if publish is not None else None,
+                      "fields": form_values(note.find(X + "x") if note is not None else None),
+                      "options": form_values(options.find(X + "x") if options is not None else None)})
+                err = agent.push_error
+                reply = (f"<iq type='{'error' if err else 'result'}' to={quoteattr(str(iq['from']))}"
+                         f" id={quoteattr(iq['id'])}>")
+                if err:
+                    reply += (f"<error type={quoteattr(err['type'])}><{err['condition']}"
+                              " xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error>")
+                agent.send_raw(reply + "</iq>")
+            agent.register_handler(Callback("push-publish", MatchXPath(
+                "{jabber:client}iq/{http://jabber.org/protocol/pubsub}pubsub"), on_publish))
+        return {"ok": True}
     return {"ok": False, "error": f"unknown command {c}"}
 
 

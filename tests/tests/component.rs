@@ -98,14 +98,19 @@ fn a_component_chats_through_the_server_and_only_with_its_secret_and_domain() {
         .event("message", Duration::from_secs(10))
         .expect("the component gets alice's message");
     assert_eq!(got["body"], "hello component");
-    assert!(got["from"].as_str().unwrap().starts_with(&format!("alice@{DOMAIN}/")));
+    assert!(got["from"]
+        .as_str()
+        .unwrap()
+        .starts_with(&format!("alice@{DOMAIN}/")));
     alice.expect_event("message", Duration::from_secs(10), |m| {
         m["body"] == "echo: hello component" && m["from"] == format!("bot@{echo}")
     });
 
     // A stanza from outside its own domain never reaches alice.
     alice.message(&format!("bot@{echo}"), "forge");
-    component.event("message", Duration::from_secs(10)).expect("forge request");
+    component
+        .event("message", Duration::from_secs(10))
+        .expect("forge request");
     assert!(alice
         .wait_event("message", Duration::from_secs(3), |m| m["body"] == "forged")
         .is_none());

@@ -16,6 +16,7 @@ pub mod pep;
 pub mod ping;
 pub mod presence;
 pub mod private_storage;
+pub mod push;
 pub mod register;
 pub mod roster;
 pub mod session;
@@ -90,7 +91,7 @@ pub enum Unbound {
     },
 }
 
-pub trait Module: Send + Sync {
+pub trait Module: std::any::Any + Send + Sync {
     /// Short name: the `[modules.NAME]` config section and the key of its migrations.
     fn name(&self) -> &'static str;
     /// The hooks this module handles, each with a priority (higher runs first).
@@ -207,6 +208,7 @@ impl Modules {
             Arc::new(mam::Archive::new(&config.modules.mam)),
             Arc::new(pep::Pep::new(&config.modules.pep)),
             Arc::new(private_storage::PrivateStorage),
+            Arc::new(push::Push::new(&config.modules.push)),
             Arc::new(bookmarks::Bookmarks),
             Arc::new(session::LegacySession),
             Arc::new(stream_management::StreamManagement::new(
@@ -296,6 +298,14 @@ impl Modules {
 
     pub fn all(&self) -> &[Arc<dyn Module>] {
         &self.list
+    }
+
+    /// The registered module of type `T`, for a module that offers others a function (the
+    /// group chat service asks `push` to notify a mention).
+    pub fn find<T: Module>(&self) -> Option<&T> {
+        self.list
+            .iter()
+            .find_map(|m| (&**m as &dyn std::any::Any).downcast_ref::<T>())
     }
 
     /// Runs a stanza hook: handlers by priority until one answers other than `Continue`.

@@ -370,6 +370,14 @@ async fn broadcast(server: &Arc<Server>, session: &SessionHandle, mut p: Element
     }
 }
 
+/// Broadcasts an available session's presence again, changed by another module (the avatar
+/// hash of XEP-0398), as if the client had sent it.
+pub async fn rebroadcast(server: &Arc<Server>, session: &SessionHandle, p: Element) {
+    if session.available() {
+        broadcast(server, session, p, true).await;
+    }
+}
+
 /// Answers the probes initial presence implies (RFC 6121 §4.3) for local contacts directly: the
 /// new session gets the current presence of every contact it is subscribed to and of the user's
 /// other sessions.

@@ -43,6 +43,14 @@ fn node_attr(el: &Element) -> Result<&str, StanzaError> {
     }
 }
 
+/// XEP-0398: a change of the avatar metadata node is copied into the vCard.
+async fn avatar_follows(server: &std::sync::Arc<crate::server::Server>, owner: &str, node: &str) {
+    use crate::modules::avatar_conversion::{metadata_changed, METADATA_NODE};
+    if node == METADATA_NODE {
+        metadata_changed(server, owner).await;
+    }
+}
+
 pub(crate) async fn handle(config: &PepConfig, req: IqRequest<'_>) -> IqResult {
     let server = req.server;
     let owner = match (&req.to.local, &req.from.local) {
@@ -109,10 +117,11 @@ pub(crate) async fn handle(config: &PepConfig, req: IqRequest<'_>) -> IqResult {
             }
             if matches!(op.attr("notify"), Some("1" | "true")) {
                 let body = Element::new("items", NS_EVENT)
-                    .with_attr("node", node)
+                    .with_attr("node", node.clone())
                     .with_child(Element::new("retract", NS_EVENT).with_attr("id", id));
                 notify(server, &owner, config.access, body).await;
             }
+            avatar_follows(server, &owner, &node).await;
             Ok(None)
         }
         (NS, "items", false) => {
@@ -196,8 +205,9 @@ pub(crate) async fn handle(config: &PepConfig, req: IqRequest<'_>) -> IqResult {
             store::delete(&server.storage, &owner, &node, kind == "purge")
                 .await
                 .map_err(internal)?;
-            let body = Element::new(kind, NS_EVENT).with_attr("node", node);
+            let body = Element::new(kind, NS_EVENT).with_attr("node", node.clone());
             notify(server, &owner, config.access, body).await;
+            avatar_follows(server, &owner, &node).await;
             Ok(None)
         }
         _ => Err(StanzaError::feature_not_implemented()),
@@ -293,6 +303,7 @@ async fn publish(
             .with_child(el);
         notify(server, owner, access, body).await;
     }
+    avatar_follows(server, owner, &node).await;
     let reply = Element::new("publish", NS)
         .with_attr("node", node)
         .with_child(Element::new("item", NS).with_attr("id", id));

@@ -246,7 +246,7 @@ pub fn choice_of(metadata: Option<&Element>) -> Choice {
     }
     match infos
         .iter()
-        .find(|i| i.attr("url").is_none() && i.attr("id").is_some())
+        .find(|i| i.attr("url").is_none_or(str::is_empty) && i.attr("id").is_some())
     {
         Some(i) => Choice::Stored {
             id: i.attr("id").unwrap_or_default().to_string(),
@@ -435,10 +435,12 @@ async fn publish_avatar(
             .map_err(|e| e.to_string())?
         {
             Published::Stored => {}
-            Published::TooManyNodes => return Err(format!(
+            Published::TooManyNodes => {
+                return Err(format!(
                 "the account has {} PEP nodes, the most allowed ([modules.pep] nodes_per_account)",
                 limits.nodes_per_account
-            )),
+            ))
+            }
         }
         if let Some(el) = super::pep::item_element(&item, NS_EVENT).await {
             let body = Element::new("items", NS_EVENT)

@@ -560,6 +560,30 @@ async def run_command(agent, cmd):
             return {"ok": False, "condition": e.iq["error"]["condition"], "text": e.iq["error"]["text"]}
         except IqTimeout:
             return {"ok": False, "condition": "timeout"}
+    if c in ("pep_subscribe", "pep_unsubscribe", "pep_subscriptions", "pep_node_subscriptions"):
+        # XEP-0060 §6.1, §6.2, §5.6 and (owner) §8.8.1 through slixmpp's xep_0060.
+        plugin = agent.plugin["xep_0060"]
+        try:
+            if c == "pep_subscribe":
+                res = await plugin.subscribe(cmd["to"], cmd["node"], timeout=10)
+                return {"ok": True, "subscription": res.xml.find(
+                    "{http://jabber.org/protocol/pubsub}pubsub/{http://jabber.org/protocol/pubsub}subscription"
+                ).get("subscription")}
+            if c == "pep_unsubscribe":
+                await plugin.unsubscribe(cmd["to"], cmd["node"], timeout=10)
+                return {"ok": True}
+            if c == "pep_subscriptions":
+                res, ns = await plugin.get_subscriptions(cmd["to"], timeout=10), "http://jabber.org/protocol/pubsub"
+            else:
+                res = await plugin.get_node_subscriptions(cmd["to"], cmd["node"], timeout=10)
+                ns = "http://jabber.org/protocol/pubsub#owner"
+            subs = [{"node": e.get("node"), "jid": e.get("jid"), "subscription": e.get("subscription")}
+                    for e in res.xml.iter("{%s}subscription" % ns)]
+            return {"ok": True, "subscriptions": subs}
+        except IqError as e:
+            return pubsub_error(e)
+        except IqTimeout:
+            return {"ok": False, "condition": "timeout"}
     return {"ok": False, "error": f"unknown command {c}"}
 
 

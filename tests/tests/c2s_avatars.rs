@@ -2,7 +2,9 @@
 //! (slixmpp's xep_0084 plugin: data, then metadata) shows up as the XEP-0153 photo hash in the
 //! presence a contact receives and as the PHOTO of the vCard (XEP-0054); a vCard photo set
 //! through slixmpp's xep_0054 shows up as the XEP-0084 avatar, notified to a contact that asked
-//! for avatar metadata and readable by a stranger (open). Removing either removes both.
+//! for avatar metadata and readable by a stranger (open). Removing either removes both. A
+//! stranger follows an avatar with an explicit XEP-0060 subscription (slixmpp's xep_0060), which
+//! the owner sees among the node's subscribers.
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
@@ -154,4 +156,63 @@ fn a_vcard_photo_shows_up_as_the_pep_avatar() {
     });
     assert!(!e["xml"].as_str().unwrap().contains("info"), "{e}");
     photo_in_presence(&mut bob, &alice_jid, "");
+}
+
+#[test]
+fn a_stranger_follows_an_avatar_by_subscribing_and_the_owner_sees_it() {
+    let server = TestServer::start("");
+    server.add_user("alice", "alice-password");
+    server.add_user("carol", "carol-password");
+    let (alice_jid, carol_jid) = (format!("alice@{DOMAIN}"), format!("carol@{DOMAIN}"));
+    let mut alice = client(&server, "alice");
+    let mut carol = client(&server, "carol");
+    let first = image(b"first");
+    let r =
+        alice.cmd(json!({"cmd": "vcard_set", "photo": B64.encode(&first), "type": "image/png"}));
+    assert_eq!(r["ok"], json!(true), "{r}");
+
+    // carol is no contact: nothing reaches her until she subscribes; then the newest item.
+    let r = carol.cmd(json!({"cmd": "pep_subscribe", "to": alice_jid, "node": METADATA}));
+    assert_eq!(
+        r["subscription"],
+        json!("subscribed"),
+        "{r}\n{}",
+        server.log()
+    );
+    let e = carol.expect_event("pep", T, |e| e["node"] == METADATA);
+    assert_eq!(e["id"], json!(sha1_hex(&first)), "{e}");
+    let second = image(b"second");
+    let r = alice
+        .cmd(json!({"cmd": "avatar_publish", "data": B64.encode(&second), "type": "image/png"}));
+    assert_eq!(r["ok"], json!(true), "{r}");
+    carol.expect_event("pep", T, |e| {
+        e["node"] == METADATA && e["id"] == json!(sha1_hex(&second))
+    });
+
+    let r = carol.cmd(json!({"cmd": "pep_subscriptions", "to": alice_jid}));
+    assert_eq!(
+        r["subscriptions"],
+        json!([{"node": METADATA, "jid": carol_jid, "subscription": "subscribed"}]),
+        "{r}"
+    );
+    let r = alice.cmd(json!({"cmd": "pep_node_subscriptions", "to": alice_jid, "node": METADATA}));
+    let jids: Vec<&str> = r["subscriptions"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{r}"))
+        .iter()
+        .filter_map(|s| s["jid"].as_str())
+        .collect();
+    assert!(
+        jids.contains(&carol_jid.as_str()) && jids.contains(&alice_jid.as_str()),
+        "{r}"
+    );
+    // Only alice may ask that.
+    let r = carol.cmd(json!({"cmd": "pep_node_subscriptions", "to": alice_jid, "node": METADATA}));
+    assert_eq!(r["condition"], json!("forbidden"), "{r}");
+
+    let r = carol.cmd(json!({"cmd": "pep_unsubscribe", "to": alice_jid, "node": METADATA}));
+    assert_eq!(r["ok"], json!(true), "{r}");
+    alice.cmd(json!({"cmd": "avatar_stop"}));
+    let late = carol.wait_event("pep", Duration::from_secs(1), |e| e["node"] == METADATA);
+    assert!(late.is_none(), "{late:?}");
 }

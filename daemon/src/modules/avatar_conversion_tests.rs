@@ -393,3 +393,20 @@ async fn the_account_advertises_the_conversion() {
     let xml = info.to_xml(ns::CLIENT);
     assert!(xml.contains(NS_CONVERSION), "{xml}");
 }
+
+#[tokio::test]
+async fn a_directed_presence_carries_the_hash_too() {
+    // XEP-0398 §4: "also ... directed presences such as MUC joins".
+    let h = Harness::new().await;
+    for u in ["alice", "carol"] {
+        h.user(u).await;
+    }
+    let mut a = h.login("alice", "a").await;
+    let mut c = h.login("carol", "c").await;
+    c.available().await;
+    let img = png(b"directed");
+    a.iq("set", None, vcard(Some(("image/jpeg", &img)))).await;
+    a.send(Element::new("presence", ns::CLIENT).with_attr("to", "carol@example.test/c"))
+        .await;
+    assert_eq!(presence_photo(&mut c).await, sha1_hex(&img));
+}

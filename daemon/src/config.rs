@@ -220,6 +220,8 @@ pub struct ModulesConfig {
     #[serde(default)]
     pub pep: crate::modules::pep::PepConfig,
     #[serde(default)]
+    pub vcard: crate::modules::vcard::VCardConfig,
+    #[serde(default)]
     pub stream_management: crate::modules::stream_management::StreamManagementConfig,
     #[serde(default)]
     pub component: crate::modules::component::ComponentConfig,

@@ -3,6 +3,7 @@
 //! registry here; it knows no module by name. Adding a XEP means one new file and one line in
 //! `Modules::new`. `docs/architecture.md` ("Writing a module") describes the hooks.
 
+pub mod avatar_conversion;
 pub mod blocking;
 pub mod bookmarks;
 pub mod caps;
@@ -210,6 +211,7 @@ impl Modules {
             Arc::new(private_storage::PrivateStorage),
             Arc::new(push::Push::new(&config.modules.push)),
             Arc::new(bookmarks::Bookmarks),
+            Arc::new(avatar_conversion::AvatarConversion),
             Arc::new(session::LegacySession),
             Arc::new(stream_management::StreamManagement::new(
                 &config.modules.stream_management,

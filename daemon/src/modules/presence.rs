@@ -381,6 +381,14 @@ async fn broadcast(server: &Arc<Server>, session: &SessionHandle, mut p: Element
     }
 }
 
+/// Broadcasts an available session's presence again, changed by another module (the avatar
+/// hash of XEP-0398), as if the client had sent it.
+pub async fn rebroadcast(server: &Arc<Server>, session: &SessionHandle, p: Element) {
+    if session.available() {
+        broadcast(server, session, p, true).await;
+    }
+}
+
 /// The probes initial presence implies (RFC 6121 §4.3): local contacts are answered directly
 /// (the new session gets the current presence of every contact it is subscribed to and of the
 /// user's other sessions); contacts on other servers get a probe from the user's bare JID.

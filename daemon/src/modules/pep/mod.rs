@@ -3,7 +3,9 @@
 //! Publish (with publish-options preconditions), retract, retrieve items, create, delete,
 //! purge and node configuration; notifications go to the owner's available sessions and to
 //! contacts subscribed to the owner's presence, but only to sessions whose caps ask for the node
-//! (`interest.rs`), and the newest item of each node goes to a session once its caps are known. Access models open, presence, roster and whitelist (the owner
+//! (`interest.rs`), and the newest item of each node goes to a session once its caps are known.
+//! An entity may also subscribe explicitly (`subscriptions.rs`), and the owner lists and
+//! manages a node's subscribers. Access models open, presence, roster and whitelist (the owner
 //! only) are checked on every read and every notification.
 
 pub mod form;
@@ -12,6 +14,7 @@ mod iq;
 pub(crate) use iq::item_element;
 mod remote;
 pub mod store;
+mod subscriptions;
 #[cfg(test)]
 mod tests;
 
@@ -45,6 +48,9 @@ pub struct PepConfig {
     /// Most nodes one account may have.
     #[serde(default = "default_nodes_per_account")]
     pub nodes_per_account: u32,
+    /// Most explicit subscribers (XEP-0060 §6.1) one node may have.
+    #[serde(default = "default_subscriptions_per_node")]
+    pub subscriptions_per_node: u32,
 }
 
 impl Default for PepConfig {
@@ -53,6 +59,7 @@ impl Default for PepConfig {
             items_per_node: default_items_per_node(),
             item_bytes: default_item_bytes(),
             nodes_per_account: default_nodes_per_account(),
+            subscriptions_per_node: default_subscriptions_per_node(),
         }
     }
 }
@@ -65,6 +72,9 @@ fn default_item_bytes() -> usize {
 }
 fn default_nodes_per_account() -> u32 {
     128
+}
+fn default_subscriptions_per_node() -> u32 {
+    256
 }
 
 /// The features disco#info on an account lists: exactly what this module does.
@@ -85,8 +95,12 @@ const FEATURES: &[&str] = &[
     "http://jabber.org/protocol/pubsub#publish",
     "http://jabber.org/protocol/pubsub#publish-options",
     "http://jabber.org/protocol/pubsub#purge-nodes",
+    "http://jabber.org/protocol/pubsub#manage-subscriptions",
     "http://jabber.org/protocol/pubsub#retract-items",
+    "http://jabber.org/protocol/pubsub#retrieve-affiliations",
     "http://jabber.org/protocol/pubsub#retrieve-items",
+    "http://jabber.org/protocol/pubsub#retrieve-subscriptions",
+    "http://jabber.org/protocol/pubsub#subscribe",
 ];
 
 pub struct Pep {
@@ -140,7 +154,7 @@ pub(crate) async fn may_read(
 }
 
 /// An event message from `owner` (bare JID) to `to`.
-fn event(owner: &str, to: &Jid, body: Element) -> Element {
+pub(crate) fn event(owner: &str, to: &Jid, body: Element) -> Element {
     Element::new("message", ns::CLIENT)
         .with_attr("type", "headline")
         .with_attr("from", owner)
@@ -177,14 +191,17 @@ pub(crate) async fn notify(server: &Arc<Server>, owner: &str, access: AccessMode
         }
     }
     let node = body.attr("node").unwrap_or_default().to_string();
+    let mut done = std::collections::HashSet::new();
     for bare in readers {
         for s in server.sessions.sessions_of(&bare) {
             if wants(&s, &node) {
                 s.deliver(event(&owner_bare, &s.jid, body.clone()));
+                done.insert(s.jid.to_string());
             }
         }
     }
     remote::notify(server, &owner_bare, &remote_readers, &body);
+    subscriptions::notify_subscribers(server, owner, access, &body, &done).await;
 }
 
 /// The newest item of every node the session's account may see, from its own account and from
@@ -282,7 +299,12 @@ impl Module for Pep {
                 &[IqTarget::OwnAccount, IqTarget::OtherAccount],
                 NS,
             ),
-            IqRoute::new(IqKind::Both, &[IqTarget::OwnAccount], NS_OWNER),
+            // Others are told `forbidden` (XEP-0060 §8), not that nobody answers.
+            IqRoute::new(
+                IqKind::Both,
+                &[IqTarget::OwnAccount, IqTarget::OtherAccount],
+                NS_OWNER,
+            ),
         ];
         ROUTES
     }

@@ -365,6 +365,51 @@ mod tests {
         assert!(note.to_xml(ns::CLIENT).contains("hello far"));
         assert!(!far.has(|e| e.attr("to") == Some("bob@far.example/pager")));
 
+        // An explicit XEP-0060 subscription from the other server gets notifications by JID.
+        let sub = Element::new("iq", ns::CLIENT)
+            .with_attr("type", "set")
+            .with_attr("id", "s1")
+            .with_attr("from", "bob@far.example/pager")
+            .with_attr("to", a.as_str())
+            .with_child(
+                Element::new("pubsub", super::super::NS).with_child(
+                    Element::new("subscribe", super::super::NS)
+                        .with_attr("node", "urn:test:n")
+                        .with_attr("jid", "bob@far.example/pager"),
+                ),
+            );
+        crate::delivery::route(&h.server, sub, None).await;
+        let got = far
+            .expect("the subscription", |e| e.attr("id") == Some("s1"))
+            .await;
+        assert_eq!(
+            got.attr("type"),
+            Some("result"),
+            "{}",
+            got.to_xml(ns::CLIENT)
+        );
+        let republish = Element::new("pubsub", super::super::NS).with_child(
+            Element::new("publish", super::super::NS)
+                .with_attr("node", "urn:test:n")
+                .with_child(
+                    Element::new("item", super::super::NS)
+                        .with_attr("id", "current")
+                        .with_child(Element::new("x", "urn:test").with_text("again")),
+                ),
+        );
+        assert_eq!(
+            alice.iq("set", None, republish).await.attr("type"),
+            Some("result")
+        );
+        for to in ["bob@far.example/phone", "bob@far.example/pager"] {
+            far.expect("a notification by caps and by subscription", |e| {
+                e.name == "message"
+                    && e.attr("to") == Some(to)
+                    && e.to_xml(ns::CLIENT).contains("again")
+            })
+            .await;
+        }
+
         // Reads from the other server: bob (subscribed) may read a presence node, eve may not.
         let r =
             alice

@@ -125,7 +125,7 @@ async fn node_names(s: &Storage, user: &str) -> Result<Vec<String>, StorageError
 }
 
 /// The available local sessions a subscription of `jid` reaches: that resource, or every
-/// resource of a bare JID. Remote subscribers wait for federation.
+/// resource of a bare JID (subscribers on other servers are sent to by their JID instead).
 fn sessions_for(server: &Server, jid: &Jid) -> Vec<crate::sessions::SessionHandle> {
     if jid.domain != server.domain() {
         return Vec::new();
@@ -160,6 +160,13 @@ pub(crate) async fn notify_subscribers(
     for (_, jid) in subscribers {
         let Ok(jid) = Jid::parse(&jid) else { continue };
         if !may_read(server, owner, access, &jid).await {
+            continue;
+        }
+        if jid.domain != server.domain() {
+            // A subscriber on another server: its server delivers (XEP-0060 §7.1.2).
+            if sent.insert(jid.to_string()) {
+                crate::delivery::deliver_to_full(server, event(&owner_bare, &jid, body.clone()));
+            }
             continue;
         }
         for s in sessions_for(server, &jid) {

@@ -220,6 +220,8 @@ pub struct ModulesConfig {
     #[serde(default)]
     pub pep: crate::modules::pep::PepConfig,
     #[serde(default)]
+    pub muc: crate::modules::muc::MucConfig,
+    #[serde(default)]
     pub stream_management: crate::modules::stream_management::StreamManagementConfig,
 }
 

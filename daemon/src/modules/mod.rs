@@ -10,6 +10,7 @@ pub mod carbons;
 pub mod client_state;
 pub mod disco;
 pub mod mam;
+pub mod muc;
 pub mod offline;
 pub mod pep;
 pub mod ping;
@@ -205,6 +206,7 @@ impl Modules {
             Arc::new(client_state::ClientState::new(&config.modules.csi)),
             Arc::new(mam::Archive::new(&config.modules.mam)),
             Arc::new(pep::Pep::new(&config.modules.pep)),
+            Arc::new(muc::Muc::new(&config.modules.muc)),
             Arc::new(private_storage::PrivateStorage),
             Arc::new(bookmarks::Bookmarks),
             Arc::new(session::LegacySession),

@@ -230,13 +230,16 @@ pub fn send_to_contact(
         let Some(Ok(to)) = stanza::to_jid(&p) else {
             return;
         };
-        if to.domain != server.domain() || to.local.is_none() {
-            // Federation is not available yet; remote contacts do not see presence.
-            return;
-        }
         let Some(from) = stanza::from_jid(&p) else {
             return;
         };
+        if to.domain != server.domain() {
+            // Another domain (a group chat service here, a remote server): its route.
+            return crate::delivery::route(server, p, None).await;
+        }
+        if to.local.is_none() {
+            return;
+        }
         crate::delivery::inbound(server, p, from, to, None).await;
     })
 }

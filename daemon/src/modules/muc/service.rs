@@ -35,6 +35,7 @@ pub struct Service {
 
 /// Sends a stanza from the room to an occupant or invitee, through the recipient's hooks.
 pub async fn send(server: &Arc<Server>, stanza: Element) {
+    log::trace!("group chats: out {}", stanza.to_xml(crate::xml::ns::CLIENT));
     crate::delivery::route(server, stanza, None).await;
 }
 
@@ -96,6 +97,7 @@ impl Service {
     }
 
     pub async fn handle(&mut self, server: &Arc<Server>, stanza: Element) {
+        log::trace!("group chats: in {}", stanza.to_xml(crate::xml::ns::CLIENT));
         let Some(from) = stanza::from_jid(&stanza) else {
             return;
         };

@@ -216,10 +216,8 @@ pub fn parse(x: &Element, current: &RoomConfig, limits: FormLimits) -> Result<Ro
         let vals = values(f);
         let one = vals.first().map(String::as_str).unwrap_or("");
         match var {
-            "FORM_TYPE" => {
-                if one != ROOMCONFIG {
-                    return Err(format!("FORM_TYPE '{one}' is not {ROOMCONFIG}"));
-                }
+            "FORM_TYPE" if one != ROOMCONFIG => {
+                return Err(format!("FORM_TYPE '{one}' is not {ROOMCONFIG}"));
             }
             "muc#roomconfig_roomname" => c.name = text(var, one)?,
             "muc#roomconfig_roomdesc" => c.description = text(var, one)?,
@@ -331,11 +329,13 @@ mod tests {
 
     #[test]
     fn the_rendered_form_parses_back_to_the_same_settings() {
-        let mut c = RoomConfig::default();
-        c.name = "Meetup".into();
-        c.password = Some("pw".into());
-        c.whois = Whois::Anyone;
-        c.max_users = 30;
+        let c = RoomConfig {
+            name: "Meetup".into(),
+            password: Some("pw".into()),
+            whois: Whois::Anyone,
+            max_users: 30,
+            ..RoomConfig::default()
+        };
         let mut shown = render(&c, LIMITS);
         shown.set_attr("type", "submit");
         assert_eq!(parse(&shown, &RoomConfig::default(), LIMITS).unwrap(), c);

@@ -104,8 +104,8 @@ async fn groupchat(
     // Only the room gives these out (XEP-0359 §4, XEP-0421 §4).
     out.children.retain(|c| match c {
         crate::xml::Node::Element(e) => {
-            !(e.is("stanza-id", SID) && e.attr("by") == Some(room_jid.as_str()))
-                && !e.is("occupant-id", NS_OCCUPANT_ID)
+            let forged_id = e.is("stanza-id", SID) && e.attr("by") == Some(room_jid.as_str());
+            !(forged_id || e.is("occupant-id", NS_OCCUPANT_ID))
         }
         _ => true,
     });

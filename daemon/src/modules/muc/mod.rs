@@ -18,6 +18,8 @@ mod admin;
 pub mod form;
 mod history;
 mod messages;
+#[cfg(test)]
+mod moderation_tests;
 mod occupants;
 pub mod room;
 mod service;

@@ -428,3 +428,167 @@ pub fn may_set_affiliation(actor: Affiliation, old: Affiliation, new: Affiliatio
         _ => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jid(s: &str) -> Jid {
+        Jid::parse(s).unwrap()
+    }
+
+    fn room() -> Room {
+        let mut r = Room::new("r", &jid("owner@x"), RoomConfig::default(), "salt".into());
+        r.occupants.push(Occupant {
+            nick: "Bob".into(),
+            bare: jid("bob@x"),
+            role: Role::Participant,
+            sessions: vec![Session {
+                jid: jid("bob@x/pc"),
+                presence: Vec::new(),
+            }],
+        });
+        r
+    }
+
+    #[test]
+    fn roles_follow_the_moderation_rules() {
+        use Affiliation as A;
+        use Role as R;
+        // A moderator kicks and silences participants, but only admins make moderators.
+        assert!(may_set_role(
+            A::None,
+            R::Moderator,
+            A::None,
+            R::Participant,
+            R::None
+        ));
+        assert!(may_set_role(
+            A::Member,
+            R::Moderator,
+            A::None,
+            R::Participant,
+            R::Visitor
+        ));
+        assert!(!may_set_role(
+            A::Member,
+            R::Moderator,
+            A::None,
+            R::Participant,
+            R::Moderator
+        ));
+        assert!(may_set_role(
+            A::Admin,
+            R::Moderator,
+            A::None,
+            R::Participant,
+            R::Moderator
+        ));
+        assert!(!may_set_role(
+            A::Member,
+            R::Moderator,
+            A::None,
+            R::Moderator,
+            R::Participant
+        ));
+        // Nobody touches admins' or owners' roles; participants touch nobody's.
+        assert!(!may_set_role(
+            A::Owner,
+            R::Moderator,
+            A::Admin,
+            R::Moderator,
+            R::None
+        ));
+        assert!(!may_set_role(
+            A::Member,
+            R::Participant,
+            A::None,
+            R::Visitor,
+            R::Participant
+        ));
+    }
+
+    #[test]
+    fn affiliations_follow_the_ownership_rules() {
+        use Affiliation as A;
+        assert!(may_set_affiliation(A::Owner, A::None, A::Owner));
+        assert!(may_set_affiliation(A::Admin, A::Member, A::Outcast));
+        assert!(!may_set_affiliation(A::Admin, A::Admin, A::None));
+        assert!(!may_set_affiliation(A::Admin, A::None, A::Admin));
+        assert!(!may_set_affiliation(A::Member, A::None, A::Member));
+    }
+
+    #[test]
+    fn entering_is_refused_for_the_right_reason() {
+        let mut r = room();
+        let carol = jid("carol@x");
+        assert!(entry_refusal(&r, &carol, "Carol", None).is_none());
+        assert_eq!(
+            entry_refusal(&r, &carol, "Bob", None).unwrap().condition,
+            "conflict"
+        );
+        assert!(
+            entry_refusal(&r, &jid("bob@x"), "Bob", None).is_none(),
+            "another device"
+        );
+        r.config.password = Some("pw".into());
+        assert_eq!(
+            entry_refusal(&r, &carol, "Carol", None).unwrap().condition,
+            "not-authorized"
+        );
+        assert!(entry_refusal(&r, &carol, "Carol", Some("pw")).is_none());
+        assert!(
+            entry_refusal(&r, &jid("owner@x"), "O", None).is_none(),
+            "owners need none"
+        );
+        r.config.password = None;
+        r.config.max_users = 1;
+        assert_eq!(
+            entry_refusal(&r, &carol, "Carol", None).unwrap().condition,
+            "service-unavailable"
+        );
+        r.config.members_only = true;
+        assert_eq!(
+            entry_refusal(&r, &carol, "Carol", None).unwrap().condition,
+            "registration-required"
+        );
+        r.affiliations.insert(
+            "carol@x".into(),
+            Affiliated {
+                affiliation: Affiliation::Outcast,
+                nick: None,
+                reason: None,
+            },
+        );
+        assert_eq!(
+            entry_refusal(&r, &carol, "Carol", None).unwrap().condition,
+            "forbidden"
+        );
+        r.locked = true;
+        assert_eq!(
+            entry_refusal(&r, &jid("dave@x"), "D", None)
+                .unwrap()
+                .condition,
+            "item-not-found"
+        );
+    }
+
+    #[test]
+    fn occupant_ids_are_stable_per_room_and_differ_between_rooms() {
+        let r = room();
+        let mut other = room();
+        other.salt = "other".into();
+        let bob = jid("bob@x/phone");
+        assert_eq!(r.occupant_id(&bob), r.occupant_id(&jid("bob@x/laptop")));
+        assert_ne!(r.occupant_id(&bob), other.occupant_id(&bob));
+        assert_ne!(r.occupant_id(&bob), r.occupant_id(&jid("carol@x")));
+    }
+
+    #[test]
+    fn private_message_policies() {
+        assert!(PmPolicy::Anyone.allows(Role::Visitor));
+        assert!(!PmPolicy::Participants.allows(Role::Visitor));
+        assert!(PmPolicy::Moderators.allows(Role::Moderator));
+        assert!(!PmPolicy::None.allows(Role::Moderator));
+    }
+}

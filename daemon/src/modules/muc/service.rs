@@ -280,7 +280,8 @@ impl Service {
         }
         if let Some(nick) = nick {
             let answer = self.occupant_iq(&name, &nick, &from, &payload);
-            return answer_iq(server, &iq, answer);
+            answer_iq(server, &iq, answer);
+            return self.after_last_left(server, &name).await;
         }
         let set = iq.attr("type") == Some("set");
         let answer = match (payload.name.as_str(), payload.ns.as_str(), set) {
@@ -304,6 +305,8 @@ impl Service {
             _ => Err(StanzaError::service_unavailable()),
         };
         answer_iq(server, &iq, answer);
+        // A room only asked about (disco, archive) does not stay in memory.
+        self.after_last_left(server, &name).await;
     }
 
     /// IQs to an occupant's JID: XEP-0410 self-ping; nothing else is passed on.

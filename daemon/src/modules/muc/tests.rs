@@ -9,14 +9,14 @@ use crate::modules::mam::SID;
 use crate::xml::{ns, Element};
 use std::time::Duration;
 
-fn muc() -> String {
+pub(super) fn muc() -> String {
     format!("groups.{DOMAIN}")
 }
-fn room(name: &str) -> String {
+pub(super) fn room(name: &str) -> String {
     format!("{name}@{}", muc())
 }
 
-fn codes(p: &Element) -> Vec<String> {
+pub(super) fn codes(p: &Element) -> Vec<String> {
     p.child("x", NS_USER)
         .map(|x| {
             x.elements()
@@ -27,14 +27,14 @@ fn codes(p: &Element) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn item_attr(p: &Element, attr: &str) -> Option<String> {
+pub(super) fn item_attr(p: &Element, attr: &str) -> Option<String> {
     p.child("x", NS_USER)?
         .child("item", NS_USER)?
         .attr(attr)
         .map(str::to_string)
 }
 
-fn error_condition(e: &Element) -> String {
+pub(super) fn error_condition(e: &Element) -> String {
     e.child("error", ns::CLIENT)
         .and_then(|er| {
             er.elements()
@@ -46,7 +46,7 @@ fn error_condition(e: &Element) -> String {
 
 /// Sends the entering presence; returns the answer from the occupant JID that ends it (own
 /// presence with 110, or an error).
-async fn enter_with(c: &mut TestClient, name: &str, nick: &str, x: Element) -> Element {
+pub(super) async fn enter_with(c: &mut TestClient, name: &str, nick: &str, x: Element) -> Element {
     let occupant = format!("{}/{nick}", room(name));
     c.send(
         Element::new("presence", ns::CLIENT)
@@ -62,19 +62,19 @@ async fn enter_with(c: &mut TestClient, name: &str, nick: &str, x: Element) -> E
     .await
 }
 
-async fn enter(c: &mut TestClient, name: &str, nick: &str) -> Element {
+pub(super) async fn enter(c: &mut TestClient, name: &str, nick: &str) -> Element {
     enter_with(c, name, nick, Element::new("x", NS_MUC)).await
 }
 
 /// Waits for the subject message that ends entering.
-async fn subject(c: &mut TestClient) -> Element {
+pub(super) async fn subject(c: &mut TestClient) -> Element {
     c.expect("subject", |e| {
         e.name == "message" && e.child("subject", ns::CLIENT).is_some()
     })
     .await
 }
 
-fn config_form(fields: &[(&str, &str)]) -> Element {
+pub(super) fn config_form(fields: &[(&str, &str)]) -> Element {
     let mut x = Element::new("x", DATA)
         .with_attr("type", "submit")
         .with_child(
@@ -92,11 +92,11 @@ fn config_form(fields: &[(&str, &str)]) -> Element {
     Element::new("query", NS_OWNER).with_child(x)
 }
 
-async fn configure(c: &mut TestClient, name: &str, fields: &[(&str, &str)]) -> Element {
+pub(super) async fn configure(c: &mut TestClient, name: &str, fields: &[(&str, &str)]) -> Element {
     c.iq("set", Some(&room(name)), config_form(fields)).await
 }
 
-async fn admin_set(c: &mut TestClient, name: &str, item: Element) -> Element {
+pub(super) async fn admin_set(c: &mut TestClient, name: &str, item: Element) -> Element {
     c.iq(
         "set",
         Some(&room(name)),
@@ -105,7 +105,7 @@ async fn admin_set(c: &mut TestClient, name: &str, item: Element) -> Element {
     .await
 }
 
-fn groupchat(name: &str, text: &str) -> Element {
+pub(super) fn groupchat(name: &str, text: &str) -> Element {
     Element::new("message", ns::CLIENT)
         .with_attr("type", "groupchat")
         .with_attr("to", room(name))
@@ -113,7 +113,7 @@ fn groupchat(name: &str, text: &str) -> Element {
         .with_child(Element::new("body", ns::CLIENT).with_text(text))
 }
 
-async fn got_body(c: &mut TestClient, text: &str) -> Element {
+pub(super) async fn got_body(c: &mut TestClient, text: &str) -> Element {
     let t = text.to_string();
     c.expect(text, move |e| {
         e.name == "message" && body(e).as_deref() == Some(t.as_str())
@@ -121,7 +121,7 @@ async fn got_body(c: &mut TestClient, text: &str) -> Element {
     .await
 }
 
-async fn setup(users: &[&str]) -> (Harness, Vec<TestClient>) {
+pub(super) async fn setup(users: &[&str]) -> (Harness, Vec<TestClient>) {
     let h = Harness::new().await;
     let mut clients = Vec::new();
     for u in users {

@@ -184,3 +184,85 @@ impl Module for Muc {
         runtime.spawn(svc.run(Arc::downgrade(server), server.shutdown_signal(), rx));
     }
 }
+
+/// Every room, for the admin pages: name, title, members, last activity. Empty when group chats
+/// never ran on this database (their tables are made at the server's first start).
+pub async fn list_rooms(storage: &crate::storage::Storage) -> Result<Vec<store::Listed>, String> {
+    storage
+        .read(|c| {
+            let made: bool = c
+                .query_row(
+                    "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'muc_rooms'",
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )
+                .map(|n| n > 0)?;
+            if !made {
+                return Ok(Vec::new());
+            }
+            store::list(c, false, u32::MAX)
+        })
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Destroys a room as the server's admin: through the service, so its occupants are told (the
+/// same `muc#owner` destroy an owner sends, from the server's own JID). When the server is not
+/// running, `storage` removes it directly.
+pub async fn destroy_room(
+    live: Option<&Arc<Server>>,
+    storage: &crate::storage::Storage,
+    config: &Config,
+    name: &str,
+    reason: &str,
+) -> Result<(), String> {
+    let name = crate::jid::normalize_local(name).map_err(|e| format!("room name {name:?}: {e}"))?;
+    let domain = service_domain(config);
+    let Some(server) = live else {
+        let exists = list_rooms(storage).await?.iter().any(|r| r.name == name);
+        if !exists {
+            return Err(format!("there is no room {name}@{domain}"));
+        }
+        return storage
+            .call(move |c| store::delete_room(c, &name))
+            .await
+            .map_err(|e| e.to_string());
+    };
+    let route = server
+        .domains
+        .route_for(&domain)
+        .filter(|_| server.domains.is_hosted(&domain))
+        .ok_or_else(|| "group chats are not running".to_string())?;
+    let room = Jid::parse(&format!("{name}@{domain}")).map_err(|e| e.to_string())?;
+    let mut destroy = Element::new("destroy", admin::NS_OWNER);
+    if !reason.is_empty() {
+        destroy.push_child(Element::new("reason", admin::NS_OWNER).with_text(reason));
+    }
+    let iq = Element::new("iq", crate::xml::ns::CLIENT)
+        .with_attr("type", "set")
+        .with_attr("to", room.to_string())
+        .with_child(Element::new("query", admin::NS_OWNER).with_child(destroy));
+    let s = server.clone();
+    let answer = server
+        .iq_tracker
+        .ask(
+            server.domain(),
+            iq,
+            std::time::Duration::from_secs(10),
+            move |iq| route.accept(&s, iq, &room).is_ok(),
+        )
+        .await
+        .map_err(|e| format!("the group chat service did not answer: {e:?}"))?;
+    match answer.attr("type") {
+        Some("result") => Ok(()),
+        _ => Err(
+            match answer
+                .to_xml(crate::xml::ns::CLIENT)
+                .contains("item-not-found")
+            {
+                true => format!("there is no room {name}@{domain}"),
+                false => "the group chat service refused".to_string(),
+            },
+        ),
+    }
+}

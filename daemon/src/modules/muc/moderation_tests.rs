@@ -172,3 +172,38 @@ async fn the_rooms_vcard_gives_its_avatar_hash_to_occupants() {
         .await;
     assert!(got.to_xml(ns::CLIENT).contains("aGVsbG8="));
 }
+
+#[tokio::test]
+async fn the_servers_admin_lists_and_destroys_rooms_through_the_control_requests() {
+    use crate::control::{execute, Request};
+    let (h, mut c) = setup(&["alice", "bob"]).await;
+    let [alice, bob] = &mut c[..] else {
+        unreachable!()
+    };
+    enter(alice, "noisy", "Alice").await;
+    configure(alice, "noisy", &[("muc#roomconfig_roomname", "Noisy")]).await;
+    enter(bob, "noisy", "Bob").await;
+    let s = &h.server;
+    let list = execute(&s.config, &s.storage, Some(s), Request::RoomList).await;
+    assert!(list.ok, "{list:?}");
+    assert_eq!(list.data[0]["name"], "noisy");
+    assert_eq!(list.data[0]["title"], "Noisy");
+    let req = Request::RoomDestroy {
+        room: "noisy".into(),
+        reason: "closed by the admin".into(),
+    };
+    let r = execute(&s.config, &s.storage, Some(s), req).await;
+    assert!(r.ok, "{r:?}");
+    let p = bob
+        .expect("destroy notice", |e| e.attr("type") == Some("unavailable"))
+        .await;
+    assert!(p.to_xml(ns::CLIENT).contains("closed by the admin"));
+    let list = execute(&s.config, &s.storage, Some(s), Request::RoomList).await;
+    assert_eq!(list.data, serde_json::json!([]));
+    let req = Request::RoomDestroy {
+        room: "noisy".into(),
+        reason: String::new(),
+    };
+    let r = execute(&s.config, &s.storage, Some(s), req).await;
+    assert!(r.error.unwrap().contains("no room"));
+}

@@ -265,18 +265,18 @@ impl Service {
         }
         let payload = match iq.first_element() {
             Some(p) if iq.elements().count() == 1 => p.clone(),
-            _ => return refuse(server, &iq, StanzaError::bad_request()),
+            _ => return answer_iq(server, &iq, Err(StanzaError::bad_request())),
         };
         match self.load(server, &name).await {
             Ok(true) => {}
             Ok(false) => {
-                return refuse(
+                return answer_iq(
                     server,
                     &iq,
-                    StanzaError::item_not_found().with_text("no such room"),
+                    Err(StanzaError::item_not_found().with_text("no such room")),
                 )
             }
-            Err(e) => return refuse(server, &iq, e),
+            Err(e) => return answer_iq(server, &iq, Err(e)),
         }
         if let Some(nick) = nick {
             let answer = self.occupant_iq(&name, &nick, &from, &payload);
@@ -409,10 +409,27 @@ impl Service {
     }
 }
 
-/// Sends an IQ's result (with the payload, if any) or its error.
+/// Whether a stanza comes from the server itself (its admin, through the control socket).
+pub fn from_server(server: &Server, from: &Jid) -> bool {
+    from.local.is_none() && from.resource.is_none() && from.domain == server.domain()
+}
+
+/// Sends an IQ's result (with the payload, if any) or its error; the server's own requests are
+/// answered to the tracker that waits for them.
 pub fn answer_iq(server: &Arc<Server>, iq: &Element, answer: Result<Option<Element>, StanzaError>) {
-    match answer {
-        Ok(payload) => reply(server, stanza::iq_result(iq, payload)),
-        Err(e) => refuse(server, iq, e),
+    let reply_el = match answer {
+        Ok(payload) => Some(stanza::iq_result(iq, payload)),
+        Err(e) => stanza::error_reply(iq, &e),
+    };
+    let Some(reply_el) = reply_el else {
+        return;
+    };
+    let asker = stanza::from_jid(iq);
+    let room = stanza::to_jid(iq).and_then(Result::ok);
+    match (asker, room) {
+        (Some(asker), Some(room)) if from_server(server, &asker) => {
+            server.iq_tracker.resolve(&room, reply_el);
+        }
+        _ => reply(server, reply_el),
     }
 }

@@ -245,7 +245,9 @@ def muc_setup(agent):
               "role": item.get("role") if item is not None else None,
               "affiliation": item.get("affiliation") if item is not None else None,
               "jid": item.get("jid") if item is not None else None,
-              "destroy": destroy.get("jid") if destroy is not None else None})
+              "destroyed": destroy is not None,
+              "destroy": destroy.get("jid") if destroy is not None else None,
+              "reason": destroy.findtext(MUC_USER + "reason") if destroy is not None else None})
     # slixmpp's xep_0045 silences the generic presence event for occupants: match them directly.
     agent.register_handler(Callback("muc-presence", MatchXPath(
         "{jabber:client}presence/{http://jabber.org/protocol/muc#user}x"), on_presence))

@@ -204,7 +204,7 @@ pub fn vcard(conn: &Connection, name: &str) -> Result<Option<String>, StorageErr
 }
 
 /// A room as the listings show it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Listed {
     pub name: String,
     pub title: String,

@@ -352,6 +352,14 @@ impl Config {
             return Err("auth.scram_iterations must be at least 4096 (RFC 7677)".into());
         }
         self.modules.stream_management.check()?;
+        if let Some(muc) = &self.services.muc {
+            if muc.eq_ignore_ascii_case(&self.domain) {
+                return Err(format!(
+                    "services.muc {muc:?} is the server's own domain; group chats need a name of their own, such as \"groups.{}\"",
+                    self.domain
+                ));
+            }
+        }
         for (key, name) in [
             ("services.muc", &self.services.muc),
             ("services.upload", &self.services.upload),
@@ -441,6 +449,16 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("domain"), "{e}");
+    }
+
+    #[test]
+    fn group_chats_need_a_domain_of_their_own() {
+        let text = format!("{MINIMAL}[services]\nmuc = \"Example.test\"\n");
+        let e = Config::parse(&text, "t").unwrap_err().to_string();
+        assert!(
+            e.contains("services.muc") && e.contains("groups.example.test"),
+            "{e}"
+        );
     }
 
     #[test]

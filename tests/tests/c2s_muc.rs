@@ -256,6 +256,32 @@ fn devices_of_one_account_share_a_nick_and_another_account_cannot_take_it() {
         m["body"] == "from the laptop" && m["from"] == json!(format!("{}/Alice", room()))
     });
     phone.expect_event("groupchat", T, |m| m["body"] == "from the laptop");
+
+    // The admin's view: hearthctl lists the room and destroys it; every device is told.
+    let out = server.hearthctl(&["room", "list"], None);
+    let listed = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success() && listed.starts_with("flat "),
+        "{listed}"
+    );
+    let out = server.hearthctl(
+        &["room", "destroy", &room(), "--reason", "closing time"],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for d in [&mut phone, &mut laptop, &mut bob] {
+        let p = d.expect_event("muc_presence", T, |p| p["destroyed"] == true);
+        assert_eq!(p["reason"], json!("closing time"), "{p}");
+    }
+    let out = server.hearthctl(&["room", "list"], None);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "");
+    let out = server.hearthctl(&["room", "destroy", "flat"], None);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no room"));
 }
 
 fn omemo_member(server: &TestServer, name: &str) -> (Agent, Value) {

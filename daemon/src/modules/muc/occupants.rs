@@ -391,6 +391,7 @@ async fn leave(svc: &mut Service, server: &Arc<Server>, p: &Element, from: &Jid,
         o.sessions.retain(|s| &s.jid != from);
         let mut alone = o.clone();
         alone.sessions.clear();
+        alone.role = Role::None;
         let mut pres = room.presence_of(&domain, &alone, Role::None, true, &[110]);
         pres.set_attr("to", from.to_string());
         send(server, pres).await;
@@ -398,9 +399,6 @@ async fn leave(svc: &mut Service, server: &Arc<Server>, p: &Element, from: &Jid,
     }
     let mut o = room.occupants.remove(i);
     o.role = Role::None;
-    for s in &mut o.sessions {
-        s.presence = status.clone();
-    }
     announce(
         server,
         &domain,

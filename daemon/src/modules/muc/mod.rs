@@ -11,11 +11,13 @@
 //!
 //! Files: `room.rs` the state and rules, `form.rs` the configuration form, `store.rs` the
 //! tables, `service.rs` the task and dispatch, `occupants.rs` entering, leaving and nicknames,
-//! `messages.rs` group messages, private messages, invitations and voice requests, `admin.rs`
+//! `messages.rs` group messages, private messages, invitations and voice requests, `forward.rs`
+//! IQs between occupants, `admin.rs`
 //! affiliations, roles, configuration and destruction, `history.rs` history, archive and vCard.
 
 mod admin;
 pub mod form;
+mod forward;
 mod history;
 mod messages;
 #[cfg(test)]

@@ -207,3 +207,62 @@ async fn the_servers_admin_lists_and_destroys_rooms_through_the_control_requests
     let r = execute(&s.config, &s.storage, Some(s), req).await;
     assert!(r.error.unwrap().contains("no room"));
 }
+
+#[tokio::test]
+async fn iqs_to_an_occupant_pass_through_the_room_without_real_jids() {
+    let (_h, mut c) = setup(&["alice", "bob", "carol"]).await;
+    let [alice, bob, carol] = &mut c[..] else {
+        unreachable!()
+    };
+    enter(alice, "q", "Alice").await;
+    configure(alice, "q", &[]).await;
+    enter(bob, "q", "Bob").await;
+    bob.send(
+        Element::new("iq", ns::CLIENT)
+            .with_attr("type", "get")
+            .with_attr("id", "v1")
+            .with_attr("to", format!("{}/Alice", room("q")))
+            .with_child(Element::new("vCard", "vcard-temp")),
+    )
+    .await;
+    let asked = alice
+        .expect("forwarded request", |e| {
+            e.name == "iq" && e.attr("type") == Some("get")
+        })
+        .await;
+    assert_eq!(asked.attr("from"), Some(&*format!("{}/Bob", room("q"))));
+    assert_ne!(asked.attr("id"), Some("v1"));
+    alice
+        .send(
+            Element::new("iq", ns::CLIENT)
+                .with_attr("type", "result")
+                .with_attr("id", asked.attr("id").unwrap())
+                .with_attr("to", asked.attr("from").unwrap())
+                .with_child(
+                    Element::new("vCard", "vcard-temp")
+                        .with_child(Element::new("FN", "vcard-temp").with_text("Alice A.")),
+                ),
+        )
+        .await;
+    let answer = bob.expect("answer", |e| e.attr("id") == Some("v1")).await;
+    assert_eq!(answer.attr("type"), Some("result"));
+    assert_eq!(answer.attr("from"), Some(&*format!("{}/Alice", room("q"))));
+    assert!(answer.to_xml(ns::CLIENT).contains("Alice A."));
+    // Someone outside the room cannot ask; a self-ping is answered by the room itself.
+    let r = carol
+        .iq(
+            "get",
+            Some(&format!("{}/Alice", room("q"))),
+            Element::new("vCard", "vcard-temp"),
+        )
+        .await;
+    assert_eq!(error_condition(&r), "not-acceptable");
+    let r = bob
+        .iq(
+            "get",
+            Some(&format!("{}/Bob", room("q"))),
+            Element::new("ping", "urn:xmpp:ping"),
+        )
+        .await;
+    assert_eq!(r.attr("type"), Some("result"));
+}

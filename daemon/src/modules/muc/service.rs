@@ -31,6 +31,8 @@ pub struct Service {
     pub settings: MucConfig,
     /// Rooms with occupants (and rooms being worked on), by name.
     pub rooms: HashMap<String, Room>,
+    /// IQs passed between occupants, waiting for their answers.
+    pub forwarder: super::forward::Forwarder,
 }
 
 /// Sends a stanza from the room to an occupant or invitee, through the recipient's hooks.
@@ -60,6 +62,7 @@ impl Service {
             domain,
             settings,
             rooms: HashMap::new(),
+            forwarder: Default::default(),
         }
     }
 
@@ -261,7 +264,11 @@ impl Service {
         nick: Option<String>,
     ) {
         if !matches!(iq.attr("type"), Some("get" | "set")) {
-            return; // Results and errors for the room: nothing asked, nothing to take.
+            // Answers: to a request passed to an occupant, else nothing the room asked.
+            if let Some(back) = self.forwarder.answer(&iq, &from) {
+                send(server, back).await;
+            }
+            return;
         }
         let payload = match iq.first_element() {
             Some(p) if iq.elements().count() == 1 => p.clone(),
@@ -279,8 +286,12 @@ impl Service {
             Err(e) => return answer_iq(server, &iq, Err(e)),
         }
         if let Some(nick) = nick {
-            let answer = self.occupant_iq(&name, &nick, &from, &payload);
-            answer_iq(server, &iq, answer);
+            if let Some(answer) = self
+                .occupant_iq(server, &iq, &name, &nick, &from, &payload)
+                .await
+            {
+                answer_iq(server, &iq, answer);
+            }
             return self.after_last_left(server, &name).await;
         }
         let set = iq.attr("type") == Some("set");
@@ -309,31 +320,45 @@ impl Service {
         self.after_last_left(server, &name).await;
     }
 
-    /// IQs to an occupant's JID: XEP-0410 self-ping; nothing else is passed on.
-    fn occupant_iq(
-        &self,
+    /// IQs to an occupant's JID: the XEP-0410 self-ping is answered here; the rest goes to the
+    /// occupant's newest device (`forward.rs`). `None` when it was passed on.
+    async fn occupant_iq(
+        &mut self,
+        server: &Arc<Server>,
+        iq: &Element,
         name: &str,
         nick: &str,
         from: &Jid,
         payload: &Element,
-    ) -> Result<Option<Element>, StanzaError> {
-        let room = self
-            .rooms
-            .get(name)
-            .ok_or_else(StanzaError::item_not_found)?;
-        let joined = room.by_session(from).is_some();
-        if payload.is("ping", PING) {
-            if !joined {
-                // XEP-0410 §3: tells the client it is no longer in the room.
-                return Err(StanzaError::new("modify", "not-acceptable")
-                    .with_text("you are not in this room"));
-            }
-            return match room.by_nick(nick) {
-                Some(_) => Ok(None),
-                None => Err(StanzaError::item_not_found()),
-            };
+    ) -> Option<Result<Option<Element>, StanzaError>> {
+        let room_jid = self.room_jid(name);
+        let Some(room) = self.rooms.get(name) else {
+            return Some(Err(StanzaError::item_not_found()));
+        };
+        let asker = room.by_session(from);
+        if payload.is("ping", PING) && asker.is_some_and(|o| o.nick == nick) {
+            return Some(Ok(None));
         }
-        Err(StanzaError::service_unavailable())
+        if let Err(e) = super::forward::may_ask(asker.is_some()) {
+            // XEP-0410 §3: a ping answered so tells the client it is no longer in the room.
+            return Some(Err(e));
+        }
+        let Some(target) = room.by_nick(nick).and_then(|o| o.sessions.last()) else {
+            return Some(Err(StanzaError::item_not_found()));
+        };
+        let asker_occupant = format!(
+            "{room_jid}/{}",
+            asker.map(|o| o.nick.as_str()).unwrap_or("")
+        );
+        let out = self.forwarder.request(
+            iq,
+            from,
+            &asker_occupant,
+            &format!("{room_jid}/{nick}"),
+            &target.jid.clone(),
+        );
+        send(server, out).await;
+        None
     }
 
     fn room_info(&self, name: &str, payload: &Element) -> Result<Option<Element>, StanzaError> {

@@ -234,8 +234,13 @@ pub fn send_to_contact(
             return;
         };
         if to.domain != server.domain() {
-            // Another domain (a group chat service here, a remote server): its route.
-            return crate::delivery::route(server, p, None).await;
+            // Another domain: its route (a group chat service here, federation). Without one,
+            // presence is dropped silently, as before federation: an error for every remote
+            // contact at every presence change would only be noise.
+            if server.domains.route_for(&to.domain).is_some() {
+                crate::delivery::route(server, p, None).await;
+            }
+            return;
         }
         if to.local.is_none() {
             return;

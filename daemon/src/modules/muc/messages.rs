@@ -135,7 +135,6 @@ async fn groupchat(
             room: name.to_string(),
             stanza_id,
             stamp: now_secs(),
-            sender_bare: sender.bare.bare_string(),
             occupant: format!("{room_jid}/{}", sender.nick),
             stanza: out.to_xml(ns::CLIENT),
         };

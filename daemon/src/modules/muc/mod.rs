@@ -19,6 +19,8 @@ mod admin;
 pub mod form;
 mod forward;
 mod history;
+#[cfg(test)]
+mod history_tests;
 mod messages;
 #[cfg(test)]
 mod moderation_tests;

@@ -252,8 +252,9 @@ pub struct NewMessage {
     pub room: String,
     pub stanza_id: String,
     pub stamp: i64,
-    /// The sender's real bare JID and its occupant JID (`room@service/nick`).
-    pub sender_bare: String,
+    /// The sender's occupant JID (`room@service/nick`), in both `with` columns: a query's
+    /// `with` names an occupant, and real JIDs stay out of the archive, so filtering by one
+    /// cannot tell who said what in a semi-anonymous room.
     pub occupant: String,
     pub stanza: String,
 }
@@ -266,7 +267,7 @@ pub fn archive(conn: &Connection, m: &NewMessage) -> Result<(), StorageError> {
             m.room,
             m.stanza_id,
             m.stamp,
-            m.sender_bare,
+            m.occupant,
             m.occupant,
             m.stanza
         ],

@@ -223,6 +223,161 @@ async def omemo_command(agent, c, cmd):
     return None
 
 
+MUC_USER = "{http://jabber.org/protocol/muc#user}"
+
+
+def muc_setup(agent):
+    """XEP-0045 and XEP-0249 plugins, and events for what a room says (status codes, items,
+    invitations, subject), once per agent."""
+    if getattr(agent, "muc_ready", False):
+        return
+    agent.muc_ready = True
+    for name in ("xep_0004", "xep_0045", "xep_0249", "xep_0313"):
+        agent.register_plugin(name)
+
+    def on_presence(pres):
+        x = pres.xml.find(MUC_USER + "x")
+        if x is None:
+            return
+        item = x.find(MUC_USER + "item")
+        destroy = x.find(MUC_USER + "destroy")
+        emit({"event": "muc_presence", "from": str(pres["from"]), "type": pres["type"],
+              "codes": sorted(s.get("code") for s in x.findall(MUC_USER + "status")),
+              "role": item.get("role") if item is not None else None,
+              "affiliation": item.get("affiliation") if item is not None else None,
+              "jid": item.get("jid") if item is not None else None,
+              "destroyed": destroy is not None,
+              "destroy": destroy.get("jid") if destroy is not None else None,
+              "reason": destroy.findtext(MUC_USER + "reason") if destroy is not None else None})
+    # slixmpp's xep_0045 silences the generic presence event for occupants: match them directly.
+    agent.register_handler(Callback("muc-presence", MatchXPath(
+        "{jabber:client}presence/{http://jabber.org/protocol/muc#user}x"), on_presence))
+
+    def on_groupchat(msg):
+        sid = msg.xml.find("{urn:xmpp:sid:0}stanza-id")
+        emit({"event": "groupchat", "from": str(msg["from"]), "to": str(msg["to"]), "body": msg["body"],
+              "id": msg["id"], "delayed": msg.xml.find("{urn:xmpp:delay}delay") is not None,
+              "stanza_id": sid.get("id") if sid is not None else None,
+              "by": sid.get("by") if sid is not None else None})
+    agent.add_event_handler("groupchat_message", on_groupchat)
+    agent.add_event_handler("groupchat_invite", lambda m: emit({
+        "event": "muc_invite", "direct": False, "room": str(m["from"].bare),
+        "from": str(m["muc"]["invite"]["from"]), "reason": m["muc"]["invite"]["reason"]}))
+    agent.add_event_handler("groupchat_direct_invite", lambda m: emit({
+        "event": "muc_invite", "direct": True, "room": str(m["groupchat_invite"]["jid"]),
+        "from": str(m["from"]), "reason": m["groupchat_invite"]["reason"]}))
+
+
+async def muc_command(agent, c, cmd):
+    """Group chat commands: a user in rooms on the server's XEP-0045 service."""
+    from slixmpp.exceptions import PresenceError
+    muc_setup(agent)
+    muc = agent.plugin["xep_0045"]
+    room = slixmpp.JID(cmd["room"]) if "room" in cmd else None
+    try:
+        if c == "muc_setup":
+            return {"ok": True}
+        if c == "muc_join":
+            pres, subject, occupants, history = await muc.join_muc_wait(
+                room, cmd["nick"], password=cmd.get("password"), maxstanzas=cmd.get("maxstanzas"),
+                timeout=cmd.get("timeout", 15))
+            x = pres.xml.find(MUC_USER + "x")
+            item = x.find(MUC_USER + "item")
+            hist = []
+            for m in history:
+                sid = m.xml.find("{urn:xmpp:sid:0}stanza-id")
+                hist.append({"body": m["body"], "from": str(m["from"]),
+                             "stanza_id": sid.get("id") if sid is not None else None})
+            return {"ok": True, "codes": sorted(s.get("code") for s in x.findall(MUC_USER + "status")),
+                    "role": item.get("role"), "affiliation": item.get("affiliation"),
+                    "occupants": sorted(str(p["from"].resource) for p in occupants),
+                    "history": hist, "subject": subject["subject"]}
+        if c == "muc_configure":
+            form = await muc.get_room_config(room, timeout=10)
+            values = {}
+            for var, value in cmd.get("fields", {}).items():
+                values[var] = value
+            if values:
+                form.set_values(values)
+            await muc.set_room_config(room, form, timeout=10)
+            return {"ok": True}
+        if c == "muc_send":
+            msg = agent.make_message(mto=room, mbody=cmd["body"], mtype="groupchat")
+            msg.send()
+            return {"ok": True, "id": msg["id"]}
+        if c == "muc_leave":
+            muc.leave_muc(room, cmd["nick"])
+            return {"ok": True}
+        if c == "muc_invite":
+            muc.invite(room, cmd["to"], cmd.get("reason", ""))
+            return {"ok": True}
+        if c == "muc_invite_direct":
+            agent.plugin["xep_0249"].send_invitation(slixmpp.JID(cmd["to"]), room, reason=cmd.get("reason"))
+            return {"ok": True}
+        if c == "muc_affiliation":
+            await muc.set_affiliation(room, cmd["affiliation"], jid=cmd["jid"], reason=cmd.get("reason", ""), timeout=10)
+            return {"ok": True}
+        if c == "muc_role":
+            await muc.set_role(room, cmd["nick"], cmd["role"], reason=cmd.get("reason", ""), timeout=10)
+            return {"ok": True}
+        if c == "muc_list":
+            jids = await muc.get_affiliation_list(room, cmd["affiliation"], timeout=10)
+            return {"ok": True, "jids": sorted(str(j) for j in jids)}
+        if c == "muc_destroy":
+            await muc.destroy(room, cmd.get("reason", ""), cmd.get("alt"), timeout=10)
+            return {"ok": True}
+        if c == "muc_mam":
+            # XEP-0313 on the room: every page until complete.
+            results, after = [], None
+            while True:
+                iq = agent.make_iq_set(ito=room)
+                qid = f"q{len(results)}-{cmd.get('id')}"
+                iq["mam"]["queryid"] = qid
+                iq["mam"]["rsm"]["max"] = str(cmd.get("max", 50))
+                if after:
+                    iq["mam"]["rsm"]["after"] = after
+                page = []
+
+                def on_result(msg, qid=qid, page=page):
+                    r = msg.xml.find("{urn:xmpp:mam:2}result")
+                    if r is None or r.get("queryid") != qid:
+                        return
+                    inner = r.find("{urn:xmpp:forward:0}forwarded").find("{jabber:client}message")
+                    body = inner.find("{jabber:client}body")
+                    page.append({"id": r.get("id"), "from": inner.get("from"),
+                                 "body": body.text if body is not None else None})
+                agent.register_handler(Callback(f"muc-mam-{qid}", MatchXPath("{jabber:client}message/{urn:xmpp:mam:2}result"), on_result))
+                try:
+                    res = await iq.send(timeout=20)
+                finally:
+                    agent.remove_handler(f"muc-mam-{qid}")
+                results.extend(page)
+                fin = res.xml.find("{urn:xmpp:mam:2}fin")
+                last = fin.find("{http://jabber.org/protocol/rsm}set/{http://jabber.org/protocol/rsm}last")
+                if fin.get("complete") in ("true", "1") or last is None:
+                    return {"ok": True, "results": results}
+                after = last.text
+        if c == "muc_omemo_send":
+            # A group message encrypted for every member's devices (members-only, non-anonymous).
+            omemo = agent.plugin["xep_0384"]
+            msg = agent.make_message(mto=room, mtype="groupchat")
+            msg["body"] = cmd["body"]
+            recipients = {slixmpp.JID(j) for j in cmd["members"]}
+            await omemo.refresh_device_lists(recipients, force_download=True)
+            encrypted, errors = await omemo.encrypt_message(msg, recipients)
+            if encrypted is None:
+                return {"ok": False, "error": f"nothing to send; errors: {errors}"}
+            encrypted.send()
+            return {"ok": True, "errors": [str(e) for e in errors]}
+    except PresenceError as e:
+        return {"ok": False, "condition": e.presence["error"]["condition"], "text": e.presence["error"]["text"]}
+    except IqError as e:
+        return {"ok": False, "condition": e.iq["error"]["condition"], "text": e.iq["error"]["text"]}
+    except (IqTimeout, asyncio.TimeoutError):
+        return {"ok": False, "condition": "timeout"}
+    return None
+
+
 def pubsub_error(e):
     """A refused pubsub request: the defined condition and the pubsub#errors one (XEP-0060)."""
     err = e.iq.xml.find("{jabber:client}error")
@@ -641,6 +796,10 @@ async def run_command(agent, cmd):
             return pubsub_error(e)
         except IqTimeout:
             return {"ok": False, "condition": "timeout"}
+    if c.startswith("muc_"):
+        result = await muc_command(agent, c, cmd)
+        if result is not None:
+            return result
     return {"ok": False, "error": f"unknown command {c}"}
 
 

@@ -12,6 +12,7 @@ pub mod client_state;
 pub mod component;
 pub mod disco;
 pub mod mam;
+pub mod muc;
 pub mod offline;
 pub mod pep;
 pub mod ping;
@@ -208,6 +209,7 @@ impl Modules {
             Arc::new(client_state::ClientState::new(&config.modules.csi)),
             Arc::new(mam::Archive::new(&config.modules.mam)),
             Arc::new(pep::Pep::new(&config.modules.pep)),
+            Arc::new(muc::Muc::new(&config.modules.muc)),
             Arc::new(private_storage::PrivateStorage),
             Arc::new(push::Push::new(&config.modules.push)),
             Arc::new(bookmarks::Bookmarks),

@@ -234,9 +234,13 @@ pub fn send_to_contact(
         let Some(Ok(to)) = stanza::to_jid(&p) else {
             return;
         };
+        let Some(from) = stanza::from_jid(&p) else {
+            return;
+        };
         if to.domain != server.domain() {
-            // A box without federation keeps presence to itself rather than sending its
-            // user an error for every remote contact at each change.
+            // Another domain: its route (a group chat service here, federation). Without one,
+            // presence is dropped silently, as before federation: an error for every remote
+            // contact at every presence change would only be noise.
             if server.domains.route_for(&to.domain).is_some() {
                 crate::delivery::route(server, p, None).await;
             }
@@ -245,9 +249,6 @@ pub fn send_to_contact(
         if to.local.is_none() {
             return;
         }
-        let Some(from) = stanza::from_jid(&p) else {
-            return;
-        };
         crate::delivery::inbound(server, p, from, to, None).await;
     })
 }

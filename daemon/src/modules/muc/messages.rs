@@ -156,10 +156,37 @@ async fn groupchat(
         copy.set_attr("to", to.to_string());
         send(server, copy).await;
     }
+    if let Some(body) = m.child("body", ns::CLIENT).map(Element::text) {
+        // A phone asleep in the room (its session hibernated) hears of messages naming it
+        // (XEP-0357 with group chats: mentions only, not every message).
+        let speaker = Jid::parse(&format!("{room_jid}/{}", sender.nick)).ok();
+        for o in room.occupants.iter().filter(|o| o.bare != sender.bare) {
+            if o.bare.domain == server.domain() && mentions(&body, &o.nick) {
+                if let Some(speaker) = &speaker {
+                    crate::modules::push::notify_mention(server, &o.bare, speaker, &body);
+                }
+            }
+        }
+    }
     if subject.is_some() && !content {
         svc.save(server, name).await?;
     }
     Ok(())
+}
+
+/// Whether `body` names `nick` as a word of its own (case-insensitive): "anna:" and "@Anna"
+/// do, "annabel" does not.
+pub fn mentions(body: &str, nick: &str) -> bool {
+    let (body, nick) = (body.to_lowercase(), nick.to_lowercase());
+    if nick.is_empty() {
+        return false;
+    }
+    let word_char = |c: char| c.is_alphanumeric() || c == '_';
+    body.match_indices(&nick).any(|(i, _)| {
+        let before = body[..i].chars().next_back();
+        let after = body[i + nick.len()..].chars().next();
+        !before.is_some_and(word_char) && !after.is_some_and(word_char)
+    })
 }
 
 /// §7.5: a private message to one occupant, from the sender's occupant JID.

@@ -21,6 +21,8 @@ mod forward;
 mod history;
 #[cfg(test)]
 mod history_tests;
+#[cfg(test)]
+mod mention_tests;
 mod messages;
 #[cfg(test)]
 mod moderation_tests;

@@ -19,6 +19,7 @@ pub mod register;
 pub mod roster;
 pub mod session;
 pub mod stream_management;
+pub mod upload;
 pub mod vcard;
 pub mod version;
 
@@ -212,6 +213,9 @@ impl Modules {
                 &config.modules.stream_management,
             )),
         ];
+        if config.modules.upload.enabled {
+            list.push(Arc::new(upload::Upload::new(&config.modules.upload)));
+        }
         if config.modules.version.enabled {
             list.push(Arc::new(version::Version));
         }

@@ -1,0 +1,610 @@
+//! XEP-0363 files on port 443 of the main domain: `PUT /upload/<token>/<name>?v2=<mac>` stores a
+//! file for a slot `hearthd` handed out, `GET`/`HEAD` serve it until it expires.
+//!
+//! A PUT is checked before a byte is written: the signature (Prosody's `mod_http_upload_external`
+//! v2, over the path, `Content-Length` and `Content-Type`), free space, then `hearthd`, which owns
+//! the slot table, claims the slot (unknown, expired, used or busy slots are refused there). The
+//! body streams into `uploads/.partial/` chunk by chunk (never whole in memory), must be exactly the
+//! announced length, is fsynced and only then renamed to `uploads/<token>`; any failure removes
+//! the partial file, so nothing half-written is ever served.
+//!
+//! Served files carry a CSP with `sandbox` and `nosniff`, so an uploaded HTML or SVG page runs no
+//! script in our origin, and `Content-Disposition: attachment` unless the type is a picture,
+//! sound, film or plain text. CORS is open: web clients on other origins upload and show files.
+
+use crate::app::AppState;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::put;
+use axum::Router;
+use hearthd::config::Config;
+use hearthd::control::Request;
+use hearthd::modules::upload::control::UploadRequest;
+use hearthd::modules::upload::{read_secret, signed, PARTIAL_DIR};
+use http_body_util::BodyExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+
+/// Where the files live in URLs (the default `[modules.upload] url` ends in it).
+pub const PREFIX: &str = "/upload/";
+/// Space left free on the disk besides the upload, so the database never runs out first.
+const KEEP_FREE: u64 = 64 * 1024 * 1024;
+/// Read size when serving a file.
+const READ_CHUNK: usize = 64 * 1024;
+const CSP: &str = "default-src 'none'; sandbox";
+
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new().route(
+        "/upload/{*rest}",
+        put(put_file)
+            .get(get_file)
+            .head(get_file)
+            .options(preflight),
+    )
+}
+
+/// A plain-text answer with the CORS header, so a web client can read why it failed.
+fn answer(status: StatusCode, text: &str) -> Response {
+    let mut r = (status, format!("{text}\n")).into_response();
+    cors(r.headers_mut());
+    r
+}
+
+fn cors(h: &mut HeaderMap) {
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("Content-Length, Content-Range, ETag"),
+    );
+}
+
+async fn preflight() -> Response {
+    let mut r = StatusCode::NO_CONTENT.into_response();
+    let h = r.headers_mut();
+    cors(h);
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, HEAD, PUT, OPTIONS"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("Content-Type, Authorization"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("86400"),
+    );
+    r
+}
+
+/// The config, when uploads are on; else the answer to give.
+fn upload_config(app: &AppState) -> Result<Config, Response> {
+    let config = app.config()?;
+    if !config.modules.upload.enabled {
+        return Err(answer(
+            StatusCode::NOT_FOUND,
+            "Uploads are off on this box.",
+        ));
+    }
+    Ok(config)
+}
+
+/// Asks hearthd; `Err` is the answer to give (its refusal, or that it does not run).
+async fn ask(config: &Config, req: UploadRequest) -> Result<serde_json::Value, Response> {
+    match hearthd::control::request(&config.control_socket, &Request::Upload(req)).await {
+        Ok(r) if r.ok => Ok(r.data),
+        Ok(r) => {
+            let status = r.data["status"]
+                .as_u64()
+                .and_then(|s| StatusCode::from_u16(s as u16).ok())
+                .unwrap_or(StatusCode::NOT_FOUND);
+            Err(answer(status, r.error.as_deref().unwrap_or("refused")))
+        }
+        Err(e) => {
+            log::warn!("upload: hearthd does not answer: {e}");
+            Err(answer(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The chat server is not running; try again in a minute.",
+            ))
+        }
+    }
+}
+
+async fn put_file(
+    State(app): State<Arc<AppState>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let config = match upload_config(&app) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let up = &config.modules.upload;
+    let Ok(path) = signed::parse_path(uri.path(), PREFIX) else {
+        return answer(StatusCode::NOT_FOUND, "This is not an upload address.");
+    };
+    let Some(mac) = uri.query().and_then(signed::v2_from_query) else {
+        return answer(
+            StatusCode::FORBIDDEN,
+            "An upload needs the signed URL the chat server gave (with ?v2=…).",
+        );
+    };
+    let Some(size) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+    else {
+        return answer(
+            StatusCode::LENGTH_REQUIRED,
+            "An upload needs a Content-Length header.",
+        );
+    };
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .unwrap_or_else(|| "application/octet-stream".into());
+    let secret = match read_secret(&up.secret_path(&config)) {
+        Ok(s) => s,
+        Err(e) => {
+            log::error!("upload: {e}");
+            return answer(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The upload service is not set up yet (no secret); see the log of hearthd.",
+            );
+        }
+    };
+    if !signed::verify_v2(&secret, &path, size, &content_type, mac) {
+        return answer(
+            StatusCode::FORBIDDEN,
+            &format!(
+                "The signature does not match this upload: its length ({size} bytes) or type \
+                 ({content_type}) differs from what the slot was asked for, or the URL was changed."
+            ),
+        );
+    }
+    let dir = up.dir(&config);
+    if let Some(free) = free_space(&dir) {
+        if free < size.saturating_add(KEEP_FREE) {
+            return answer(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "The box's disk is too full for this file. Ask the owner to free space.",
+            );
+        }
+    }
+    let begin = UploadRequest::Begin {
+        token: path.token.clone(),
+        name: path.name.clone(),
+        size,
+        content_type,
+    };
+    if let Err(r) = ask(&config, begin).await {
+        return r;
+    }
+    match receive(body, &dir, &path.token, size).await {
+        Ok(()) => match ask(
+            &config,
+            UploadRequest::Finish {
+                token: path.token.clone(),
+            },
+        )
+        .await
+        {
+            Ok(_) => answer(StatusCode::CREATED, "Stored."),
+            Err(r) => {
+                let _ = std::fs::remove_file(dir.join(&path.token));
+                r
+            }
+        },
+        Err(e) => {
+            let _ = ask(&config, UploadRequest::Abort { token: path.token }).await;
+            let (status, text) = e.explain(size);
+            log::info!("upload refused: {text}");
+            answer(status, &text)
+        }
+    }
+}
+
+/// Why a body was not stored.
+#[derive(Debug)]
+pub enum ReceiveError {
+    /// The client stopped sending (or sent more than announced) after this many bytes.
+    Length(u64),
+    DiskFull,
+    Io(std::io::Error),
+}
+
+impl ReceiveError {
+    fn explain(&self, size: u64) -> (StatusCode, String) {
+        match self {
+            ReceiveError::Length(got) => (
+                StatusCode::BAD_REQUEST,
+                format!("The upload had {got} bytes where {size} were announced; nothing was kept."),
+            ),
+            ReceiveError::DiskFull => (
+                StatusCode::INSUFFICIENT_STORAGE,
+                "The box's disk filled up during the upload; nothing was kept. Ask the owner to free space."
+                    .into(),
+            ),
+            ReceiveError::Io(e) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("The box could not store the file: {e}"),
+            ),
+        }
+    }
+}
+
+impl From<std::io::Error> for ReceiveError {
+    fn from(e: std::io::Error) -> Self {
+        // ENOSPC and EDQUOT: the disk or the user's quota is full.
+        if e.kind() == std::io::ErrorKind::StorageFull || e.raw_os_error() == Some(122) {
+            ReceiveError::DiskFull
+        } else {
+            ReceiveError::Io(e)
+        }
+    }
+}
+
+/// Streams the body into a partial file, then fsync, rename into place, fsync the directory.
+/// On any failure the partial file is removed.
+pub async fn receive(body: Body, dir: &Path, token: &str, size: u64) -> Result<(), ReceiveError> {
+    let partial = dir
+        .join(PARTIAL_DIR)
+        .join(format!("{token}.{}", crate::session::random_token(6)));
+    let result = write_partial(body, &partial, size).await;
+    let result = match result {
+        Ok(()) => place(&partial, &dir.join(token)).await,
+        Err(e) => Err(e),
+    };
+    if result.is_err() {
+        let _ = tokio::fs::remove_file(&partial).await;
+    }
+    result
+}
+
+async fn write_partial(body: Body, partial: &Path, size: u64) -> Result<(), ReceiveError> {
+    let mut file = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o640)
+        .open(partial)
+        .await?;
+    let mut body = body;
+    let mut got: u64 = 0;
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            return Err(ReceiveError::Length(got));
+        };
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers
+        };
+        got += data.len() as u64;
+        if got > size {
+            return Err(ReceiveError::Length(got));
+        }
+        file.write_all(&data).await?;
+    }
+    if got != size {
+        return Err(ReceiveError::Length(got));
+    }
+    file.flush().await?;
+    file.sync_all().await?;
+    Ok(())
+}
+
+async fn place(partial: &Path, target: &Path) -> Result<(), ReceiveError> {
+    let (partial, target) = (partial.to_path_buf(), target.to_path_buf());
+    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        if target.exists() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "a file for this slot exists already",
+            ));
+        }
+        std::fs::rename(&partial, &target)?;
+        std::fs::File::open(target.parent().unwrap_or(Path::new(".")))?.sync_all()
+    })
+    .await
+    .map_err(|e| ReceiveError::Io(std::io::Error::other(e)))??;
+    Ok(())
+}
+
+fn free_space(dir: &Path) -> Option<u64> {
+    let st = nix::sys::statvfs::statvfs(dir).ok()?;
+    Some(st.blocks_available() as u64 * st.fragment_size() as u64)
+}
+
+async fn get_file(
+    State(app): State<Arc<AppState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let config = match upload_config(&app) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let Ok(path) = signed::parse_path(uri.path(), PREFIX) else {
+        return answer(StatusCode::NOT_FOUND, "No such file.");
+    };
+    let lookup = UploadRequest::File {
+        token: path.token.clone(),
+        name: path.name.clone(),
+    };
+    let info = match ask(&config, lookup).await {
+        Ok(v) => v,
+        Err(r) if r.status() == StatusCode::SERVICE_UNAVAILABLE => return r,
+        Err(_) => return answer(StatusCode::NOT_FOUND, "No such file, or it has expired."),
+    };
+    let (Some(size), Some(content_type), Some(expires)) = (
+        info["size"].as_u64(),
+        info["content_type"].as_str(),
+        info["expires"].as_i64(),
+    ) else {
+        return answer(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "hearthd sent a strange answer.",
+        );
+    };
+    let file_path: PathBuf = config.modules.upload.dir(&config).join(&path.token);
+    let mut file = match tokio::fs::File::open(&file_path).await {
+        Ok(f) => f,
+        Err(_) => return answer(StatusCode::NOT_FOUND, "No such file, or it has expired."),
+    };
+    let etag = format!("\"{}\"", path.token);
+    let mut resp_headers = HeaderMap::new();
+    file_headers(&mut resp_headers, &path.name, content_type, &etag, expires);
+    let matches_etag = |h: header::HeaderName| {
+        headers
+            .get(h)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
+    };
+    if matches_etag(header::IF_NONE_MATCH) {
+        let mut r = StatusCode::NOT_MODIFIED.into_response();
+        r.headers_mut().extend(resp_headers);
+        return r;
+    }
+    let range_allowed = headers.get(header::IF_RANGE).is_none() || matches_etag(header::IF_RANGE);
+    let range = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
+        Some(r) if range_allowed => parse_range(r, size),
+        _ => Range::Full,
+    };
+    let (status, start, len) = match range {
+        Range::Full => (StatusCode::OK, 0, size),
+        Range::Part(a, b) => {
+            resp_headers.insert(
+                header::CONTENT_RANGE,
+                HeaderValue::from_str(&format!("bytes {a}-{b}/{size}")).expect("ascii"),
+            );
+            (StatusCode::PARTIAL_CONTENT, a, b - a + 1)
+        }
+        Range::Unsatisfiable => {
+            let mut r = answer(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "That range is not in the file.",
+            );
+            r.headers_mut().insert(
+                header::CONTENT_RANGE,
+                HeaderValue::from_str(&format!("bytes */{size}")).expect("ascii"),
+            );
+            return r;
+        }
+    };
+    resp_headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    let body = if method == Method::HEAD {
+        Body::empty()
+    } else {
+        if start > 0 && file.seek(std::io::SeekFrom::Start(start)).await.is_err() {
+            return answer(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "The file cannot be read.",
+            );
+        }
+        let stream = tokio_util::io::ReaderStream::with_capacity(file.take(len), READ_CHUNK);
+        Body::from_stream(stream)
+    };
+    let mut r = (status, body).into_response();
+    r.headers_mut().extend(resp_headers);
+    r
+}
+
+/// The headers every served file gets.
+fn file_headers(h: &mut HeaderMap, name: &str, content_type: &str, etag: &str, expires: i64) {
+    cors(h);
+    let ct = HeaderValue::from_str(content_type)
+        .unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream"));
+    h.insert(header::CONTENT_TYPE, ct);
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert(
+        header::ETAG,
+        HeaderValue::from_str(etag).expect("hex token"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    let left = (expires - hearthd_now()).max(0);
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_str(&format!("private, max-age={left}, immutable")).expect("ascii"),
+    );
+    h.insert(
+        header::CONTENT_DISPOSITION,
+        HeaderValue::from_str(&disposition(content_type, name)).expect("escaped"),
+    );
+}
+
+fn hearthd_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// `inline` for what browsers show harmlessly, `attachment` for the rest; the name both as
+/// plain ASCII and RFC 8187 UTF-8.
+pub fn disposition(content_type: &str, name: &str) -> String {
+    let shown = ["image/", "audio/", "video/"]
+        .iter()
+        .any(|p| content_type.starts_with(p))
+        || content_type == "text/plain";
+    let ascii: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!(
+        "{}; filename=\"{ascii}\"; filename*=UTF-8''{}",
+        if shown { "inline" } else { "attachment" },
+        signed::escape(name)
+    )
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Range {
+    Full,
+    /// First and last byte, inclusive.
+    Part(u64, u64),
+    Unsatisfiable,
+}
+
+/// One `bytes=` range (RFC 9110 §14.1.2). Several ranges, or anything unreadable, get the whole
+/// file, which the RFC allows.
+pub fn parse_range(h: &str, size: u64) -> Range {
+    let Some(spec) = h.trim().strip_prefix("bytes=") else {
+        return Range::Full;
+    };
+    if spec.contains(',') {
+        return Range::Full;
+    }
+    let Some((a, b)) = spec.trim().split_once('-') else {
+        return Range::Full;
+    };
+    let (a, b) = (a.trim(), b.trim());
+    let num = |s: &str| {
+        if s.is_empty() || s.len() > 19 || !s.bytes().all(|c| c.is_ascii_digit()) {
+            None
+        } else {
+            s.parse::<u64>().ok()
+        }
+    };
+    match (a.is_empty(), num(a), num(b)) {
+        (true, _, Some(n)) => {
+            if n == 0 || size == 0 {
+                Range::Unsatisfiable
+            } else {
+                Range::Part(size.saturating_sub(n), size - 1)
+            }
+        }
+        (false, Some(start), end) if b.is_empty() || end.is_some() => {
+            if start >= size {
+                return Range::Unsatisfiable;
+            }
+            let last = end.map_or(size - 1, |e| e.min(size - 1));
+            if last < start {
+                Range::Full
+            } else {
+                Range::Part(start, last)
+            }
+        }
+        _ => Range::Full,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_follow_rfc_9110() {
+        assert_eq!(parse_range("bytes=0-99", 1000), Range::Part(0, 99));
+        assert_eq!(parse_range("bytes=900-", 1000), Range::Part(900, 999));
+        assert_eq!(parse_range("bytes=-100", 1000), Range::Part(900, 999));
+        assert_eq!(parse_range("bytes=-5000", 1000), Range::Part(0, 999));
+        assert_eq!(parse_range("bytes=990-5000", 1000), Range::Part(990, 999));
+        assert_eq!(parse_range("bytes=1000-", 1000), Range::Unsatisfiable);
+        assert_eq!(parse_range("bytes=-0", 1000), Range::Unsatisfiable);
+        assert_eq!(parse_range("bytes=0-1,5-6", 1000), Range::Full);
+        assert_eq!(parse_range("bytes=5-1", 1000), Range::Full);
+        assert_eq!(parse_range("items=0-1", 1000), Range::Full);
+        assert_eq!(parse_range("bytes=+1-2", 1000), Range::Full);
+        assert_eq!(
+            parse_range("bytes=99999999999999999999-", 1000),
+            Range::Full
+        );
+    }
+
+    #[test]
+    fn only_harmless_types_are_shown_inline() {
+        assert!(disposition("image/jpeg", "a.jpg").starts_with("inline;"));
+        assert!(disposition("text/html", "a.html").starts_with("attachment;"));
+        let d = disposition("application/pdf", "Über \"x\".pdf");
+        assert_eq!(
+            d,
+            "attachment; filename=\"_ber _x_.pdf\"; filename*=UTF-8''%C3%9Cber%20%22x%22.pdf"
+        );
+        assert!(HeaderValue::from_str(&d).is_ok());
+    }
+
+    /// `/dev/full` answers every write with ENOSPC: the disk-full path, without filling a disk.
+    #[tokio::test]
+    async fn a_full_disk_is_reported_as_such() {
+        let mut f = tokio::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .await
+            .unwrap();
+        let e = f.write_all(&[0u8; 4096]).await;
+        let e = match e {
+            Err(e) => e,
+            Ok(()) => f.flush().await.unwrap_err(),
+        };
+        assert!(matches!(ReceiveError::from(e), ReceiveError::DiskFull));
+    }
+
+    #[tokio::test]
+    async fn a_short_body_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join(PARTIAL_DIR)).unwrap();
+        let token = "0123456789abcdef0123456789abcdef";
+        let r = receive(Body::from("abc"), dir.path(), token, 5).await;
+        assert!(matches!(r, Err(ReceiveError::Length(3))), "{r:?}");
+        let r = receive(Body::from("abcdef"), dir.path(), token, 5).await;
+        assert!(matches!(r, Err(ReceiveError::Length(6))), "{r:?}");
+        assert_eq!(
+            std::fs::read_dir(dir.path().join(PARTIAL_DIR))
+                .unwrap()
+                .count(),
+            0
+        );
+        assert!(!dir.path().join(token).exists());
+        receive(Body::from("abcde"), dir.path(), token, 5)
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read(dir.path().join(token)).unwrap(), b"abcde");
+        let again = receive(Body::from("abcde"), dir.path(), token, 5).await;
+        assert!(again.is_err(), "a stored file is never replaced");
+        assert_eq!(
+            std::fs::read_dir(dir.path().join(PARTIAL_DIR))
+                .unwrap()
+                .count(),
+            0
+        );
+    }
+}

@@ -30,9 +30,11 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 /// Where the files live in URLs (the default `[modules.upload] url` ends in it).
 pub const PREFIX: &str = "/upload/";
-/// Space left free on the disk besides the upload, so the database never runs out first.
+/// Space left free on the disk besides the upload, so the database never runs out first: this
+/// much, or a twentieth of a small filesystem.
 const KEEP_FREE: u64 = 64 * 1024 * 1024;
-/// Read size when serving a file.
+/// Read size when serving a file, and the most tokio's file buffers hold (its default is 2 MiB
+/// per open file, the whole memory budget of a transfer).
 const READ_CHUNK: usize = 64 * 1024;
 const CSP: &str = "default-src 'none'; sandbox";
 
@@ -169,15 +171,6 @@ async fn put_file(
             ),
         );
     }
-    let dir = up.dir(&config);
-    if let Some(free) = free_space(&dir) {
-        if free < size.saturating_add(KEEP_FREE) {
-            return answer(
-                StatusCode::INSUFFICIENT_STORAGE,
-                "The box's disk is too full for this file. Ask the owner to free space.",
-            );
-        }
-    }
     let begin = UploadRequest::Begin {
         token: path.token.clone(),
         name: path.name.clone(),
@@ -186,6 +179,16 @@ async fn put_file(
     };
     if let Err(r) = ask(&config, begin).await {
         return r;
+    }
+    let dir = up.dir(&config);
+    if let Some((free, total)) = free_space(&dir) {
+        if free < size.saturating_add(KEEP_FREE.min(total / 20)) {
+            let _ = ask(&config, UploadRequest::Abort { token: path.token }).await;
+            return answer(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "The box's disk is too full for this file. Ask the owner to free space.",
+            );
+        }
     }
     match receive(body, &dir, &path.token, size).await {
         Ok(()) => match ask(
@@ -275,6 +278,7 @@ async fn write_partial(body: Body, partial: &Path, size: u64) -> Result<(), Rece
         .mode(0o640)
         .open(partial)
         .await?;
+    file.set_max_buf_size(READ_CHUNK);
     let mut body = body;
     let mut got: u64 = 0;
     while let Some(frame) = body.frame().await {
@@ -315,9 +319,14 @@ async fn place(partial: &Path, target: &Path) -> Result<(), ReceiveError> {
     Ok(())
 }
 
-fn free_space(dir: &Path) -> Option<u64> {
+/// Bytes available to us and the filesystem's size.
+fn free_space(dir: &Path) -> Option<(u64, u64)> {
     let st = nix::sys::statvfs::statvfs(dir).ok()?;
-    Some(st.blocks_available() as u64 * st.fragment_size() as u64)
+    let frag = st.fragment_size() as u64;
+    Some((
+        st.blocks_available() as u64 * frag,
+        st.blocks() as u64 * frag,
+    ))
 }
 
 async fn get_file(
@@ -357,6 +366,7 @@ async fn get_file(
         Ok(f) => f,
         Err(_) => return answer(StatusCode::NOT_FOUND, "No such file, or it has expired."),
     };
+    file.set_max_buf_size(READ_CHUNK);
     let etag = format!("\"{}\"", path.token);
     let mut resp_headers = HeaderMap::new();
     file_headers(&mut resp_headers, &path.name, content_type, &etag, expires);

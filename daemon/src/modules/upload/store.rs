@@ -29,8 +29,9 @@ const RECEIVING: i64 = 1;
 /// The file is complete on disk and served.
 const STORED: i64 = 2;
 
-/// How long a slot whose upload started but never finished (the web server stopped mid-way)
-/// is kept after the slot's own expiry, so a slow upload is never cut off by the cleanup.
+/// How long a slot that never got its file is kept after the slot's own expiry: a slow upload
+/// is never cut off by the cleanup, and a late PUT hears "expired" rather than "no such slot".
+/// (An expired, unused slot no longer counts against the quota.)
 pub const RECEIVING_GRACE_SECS: i64 = 86_400;
 
 /// The limits in force: `[modules.upload]`, with whatever the admin pages changed on top.
@@ -315,8 +316,7 @@ pub fn take_expired(c: &Connection, now: i64, limit: usize) -> Result<Vec<String
     let mut stmt = c.prepare_cached(
         "SELECT token FROM upload_files
          WHERE file_expires <= ?1
-            OR (state = 0 AND slot_expires <= ?1)
-            OR (state = 1 AND slot_expires + ?2 <= ?1)
+            OR (state != 2 AND slot_expires + ?2 <= ?1)
             OR owner NOT IN (SELECT username FROM users)
          LIMIT ?3",
     )?;
@@ -381,7 +381,7 @@ mod tests {
             size,
             content_type: "text/plain".into(),
             slot_expires: now + 60,
-            file_expires: now + 1000,
+            file_expires: now + 1_000_000,
         }
     }
 
@@ -481,7 +481,7 @@ mod tests {
             Err(UseError::Used)
         );
         let info = lookup(&c, "t", "a.txt", 3).unwrap().unwrap();
-        assert_eq!((info.size, info.expires), (10, 1000));
+        assert_eq!((info.size, info.expires), (10, 1_000_000));
         assert_eq!(
             stats(&c, 3).unwrap(),
             Stats {
@@ -491,7 +491,7 @@ mod tests {
             }
         );
         assert!(
-            lookup(&c, "t", "a.txt", 1000).unwrap().is_none(),
+            lookup(&c, "t", "a.txt", 1_000_000).unwrap().is_none(),
             "expired files are not served"
         );
     }
@@ -508,16 +508,20 @@ mod tests {
             begin(&c, t, "a.txt", 10, "text/plain", 1).unwrap().unwrap();
             finish(&c, t).unwrap();
         }
-        assert!(take_expired(&c, 30, 10).unwrap().is_empty());
+        assert!(take_expired(&c, 61, 10).unwrap().is_empty());
+        let day_later = 60 + RECEIVING_GRACE_SECS;
         assert_eq!(
-            take_expired(&c, 61, 10).unwrap(),
+            take_expired(&c, day_later, 10).unwrap(),
             vec!["unused".to_string()]
         );
         c.execute("DELETE FROM users WHERE username = 'bob'", [])
             .unwrap();
-        assert_eq!(take_expired(&c, 62, 10).unwrap(), vec!["bobs".to_string()]);
         assert_eq!(
-            take_expired(&c, 1000, 10).unwrap(),
+            take_expired(&c, day_later, 10).unwrap(),
+            vec!["bobs".to_string()]
+        );
+        assert_eq!(
+            take_expired(&c, 1_000_000, 10).unwrap(),
             vec!["stored".to_string()]
         );
     }

@@ -495,3 +495,46 @@ fn uploaded_html_and_svg_run_no_script_in_a_browser() {
         b.url()
     );
 }
+
+#[test]
+fn the_admin_pages_show_use_and_change_the_limits() {
+    let mut r = rig("max_file_size = 1048576\n");
+    let out = r.server.hearthctl(
+        &["user", "add", web_common::ADMIN, "--admin"],
+        Some(&format!("{}\n", web_common::ADMIN_PASSWORD)),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (put, _) = r.ok_slot("a.txt", 5, "text/plain");
+    assert_eq!(r.put_text(&put, "text/plain", "hello")["status"], 201);
+    let refused = r.slot("two.bin", 2 * 1048576, "application/octet-stream");
+    assert_eq!(refused["condition"], "not-acceptable", "{refused}");
+
+    let b = Browser::start();
+    web_common::sign_in(&b, &r.web, web_common::ADMIN);
+    b.goto(&r.web.https_url("/admin/uploads"));
+    assert_eq!(
+        b.text("#upload-summary"),
+        "1 files, 5 bytes in all, from 1 accounts."
+    );
+    assert_eq!(b.attr("#max_file_mib", "value").as_deref(), Some("1"));
+    b.fill("#max_file_mib", "0");
+    b.submit("button[type=submit]");
+    assert!(
+        b.text("#max_file_mib-error").contains("whole number"),
+        "{}",
+        b.body_text()
+    );
+    b.fill("#max_file_mib", "3");
+    b.submit("button[type=submit]");
+    assert!(b.body_text().contains("Saved."), "{}", b.body_text());
+    assert_eq!(b.attr("#max_file_mib", "value").as_deref(), Some("3"));
+    let now_fits = r.slot("two.bin", 2 * 1048576, "application/octet-stream");
+    assert_eq!(
+        now_fits["ok"], true,
+        "the new limit applies at once: {now_fits}"
+    );
+}

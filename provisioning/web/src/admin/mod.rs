@@ -4,6 +4,7 @@
 pub mod invites;
 pub mod ssh;
 pub mod system;
+pub mod uploads;
 pub mod users;
 
 use crate::app::{render, render_status, see_other, AppState, ConnInfo};
@@ -38,6 +39,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/admin/invites/revoke", post(invites::revoke))
         .route("/admin/ssh", get(ssh::page).post(ssh::add))
         .route("/admin/ssh/remove", post(ssh::remove))
+        .route("/admin/uploads", get(uploads::page).post(uploads::save))
         .route("/admin/backup", get(crate::backup::admin_page))
         .route(
             "/admin/backup/download",

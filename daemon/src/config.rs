@@ -231,7 +231,9 @@ pub struct ServicesConfig {
     /// Group chat component, e.g. `groups.example.org`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub muc: Option<String>,
-    /// HTTP upload component, e.g. `share.example.org`.
+    /// An extra certificate name for uploads, e.g. `share.example.org`. Not a disco item: the
+    /// upload service is the domain itself and its files are on `https://DOMAIN/upload/`
+    /// (`[modules.upload]`); this name only goes into the certificate, for an external server.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upload: Option<String>,
 }

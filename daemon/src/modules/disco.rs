@@ -47,13 +47,7 @@ impl Module for Disco {
                 }
                 let mut q = Element::new("query", ITEMS);
                 if req.to.local.is_none() {
-                    for svc in [
-                        &req.server.config.services.muc,
-                        &req.server.config.services.upload,
-                    ]
-                    .into_iter()
-                    .flatten()
-                    {
+                    for svc in [&req.server.config.services.muc].into_iter().flatten() {
                         q.push_child(Element::new("item", ITEMS).with_attr("jid", svc.clone()));
                     }
                 }

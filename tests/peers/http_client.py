@@ -12,7 +12,8 @@ from urllib.parse import urlsplit
 
 def http_request(args, cmd):
     """`cmd`: method, url, headers, body or body_file, send_only (stop after that many bytes and
-    drop the connection), save_to. The host in the URL is reached at args.host (loopback)."""
+    drop the connection), pause_after + resume_file (stop after that many bytes until the file
+    exists), save_to. The host in the URL is reached at args.host (loopback)."""
     url = urlsplit(cmd["url"])
     ctx = ssl.create_default_context(cafile=args.ca_file)
 
@@ -41,12 +42,18 @@ def http_request(args, cmd):
                 conn.send(body[: int(cmd.get("send_only", len(body)))])
             elif body is not None:
                 left = int(cmd.get("send_only", 1 << 62))
+                pause = int(cmd.get("pause_after", -1))
+                sent = 0
                 while left > 0:
-                    chunk = body.read(min(65536, left))
+                    chunk = body.read(min(65536, left, pause - sent if sent < pause else 65536))
                     if not chunk:
                         break
                     conn.send(chunk)
                     left -= len(chunk)
+                    sent += len(chunk)
+                    if sent == pause:
+                        # The test does something to the server meanwhile (fills its disk).
+                        wait_for(cmd["resume_file"])
         except OSError:
             # The server answered before taking the whole body (a refusal) and closed: read it.
             pass
@@ -79,3 +86,9 @@ def http_request(args, cmd):
             body.close()
         conn.close()
 
+
+def wait_for(path, timeout=30):
+    import time
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.02)

@@ -401,6 +401,43 @@ fn refusals_are_clear_and_nothing_partial_is_served() {
         .take(put.len())
         .collect::<String>();
     assert_eq!(r.put_text(&forged, "text/plain", &body)["status"], 403);
+
+    // The disk fills up while a body is on its way (free space was enough when it started).
+    let (put, get) = r.ok_slot("race.txt", 500_000, "text/plain");
+    let src = r.server.dir.path().join("race.tmp");
+    std::fs::write(&src, "r".repeat(500_000)).unwrap();
+    let resume = r.server.dir.path().join("resume");
+    let id = r
+        .alice
+        .start(json!({"cmd": "http", "method": "PUT", "url": put,
+        "headers": {"Content-Type": "text/plain"}, "body_file": src,
+        "pause_after": 1000, "resume_file": resume}));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while partial_files(&dir) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the upload did not start:\n{}",
+            r.web.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let filler = dir.join("filler");
+    let mut f = std::fs::File::create(&filler).unwrap();
+    while f.write_all(&[0u8; 4096]).is_ok() {}
+    drop(f);
+    std::fs::write(&resume, "").unwrap();
+    let mid = r.alice.reply(id);
+    assert_eq!(mid["status"], 507, "{mid}\n{}", r.web.log());
+    assert!(
+        mid["text"]
+            .as_str()
+            .unwrap()
+            .contains("filled up during the upload"),
+        "{mid}"
+    );
+    assert_eq!(partial_files(&dir), 0, "the partial file is removed");
+    std::fs::remove_file(&filler).unwrap();
+    assert_eq!(r.get(&get)["status"], 404, "nothing of it is served");
     drop(r);
 }
 

@@ -28,6 +28,7 @@ use hearthd::modules::upload::{read_secret, signed, PARTIAL_DIR};
 use http_body_util::BodyExt;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 
 /// Where the files live in URLs (the default `[modules.upload] url` ends in it).
@@ -35,6 +36,9 @@ pub const PREFIX: &str = "/upload/";
 /// Space left free on the disk besides the upload, so the database never runs out first: this
 /// much, or a twentieth of a small filesystem.
 const KEEP_FREE: u64 = 64 * 1024 * 1024;
+/// A body that sends nothing for this long is given up (a phone in a tunnel, or someone holding
+/// a slot and a connection open on purpose).
+const BODY_IDLE: Duration = Duration::from_secs(60);
 /// Read size when serving a file, and the most tokio's file buffers hold (its default is 2 MiB
 /// per open file, the whole memory budget of a transfer).
 const READ_CHUNK: usize = 64 * 1024;
@@ -88,6 +92,9 @@ async fn preflight() -> Response {
 
 /// The config, when uploads are on; else the answer to give.
 fn upload_config(app: &AppState) -> Result<Config, Response> {
+    if !app.provisioned() {
+        return Err(answer(StatusCode::NOT_FOUND, "This box is not set up yet."));
+    }
     let config = app.config()?;
     if !config.modules.upload.enabled {
         return Err(answer(
@@ -191,28 +198,39 @@ async fn put_file(
             );
         }
     }
-    match receive(body, &dir, &path.token, size).await {
-        Ok(()) => match ask(
-            &config,
-            UploadRequest::Finish {
-                token: path.token.clone(),
+    // The rest runs in its own task: if the client goes away, hyper drops this handler, and
+    // the partial file must still be removed and the slot freed.
+    let work = tokio::spawn(async move {
+        match receive(body, &dir, &path.token, size, BODY_IDLE).await {
+            Ok(()) => match ask(
+                &config,
+                UploadRequest::Finish {
+                    token: path.token.clone(),
+                },
+            )
+            .await
+            {
+                Ok(_) => answer(StatusCode::CREATED, "Stored."),
+                Err(r) => {
+                    let _ = std::fs::remove_file(dir.join(&path.token));
+                    r
+                }
             },
-        )
-        .await
-        {
-            Ok(_) => answer(StatusCode::CREATED, "Stored."),
-            Err(r) => {
-                let _ = std::fs::remove_file(dir.join(&path.token));
-                r
+            Err(e) => {
+                let _ = ask(&config, UploadRequest::Abort { token: path.token }).await;
+                let (status, text) = e.explain(size);
+                log::info!("upload refused: {text}");
+                answer(status, &text)
             }
-        },
-        Err(e) => {
-            let _ = ask(&config, UploadRequest::Abort { token: path.token }).await;
-            let (status, text) = e.explain(size);
-            log::info!("upload refused: {text}");
-            answer(status, &text)
         }
-    }
+    });
+    work.await.unwrap_or_else(|e| {
+        log::error!("upload task failed: {e}");
+        answer(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "The upload failed; see the log of hearth-web.",
+        )
+    })
 }
 
 /// Why a body was not stored.
@@ -220,6 +238,8 @@ async fn put_file(
 pub enum ReceiveError {
     /// The client stopped sending (or sent more than announced) after this many bytes.
     Length(u64),
+    /// Nothing arrived for `BODY_IDLE` after this many bytes.
+    Stalled(u64),
     DiskFull,
     Io(std::io::Error),
 }
@@ -230,6 +250,10 @@ impl ReceiveError {
             ReceiveError::Length(got) => (
                 StatusCode::BAD_REQUEST,
                 format!("The upload had {got} bytes where {size} were announced; nothing was kept."),
+            ),
+            ReceiveError::Stalled(got) => (
+                StatusCode::REQUEST_TIMEOUT,
+                format!("The upload stalled after {got} of {size} bytes; nothing was kept."),
             ),
             ReceiveError::DiskFull => (
                 StatusCode::INSUFFICIENT_STORAGE,
@@ -257,11 +281,17 @@ impl From<std::io::Error> for ReceiveError {
 
 /// Streams the body into a partial file, then fsync, rename into place, fsync the directory.
 /// On any failure the partial file is removed.
-pub async fn receive(body: Body, dir: &Path, token: &str, size: u64) -> Result<(), ReceiveError> {
+pub async fn receive(
+    body: Body,
+    dir: &Path,
+    token: &str,
+    size: u64,
+    idle: Duration,
+) -> Result<(), ReceiveError> {
     let partial = dir
         .join(PARTIAL_DIR)
         .join(format!("{token}.{}", crate::session::random_token(6)));
-    let result = write_partial(body, &partial, size).await;
+    let result = write_partial(body, &partial, size, idle).await;
     let result = match result {
         Ok(()) => place(&partial, &dir.join(token)).await,
         Err(e) => Err(e),
@@ -272,7 +302,12 @@ pub async fn receive(body: Body, dir: &Path, token: &str, size: u64) -> Result<(
     result
 }
 
-async fn write_partial(body: Body, partial: &Path, size: u64) -> Result<(), ReceiveError> {
+async fn write_partial(
+    body: Body,
+    partial: &Path,
+    size: u64,
+    idle: Duration,
+) -> Result<(), ReceiveError> {
     let mut file = tokio::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -282,7 +317,11 @@ async fn write_partial(body: Body, partial: &Path, size: u64) -> Result<(), Rece
     file.set_max_buf_size(READ_CHUNK);
     let mut body = body;
     let mut got: u64 = 0;
-    while let Some(frame) = body.frame().await {
+    loop {
+        let Ok(frame) = tokio::time::timeout(idle, body.frame()).await else {
+            return Err(ReceiveError::Stalled(got));
+        };
+        let Some(frame) = frame else { break };
         let Ok(frame) = frame else {
             return Err(ReceiveError::Length(got));
         };
@@ -350,14 +389,34 @@ mod tests {
         assert!(matches!(ReceiveError::from(e), ReceiveError::DiskFull));
     }
 
+    const IDLE: Duration = Duration::from_secs(5);
+
+    #[tokio::test]
+    async fn a_stalled_body_is_given_up_and_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join(PARTIAL_DIR)).unwrap();
+        // The other end stays open and silent.
+        let (_quiet, reader) = tokio::io::duplex(64);
+        let body = Body::from_stream(tokio_util::io::ReaderStream::new(reader));
+        let token = "0123456789abcdef0123456789abcdef";
+        let r = receive(body, dir.path(), token, 5, Duration::from_millis(200)).await;
+        assert!(matches!(r, Err(ReceiveError::Stalled(0))), "{r:?}");
+        assert_eq!(
+            std::fs::read_dir(dir.path().join(PARTIAL_DIR))
+                .unwrap()
+                .count(),
+            0
+        );
+    }
+
     #[tokio::test]
     async fn a_short_body_leaves_nothing_behind() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join(PARTIAL_DIR)).unwrap();
         let token = "0123456789abcdef0123456789abcdef";
-        let r = receive(Body::from("abc"), dir.path(), token, 5).await;
+        let r = receive(Body::from("abc"), dir.path(), token, 5, IDLE).await;
         assert!(matches!(r, Err(ReceiveError::Length(3))), "{r:?}");
-        let r = receive(Body::from("abcdef"), dir.path(), token, 5).await;
+        let r = receive(Body::from("abcdef"), dir.path(), token, 5, IDLE).await;
         assert!(matches!(r, Err(ReceiveError::Length(6))), "{r:?}");
         assert_eq!(
             std::fs::read_dir(dir.path().join(PARTIAL_DIR))
@@ -366,11 +425,11 @@ mod tests {
             0
         );
         assert!(!dir.path().join(token).exists());
-        receive(Body::from("abcde"), dir.path(), token, 5)
+        receive(Body::from("abcde"), dir.path(), token, 5, IDLE)
             .await
             .unwrap();
         assert_eq!(std::fs::read(dir.path().join(token)).unwrap(), b"abcde");
-        let again = receive(Body::from("abcde"), dir.path(), token, 5).await;
+        let again = receive(Body::from("abcde"), dir.path(), token, 5, IDLE).await;
         assert!(again.is_err(), "a stored file is never replaced");
         assert_eq!(
             std::fs::read_dir(dir.path().join(PARTIAL_DIR))

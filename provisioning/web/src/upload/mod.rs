@@ -136,7 +136,6 @@ async fn put_file(
         Ok(c) => c,
         Err(r) => return r,
     };
-    let up = &config.modules.upload;
     let Ok(path) = signed::parse_path(uri.path(), PREFIX) else {
         return answer(StatusCode::NOT_FOUND, "This is not an upload address.");
     };
@@ -160,7 +159,7 @@ async fn put_file(
         .and_then(|v| v.to_str().ok())
         .map(|v| v.trim().to_ascii_lowercase())
         .unwrap_or_else(|| "application/octet-stream".into());
-    let secret = match read_secret(&up.secret_path(&config)) {
+    let secret = match read_secret(&config.modules.upload.secret_path(&config)) {
         Ok(s) => s,
         Err(e) => {
             log::error!("upload: {e}");
@@ -179,28 +178,28 @@ async fn put_file(
             ),
         );
     }
-    let begin = UploadRequest::Begin {
-        token: path.token.clone(),
-        name: path.name.clone(),
-        size,
-        content_type,
-    };
-    if let Err(r) = ask(&config, begin).await {
-        return r;
-    }
-    let dir = up.dir(&config);
-    if let Some((free, total)) = free_space(&dir) {
-        if free < size.saturating_add(KEEP_FREE.min(total / 20)) {
-            let _ = ask(&config, UploadRequest::Abort { token: path.token }).await;
-            return answer(
-                StatusCode::INSUFFICIENT_STORAGE,
-                "The box's disk is too full for this file. Ask the owner to free space.",
-            );
-        }
-    }
-    // The rest runs in its own task: if the client goes away, hyper drops this handler, and
-    // the partial file must still be removed and the slot freed.
+    // The rest runs in its own task: if the client goes away, hyper drops this handler, and a
+    // claimed slot must still be freed and a partial file removed.
     let work = tokio::spawn(async move {
+        let begin = UploadRequest::Begin {
+            token: path.token.clone(),
+            name: path.name.clone(),
+            size,
+            content_type,
+        };
+        if let Err(r) = ask(&config, begin).await {
+            return r;
+        }
+        let dir = config.modules.upload.dir(&config);
+        if let Some((free, total)) = free_space(&dir) {
+            if free < size.saturating_add(KEEP_FREE.min(total / 20)) {
+                let _ = ask(&config, UploadRequest::Abort { token: path.token }).await;
+                return answer(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    "The box's disk is too full for this file. Ask the owner to free space.",
+                );
+            }
+        }
         match receive(body, &dir, &path.token, size, BODY_IDLE).await {
             Ok(()) => match ask(
                 &config,

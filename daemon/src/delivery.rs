@@ -21,13 +21,49 @@ pub fn bounce(server: &Arc<Server>, original: &Element, err: StanzaError) {
     }
 }
 
-/// Delivers a server-made stanza (a reply, a push) to a local full JID, without hooks;
-/// dropped if that session is gone.
+/// Delivers a server-made stanza (a reply, a push) without hooks: through the route of another
+/// domain (a hosted service, a remote server), or to a local full JID (dropped if that session is
+/// gone). An IQ answer for a local bare JID or the domain (a question the server asked, for
+/// itself or on an account's behalf, bounced) goes to the IQ tracker, so the asker learns at
+/// once rather than at its deadline.
 pub fn deliver_to_full(server: &Arc<Server>, stanza: Element) {
     if let Some(to) = stanza::to_jid(&stanza).and_then(Result::ok) {
+        if to.domain != server.domain() {
+            if let Some(route) = server.domains.route_for(&to.domain) {
+                if let Err(r) = route.accept(server, stanza, &to) {
+                    log::debug!("a reply to {to} was not taken: {}", r.error.condition);
+                }
+            }
+            return;
+        }
+        if to.is_bare() {
+            if stanza::is_iq(&stanza) && matches!(stanza.attr("type"), Some("result" | "error")) {
+                if let Some(from) = stanza::from_jid(&stanza) {
+                    server.iq_tracker.resolve(&from, stanza);
+                }
+            }
+            return;
+        }
         if let Some(session) = server.sessions.session(&to) {
             session.deliver(stanza);
         }
+    }
+}
+
+/// A stanza for a domain that is not the server's own: its route (a service hosted here,
+/// federation), or `remote-server-not-found` when nothing routes there.
+fn to_other_domain(server: &Arc<Server>, stanza: Element, to: &Jid) {
+    match server.domains.route_for(&to.domain) {
+        Some(route) => {
+            if let Err(r) = route.accept(server, stanza, to) {
+                bounce(server, &r.stanza, r.error);
+            }
+        }
+        None => bounce(
+            server,
+            &stanza,
+            StanzaError::new("cancel", "remote-server-not-found"),
+        ),
     }
 }
 
@@ -113,12 +149,7 @@ pub async fn route(server: &Arc<Server>, stanza: Element, sender: Option<&Sessio
         }
     };
     if to.domain != server.domain() {
-        // Federation is not available yet: say so instead of dropping silently.
-        return bounce(
-            server,
-            &stanza,
-            StanzaError::new("cancel", "remote-server-not-found"),
-        );
+        return to_other_domain(server, stanza, &to);
     }
     if to.local.is_none() {
         // Messages to the server itself: nothing here reads them. Presence to it: ignored.
@@ -226,11 +257,7 @@ async fn route_iq(
     let kind = iq.attr("type").unwrap_or("").to_string();
     let to = to.unwrap_or_else(|| from.bare());
     if to.domain != server.domain() {
-        return bounce(
-            server,
-            &iq,
-            StanzaError::new("cancel", "remote-server-not-found"),
-        );
+        return to_other_domain(server, iq, &to);
     }
     let request = matches!(kind.as_str(), "get" | "set");
     // Full JID of a session: pass it on, results and errors included.
@@ -264,10 +291,9 @@ async fn route_iq(
         return;
     }
     if !request {
-        // Results and errors for the server: answers to what a module asked, or stray.
-        if to.local.is_none() {
-            server.iq_tracker.resolve(&from, iq);
-        }
+        // Results and errors for the server or an account's bare JID: answers to what a module
+        // asked (itself or on the account's behalf, as push notifications are), or stray.
+        server.iq_tracker.resolve(&from, iq);
         return;
     }
     let target = if to.local.is_none() {

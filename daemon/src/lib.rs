@@ -7,6 +7,7 @@ pub mod config;
 pub mod control;
 pub mod delivery;
 pub mod dev;
+pub mod domains;
 pub mod fsutil;
 #[cfg(test)]
 pub mod harness;

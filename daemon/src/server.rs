@@ -2,6 +2,7 @@
 //! by every connection task.
 
 use crate::config::Config;
+use crate::domains::Domains;
 use crate::iq_tracker::IqTracker;
 use crate::modules::Modules;
 use crate::sessions::SessionTable;
@@ -18,12 +19,16 @@ pub struct Server {
     pub tls: TlsStore,
     pub sessions: SessionTable,
     pub modules: Modules,
+    /// Routes to the domains that are not the server's own (hosted services, federation).
+    pub domains: Domains,
     /// Replies to IQs the server asked.
     pub iq_tracker: IqTracker,
     pub ip_failures: Throttle,
     pub account_failures: Throttle,
     pub registrations: Throttle,
     pub started: Instant,
+    /// Server-wide state of modules, one value per type (see `module_state`).
+    module_state: std::sync::Mutex<crate::hooks::Extensions>,
     shutdown: watch::Sender<bool>,
 }
 
@@ -60,18 +65,27 @@ impl Server {
                 Duration::from_secs(3600),
             ),
             modules,
+            domains: Domains::default(),
             iq_tracker: IqTracker::default(),
             config,
             storage,
             tls,
             sessions: SessionTable::default(),
             started: Instant::now(),
+            module_state: Default::default(),
             shutdown: watch::channel(false).0,
         });
         for m in server.modules.all() {
             m.start(&server);
         }
         Ok(server)
+    }
+
+    /// A module's server-wide state of type `T` (made with `Default` on first use), for the
+    /// module's free functions that only hold the server.
+    pub fn module_state<T: Default + Send + Sync + 'static>(&self) -> Arc<T> {
+        let mut ext = self.module_state.lock().unwrap_or_else(|e| e.into_inner());
+        ext.get_or_default::<Arc<T>>().clone()
     }
 
     pub fn domain(&self) -> &str {

@@ -47,8 +47,15 @@ impl Module for Disco {
                 }
                 let mut q = Element::new("query", ITEMS);
                 if req.to.local.is_none() {
+                    // The services hosted on domains of their own, and those the config names.
+                    let mut items = req.server.domains.hosted();
                     for svc in [&req.server.config.services.muc].into_iter().flatten() {
-                        q.push_child(Element::new("item", ITEMS).with_attr("jid", svc.clone()));
+                        if !items.iter().any(|d| d.eq_ignore_ascii_case(svc)) {
+                            items.push(svc.clone());
+                        }
+                    }
+                    for jid in items {
+                        q.push_child(Element::new("item", ITEMS).with_attr("jid", jid));
                     }
                 }
                 return Ok(Some(q));

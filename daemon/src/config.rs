@@ -229,6 +229,8 @@ pub struct ModulesConfig {
     pub component: crate::modules::component::ComponentConfig,
     #[serde(default)]
     pub push: crate::modules::push::PushConfig,
+    #[serde(default)]
+    pub upload: crate::modules::upload::UploadConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -237,7 +239,9 @@ pub struct ServicesConfig {
     /// Group chat component, e.g. `groups.example.org`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub muc: Option<String>,
-    /// HTTP upload component, e.g. `share.example.org`.
+    /// An extra certificate name for uploads, e.g. `share.example.org`. Not a disco item: the
+    /// upload service is the domain itself and its files are on `https://DOMAIN/upload/`
+    /// (`[modules.upload]`); this name only goes into the certificate, for an external server.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upload: Option<String>,
 }
@@ -368,6 +372,7 @@ impl Config {
                 ));
             }
         }
+        self.modules.upload.check()?;
         for (key, name) in [
             ("services.muc", &self.services.muc),
             ("services.upload", &self.services.upload),

@@ -86,6 +86,8 @@ pub enum Request {
         #[serde(default)]
         reason: String,
     },
+    /// XEP-0363 slots and files, for `hearth-web` (`{"cmd": "upload", "op": "begin", …}`).
+    Upload(crate::modules::upload::control::UploadRequest),
 }
 
 /// Where `hearth-web` unpacks a backup before asking for a [`Request::Restore`].
@@ -340,6 +342,7 @@ pub async fn execute(
                 Err(e) => Response::err(e),
             }
         }
+        Request::Upload(u) => crate::modules::upload::control::execute(config, storage, u).await,
         Request::ReloadCerts => match live {
             Some(s) => match s.tls.reload() {
                 Ok(()) => {

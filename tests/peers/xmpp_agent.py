@@ -21,6 +21,8 @@ from slixmpp.exceptions import IqError, IqTimeout
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
+from http_client import http_request
+
 
 def emit(obj):
     sys.stdout.write(json.dumps(obj) + "\n")
@@ -658,6 +660,28 @@ async def run_command(agent, cmd):
                 return {"ok": True}
             await asyncio.sleep(0.02)
         return {"ok": False, "error": "still connected"}
+    if c == "upload_slot":
+        # XEP-0363: ask the server for a slot; the reply has the PUT and GET URLs, or the error.
+        ns = "urn:xmpp:http:upload:0"
+        iq = agent.make_iq_get(ito=cmd.get("to", agent.boundjid.domain))
+        iq.xml.append(ET.Element(f"{{{ns}}}request", {
+            "filename": cmd["filename"], "size": str(cmd["size"]),
+            "content-type": cmd.get("content_type", "application/octet-stream")}))
+        try:
+            res = await iq.send(timeout=15)
+        except IqError as e:
+            err = e.iq["error"]
+            return {"ok": False, "condition": err["condition"], "text": err["text"],
+                    "xml": str(e.iq)}
+        slot = res.xml.find(f"{{{ns}}}slot")
+        return {"ok": True, "put": slot.find(f"{{{ns}}}put").get("url"),
+                "get": slot.find(f"{{{ns}}}get").get("url")}
+    if c == "http":
+        # One HTTPS request, as a client's HTTP stack makes it after the slot: the body streams
+        # from a file (or is `body` text); the answer's body streams to `save_to` or comes back
+        # as text, with its SHA-256 either way. The URL's host is reached at --host (loopback).
+        result = await asyncio.get_running_loop().run_in_executor(None, http_request, agent.args, cmd)
+        return {"ok": True, **result}
     if c in ("push_enable", "push_disable"):
         # XEP-0357 §5/§7 (slixmpp has no plugin): enable push with an app server's JID and node,
         # with a publish-options form carrying `options`; disable one node, or all without one.

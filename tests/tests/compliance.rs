@@ -33,6 +33,7 @@ const MUST_PASS: &[&str] = &[
     "xep0045",
     "xep0410",
     "xep0313muc",
+    "xep0363",
 ];
 
 #[test]

@@ -49,13 +49,7 @@ impl Module for Disco {
                 if req.to.local.is_none() {
                     // The services hosted on domains of their own, and those the config names.
                     let mut items = req.server.domains.hosted();
-                    for svc in [
-                        &req.server.config.services.muc,
-                        &req.server.config.services.upload,
-                    ]
-                    .into_iter()
-                    .flatten()
-                    {
+                    for svc in [&req.server.config.services.muc].into_iter().flatten() {
                         if !items.iter().any(|d| d.eq_ignore_ascii_case(svc)) {
                             items.push(svc.clone());
                         }

@@ -23,6 +23,7 @@ pub mod register;
 pub mod roster;
 pub mod session;
 pub mod stream_management;
+pub mod upload;
 pub mod vcard;
 pub mod version;
 
@@ -220,6 +221,9 @@ impl Modules {
             )),
             Arc::new(component::Components::new(&config.modules.component)),
         ];
+        if config.modules.upload.enabled {
+            list.push(Arc::new(upload::Upload::new(&config.modules.upload)));
+        }
         if config.modules.version.enabled {
             list.push(Arc::new(version::Version));
         }

@@ -109,6 +109,8 @@ pub fn router(state: Arc<AppState>) -> Router {
             state.clone(),
             crate::session::middleware,
         ))
+        // Uploaded files: no session (a download must not cost a session entry), own headers.
+        .merge(crate::upload::routes())
         .layer(middleware::from_fn_with_state(
             state.clone(),
             https_redirect,
@@ -180,12 +182,15 @@ async fn security_headers(req: Request, next: Next) -> Response {
         .unwrap_or(false);
     let mut resp = next.run(req).await;
     let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-        ),
-    );
+    // Uploaded files bring their own, stricter policy (`sandbox`).
+    if !h.contains_key(header::CONTENT_SECURITY_POLICY) {
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(
+                "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+            ),
+        );
+    }
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),

@@ -23,6 +23,7 @@ mod session;
 mod setup_code;
 mod templates;
 mod tls;
+mod upload;
 mod wizard;
 
 use clap::Parser;

@@ -17,6 +17,9 @@ use tokio::sync::Semaphore;
 const MAX_CONNECTIONS: usize = 256;
 /// Time for a client to send its request headers.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(20);
+/// hyper's read and write buffer per connection (its default, ~400 KiB, is sized for servers
+/// with memory to spare): uploads and downloads stream through it, headers must fit.
+const MAX_CONNECTION_BUFFER: usize = 64 * 1024;
 /// Time for a TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -184,6 +187,7 @@ where
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
+        .max_buf_size(MAX_CONNECTION_BUFFER)
         .serve_connection(io, service);
     if let Err(e) = conn.await {
         log::debug!("connection from {} ended: {e}", info.peer);

@@ -303,3 +303,18 @@ pub struct InviteDone {
     pub jid: String,
     pub apps: &'static [App],
 }
+
+#[derive(Template)]
+#[template(path = "admin/uploads.html")]
+pub struct UploadsPage {
+    pub title: &'static str,
+    pub nav: &'static str,
+    pub csrf: String,
+    pub flash: Option<String>,
+    pub enabled: bool,
+    /// "3 files, 12 MiB in all, from 2 accounts.", empty when hearthd does not answer.
+    pub summary: String,
+    pub dir: String,
+    pub fields: crate::admin::uploads::LimitFields,
+    pub errors: Errors,
+}

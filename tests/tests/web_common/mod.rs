@@ -106,6 +106,10 @@ impl WebServer {
         }
     }
 
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().expect("running").id() as i32
+    }
+
     pub fn log_path(&self) -> PathBuf {
         self.dir.path().join("hearth-web.log")
     }

@@ -5,6 +5,7 @@ pub mod invites;
 pub mod rooms;
 pub mod ssh;
 pub mod system;
+pub mod uploads;
 pub mod users;
 
 use crate::app::{render, render_status, see_other, AppState, ConnInfo};
@@ -41,6 +42,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/admin/rooms/destroy", post(rooms::destroy))
         .route("/admin/ssh", get(ssh::page).post(ssh::add))
         .route("/admin/ssh/remove", post(ssh::remove))
+        .route("/admin/uploads", get(uploads::page).post(uploads::save))
         .route("/admin/backup", get(crate::backup::admin_page))
         .route(
             "/admin/backup/download",

@@ -37,7 +37,7 @@ Usage: hearth-bench [OPTIONS]          (as root for Prosody and ejabberd: chroot
   --cgroup-sessions N  idle sessions inside the memory cgroup, 0 to skip (default 10000)
   --cgroup-mib N       the cgroup's memory limit (default 256)
   --enable LIST        what each idle session turns on: sm,carbons,csi, all or none (default all)
-  --no-pin             do not pin the server to CPU 0 and the load generator to CPU 1
+  --no-pin             at saturation, do not pin the server to CPU 0 and the load generator to CPU 1
   --smoke              small counts for CI (a few minutes for all three servers)
   --out DIR            where REPORT.md and the charts go (default bench, or target/bench-smoke)
   --cache DIR          where the trixie chroot is kept (default /var/cache/hearth-bench)
@@ -206,18 +206,12 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let cpus = std::thread::available_parallelism()
-        .map(|n| n.get())
+    let cpus = std::fs::read_to_string("/proc/cpuinfo")
+        .map(|t| t.lines().filter(|l| l.starts_with("processor")).count())
         .unwrap_or(1);
     let pin = o.pin && cpus >= 2;
-    if pin {
-        // The load generator on CPU 1 (threads made later inherit it), the server on CPU 0.
-        let mut set = nix::sched::CpuSet::new();
-        let _ = set.set(1);
-        let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set);
-    }
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(if pin { 1 } else { 2 })
+        .worker_threads(2)
         .enable_all()
         .build()
         .expect("tokio runtime");
@@ -320,7 +314,8 @@ async fn bench_one(
     pem: &(String, String),
     r: &mut ServerResult,
 ) -> Result<(), String> {
-    let cpu = pin.then_some(0);
+    // Servers start unpinned; only the saturation run pins (see below).
+    let cpu = None;
     let accounts = plan.accounts();
     let inst = Instance::prepare(kind.clone(), work, chroot, pem, accounts).await?;
     let client = Client::new(&inst.cert, inst.port)?;
@@ -363,7 +358,8 @@ async fn bench_one(
             requested: n,
             up,
             rss_kib: rss,
-            per_session_bytes: rss.saturating_sub(one) as f64 * 1024.0 / (up.max(2) - 1) as f64,
+            // Signed: a garbage-collected heap (ejabberd's) can shrink between two readings.
+            per_session_bytes: (rss as f64 - one as f64) * 1024.0 / (up.max(2) - 1) as f64,
             secs,
         });
         if let Some(e) = err {
@@ -386,15 +382,24 @@ async fn bench_one(
         Err(e) => r.errors.push(format!("logins: {e}")),
     }
     eprintln!("messages per second at saturation ({} pairs) …", plan.pairs);
-    match scenarios::run_pairs(
+    if pin {
+        // The server on CPU 0, the load generator on CPU 1: "messages per server core".
+        server.pin(Some(0));
+        servers::pin_threads("/proc/self/task", Some(1));
+    }
+    let sat = scenarios::run_pairs(
         &client,
         &server,
         plan.pairs,
         Pace::Window(plan.window),
         plan.saturate_secs,
     )
-    .await
-    {
+    .await;
+    if pin {
+        server.pin(None);
+        servers::pin_threads("/proc/self/task", None);
+    }
+    match sat {
         Ok((rate, _)) => r.saturation = Some(rate),
         Err(e) => r.errors.push(format!("saturation: {e}")),
     }

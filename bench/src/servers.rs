@@ -108,7 +108,17 @@ impl Instance {
                 }
             }
             Kind::Prosody => write(&dir.join("prosody.cfg.lua"), &prosody_config(&inner, port))?,
-            Kind::Ejabberd => write(&dir.join("ejabberd.yml"), &ejabberd_config(&inner, port))?,
+            Kind::Ejabberd => {
+                write(&dir.join("ejabberd.yml"), &ejabberd_config(&inner, port))?;
+                // Debian's ejabberdctl.cfg puts the pid file under /run, which the chroot lacks.
+                write(
+                    &dir.join("ejabberdctl.cfg"),
+                    &format!(
+                        "ERL_OPTIONS=\"-env ERL_CRASH_DUMP_BYTES 0\"\nEJABBERD_PID_PATH={inner}/ejabberd.pid\n\
+                         EJABBERD_CONFIG_PATH={inner}/ejabberd.yml\n"
+                    ),
+                )?
+            }
         }
         if let (Some(c), Some(user)) = (chroot, run_user(&kind)) {
             let (uid, gid) = c.user(user)?;
@@ -160,6 +170,8 @@ impl Instance {
                     &[("HOME", "/var/lib/ejabberd"), ("ERL_DIST_PORT", &dist)],
                     &[
                         "ejabberdctl",
+                        "--ctl-config",
+                        &format!("{inner}/ejabberdctl.cfg"),
                         "--config",
                         &format!("{inner}/ejabberd.yml"),
                         "--spool",
@@ -212,9 +224,9 @@ impl Instance {
         while Instant::now() < deadline {
             if let Ok(Some(status)) = running.child.try_wait() {
                 return Err(format!(
-                    "{} exited at start ({status}); its output: {}",
+                    "{} exited at start ({status}); its output ends: {}",
                     self.kind.name(),
-                    self.dir.join("stdout.log").display()
+                    self.log_tail()
                 ));
             }
             if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
@@ -224,11 +236,18 @@ impl Instance {
         }
         running.stop();
         Err(format!(
-            "{} did not listen on 127.0.0.1:{} within 90 s; see {}",
+            "{} did not listen on 127.0.0.1:{} within 90 s; its output ends: {}",
             self.kind.name(),
             self.port,
-            self.dir.join("stdout.log").display()
+            self.log_tail()
         ))
+    }
+
+    /// The last lines the server wrote (its directory is removed when the run ends).
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(self.dir.join("stdout.log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(8)..].join(" / ")
     }
 }
 
@@ -297,6 +316,13 @@ impl Running {
         ticks as f64 / tick
     }
 
+    /// Pins every thread of the server to `cpu`, or lets them run anywhere again (None).
+    pub fn pin(&self, cpu: Option<usize>) {
+        for pid in self.pids() {
+            pin_threads(&format!("/proc/{pid}/task"), cpu);
+        }
+    }
+
     pub fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
@@ -320,6 +346,38 @@ impl Running {
 impl Drop for Running {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Sets the CPU affinity of every thread listed under `task_dir` (a /proc/PID/task directory).
+pub fn pin_threads(task_dir: &str, cpu: Option<usize>) {
+    use nix::sched::{sched_setaffinity, CpuSet};
+    let mut set = CpuSet::new();
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .max(cpu.map_or(0, |c| c + 1));
+    let all = std::fs::read_to_string("/proc/cpuinfo")
+        .map(|t| t.lines().filter(|l| l.starts_with("processor")).count())
+        .unwrap_or(cpus)
+        .max(cpus);
+    match cpu {
+        Some(c) => {
+            let _ = set.set(c);
+        }
+        None => {
+            for c in 0..all {
+                let _ = set.set(c);
+            }
+        }
+    }
+    let Ok(dir) = std::fs::read_dir(task_dir) else {
+        return;
+    };
+    for e in dir.flatten() {
+        if let Some(tid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) {
+            let _ = sched_setaffinity(nix::unistd::Pid::from_raw(tid), &set);
+        }
     }
 }
 
@@ -413,7 +471,7 @@ VirtualHost "{DOMAIN}"
     )
 }
 
-/// ejabberd 24.12 with the same features: mod_stream_mgmt, mod_carbons, mod_mam (always archive),
+/// ejabberd 24.12 with the same features: mod_stream_mgmt, mod_carboncopy, mod_mam (always archive),
 /// mod_client_state, PEP through mod_pubsub, mod_blocking, and open in-band registration without
 /// its per-address pause. No shapers (they would cap throughput), no s2s, no HTTP.
 pub fn ejabberd_config(dir: &str, port: u16) -> String {
@@ -444,7 +502,7 @@ modules:
   mod_disco: {{}}
   mod_ping: {{}}
   mod_caps: {{}}
-  mod_carbons: {{}}
+  mod_carboncopy: {{}}
   mod_client_state: {{}}
   mod_stream_mgmt:
     resend_on_timeout: if_offline
@@ -461,4 +519,41 @@ modules:
     ip_access: all
 "#
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_config_names_the_port_the_directory_and_the_comparable_features() {
+        let h = hearthd_config("/d", 4242);
+        assert!(h.contains("c2s = [\"127.0.0.1:4242\"]") && h.contains("\"/d/cert.pem\""));
+        assert!(
+            h.contains("max_connections = 30000"),
+            "10,000 sessions must fit"
+        );
+        let p = prosody_config("/d", 4242);
+        for m in [
+            "\"smacks\"",
+            "\"carbons\"",
+            "\"mam\"",
+            "\"csi_simple\"",
+            "\"pep\"",
+        ] {
+            assert!(p.contains(m), "Prosody lacks {m}");
+        }
+        assert!(p.contains("c2s_ports = { 4242 }") && p.contains("VirtualHost \"bench.test\""));
+        let e = ejabberd_config("/d", 4242);
+        for m in [
+            "mod_stream_mgmt",
+            "mod_carboncopy",
+            "mod_mam",
+            "mod_client_state",
+            "\"pep\"",
+        ] {
+            assert!(e.contains(m), "ejabberd lacks {m}");
+        }
+        assert!(e.contains("port: 4242") && e.contains("registration_timeout: infinity"));
+    }
 }

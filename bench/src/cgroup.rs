@@ -9,7 +9,7 @@ pub struct MemCgroup {
 }
 
 /// What the cgroup saw.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 pub struct MemUse {
     pub current_kib: u64,
     pub peak_kib: u64,

@@ -27,7 +27,7 @@ pub type Conn = TlsStream<TcpStream>;
 
 /// What each session turns on after binding, as a phone would; a feature the server does not offer is
 /// skipped and the report says what was on.
-#[derive(Clone, Copy, Default, Debug)]
+#[derive(Clone, Copy, Default, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Enable {
     pub sm: bool,
     pub carbons: bool,
@@ -124,15 +124,19 @@ impl Client {
     /// Logs in as `user` with SCRAM-SHA-1, binds, turns on what `enable` asks for and the server
     /// offers, and sends initial presence.
     pub async fn login(&self, user: &str, enable: Enable) -> Result<(Conn, Enable), String> {
+        let t = std::time::Instant::now();
         let (mut c, mut buf, features) = self.secure().await?;
+        trace(user, "TLS", t);
         if !features.contains("SCRAM-SHA-1<") {
             return Err(format!("SCRAM-SHA-1 not offered: {features}"));
         }
         self.scram(&mut c, &mut buf, user).await?;
+        trace(user, "SCRAM", t);
         send(&mut c, &header()).await?;
         let features = read_until(&mut c, &mut buf, "</stream:features>").await?;
         send(&mut c, "<iq type='set' id='bench-bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>bench</resource></bind></iq>").await?;
         read_until(&mut c, &mut buf, "</iq>").await?;
+        trace(user, "bind", t);
         let offered = |ns: &str| {
             features.contains(&format!("xmlns='{ns}'"))
                 || features.contains(&format!("xmlns=\"{ns}\""))
@@ -147,6 +151,7 @@ impl Client {
                 return Err(format!("stream management not enabled: {answer}"));
             }
             got.sm = true;
+            trace(user, "SM", t);
         }
         if enable.carbons {
             send(
@@ -157,6 +162,7 @@ impl Client {
             let answer = read_iq(&mut c, &mut buf, "bench-carbons").await?;
             since_enabled.push_str(&answer);
             got.carbons = !is_error(&answer);
+            trace(user, "carbons", t);
         }
         if enable.csi && offered("urn:xmpp:csi:0") {
             send(&mut c, "<inactive xmlns='urn:xmpp:csi:0'/>").await?;
@@ -179,6 +185,7 @@ impl Client {
                 .map(|tag| since_enabled.matches(tag).count())
                 .sum();
             send(&mut c, &format!("<a xmlns='urn:xmpp:sm:3' h='{h}'/>")).await?;
+            trace(user, "ping answered, acked", t);
         }
         Ok((c, got))
     }
@@ -248,6 +255,16 @@ impl Client {
         pbkdf2::pbkdf2_hmac::<Sha1>(PASSWORD.as_bytes(), &key.0, iters, &mut out);
         self.salted.lock().expect("cache").insert(key, out);
         out
+    }
+}
+
+/// With HEARTH_BENCH_TRACE=1, each login step's time goes to stderr (to find where a server waits).
+fn trace(user: &str, step: &str, since: std::time::Instant) {
+    if std::env::var_os("HEARTH_BENCH_TRACE").is_some() {
+        eprintln!(
+            "{user}: {step} after {:.1} ms",
+            since.elapsed().as_secs_f64() * 1000.0
+        );
     }
 }
 

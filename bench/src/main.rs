@@ -42,6 +42,8 @@ Usage: hearth-bench [OPTIONS]          (as root for Prosody and ejabberd: chroot
   --out DIR            where REPORT.md and the charts go (default bench, or target/bench-smoke)
   --cache DIR          where the trixie chroot is kept (default /var/cache/hearth-bench)
   --mirror URL         Debian archive for the chroot (default: the host's apt sources)
+  --merge FILES        run nothing: write one report from earlier runs' results.json files
+                       (comma-separated, rows in that order), e.g. hearthd builds and the others
 
 Example (the full run, about 15 minutes on 2 cores):
   cargo build --release -p hearthd -p hearth-bench
@@ -57,6 +59,7 @@ struct Opts {
     smoke: bool,
     cache: PathBuf,
     mirror: Option<String>,
+    merge: Vec<PathBuf>,
 }
 
 fn parse_args() -> Result<Opts, String> {
@@ -89,6 +92,7 @@ fn parse_args() -> Result<Opts, String> {
         smoke: false,
         cache: "/var/cache/hearth-bench".into(),
         mirror: None,
+        merge: vec![],
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     // --smoke first, so explicit options after it still win.
@@ -160,6 +164,7 @@ fn parse_args() -> Result<Opts, String> {
             "--out" => o.out = Some(val(&a)?.into()),
             "--cache" => o.cache = val(&a)?.into(),
             "--mirror" => o.mirror = Some(val(&a)?),
+            "--merge" => o.merge = val(&a)?.split(',').map(PathBuf::from).collect(),
             "-h" | "--help" => {
                 print!("{HELP}");
                 std::process::exit(0);
@@ -245,6 +250,9 @@ async fn run(o: Opts, pin: bool) -> Result<(), String> {
         }
     });
     std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+    if !o.merge.is_empty() {
+        return merge(&o.merge, &out, pin);
+    }
     let needs_chroot = o.servers.iter().any(|s| s != "hearthd");
     let chroot = if needs_chroot {
         Some(chroot::Chroot::ensure(&o.cache, o.mirror.as_deref())?)
@@ -284,14 +292,16 @@ async fn run(o: Opts, pin: bool) -> Result<(), String> {
     let _ = std::fs::remove_dir_all(&work);
     let machine = Machine::read(pin);
     let command = std::env::args().collect::<Vec<_>>().join(" ");
-    report::write(
-        &out,
-        &machine,
-        &o.plan,
-        &results,
-        &command,
-        started.elapsed(),
-    )?;
+    let took = started.elapsed().as_secs_f64();
+    let saved = Saved {
+        plan: o.plan.clone(),
+        commands: vec![format!("{command}  ({took:.0} s)")],
+        results,
+    };
+    let json = serde_json::to_string(&saved).map_err(|e| e.to_string())?;
+    std::fs::write(out.join("results.json"), json).map_err(|e| e.to_string())?;
+    report::write(&out, &machine, &saved.plan, &saved.results, &saved.commands)?;
+    let results = saved.results;
     eprintln!("wrote {}", out.join("REPORT.md").display());
     let broken: Vec<String> = results
         .iter()
@@ -301,6 +311,35 @@ async fn run(o: Opts, pin: bool) -> Result<(), String> {
     if !broken.is_empty() {
         return Err(format!("some scenarios failed: {}", broken.join(" | ")));
     }
+    Ok(())
+}
+
+/// What a run leaves in results.json, so runs can be merged into one report.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Saved {
+    plan: Plan,
+    commands: Vec<String>,
+    results: Vec<ServerResult>,
+}
+
+fn merge(files: &[PathBuf], out: &std::path::Path, pin: bool) -> Result<(), String> {
+    let mut all: Option<Saved> = None;
+    for f in files {
+        let text = std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?;
+        let s: Saved = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", f.display()))?;
+        match &mut all {
+            None => all = Some(s),
+            Some(a) => {
+                a.commands.extend(s.commands);
+                a.results.extend(s.results);
+            }
+        }
+    }
+    let a = all.ok_or("--merge: no files")?;
+    report::write(out, &Machine::read(pin), &a.plan, &a.results, &a.commands)?;
+    let json = serde_json::to_string(&a).map_err(|e| e.to_string())?;
+    std::fs::write(out.join("results.json"), json).map_err(|e| e.to_string())?;
+    eprintln!("wrote {}", out.join("REPORT.md").display());
     Ok(())
 }
 

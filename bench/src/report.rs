@@ -8,9 +8,8 @@ use crate::scenarios::{Latency, Plan, Rate, Step};
 use crate::servers::Kind;
 use std::fmt::Write as _;
 use std::path::Path;
-use std::time::Duration;
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct CgroupResult {
     pub requested: usize,
     pub up: usize,
@@ -21,7 +20,7 @@ pub struct CgroupResult {
     pub usage: MemUse,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct ServerResult {
     pub name: String,
     pub version: String,
@@ -169,8 +168,7 @@ pub fn write(
     m: &Machine,
     plan: &Plan,
     rs: &[ServerResult],
-    command: &str,
-    took: Duration,
+    commands: &[String],
 ) -> Result<(), String> {
     let mut s = String::new();
     let w = &mut s;
@@ -192,12 +190,16 @@ pub fn write(
     let _ = writeln!(w, "## Machine and versions\n");
     let _ = writeln!(
         w,
-        "- {} × {}, {} MiB RAM, Linux {}\n- command: `{command}` (took {:.0} s)",
+        "- {} × {}, {} MiB RAM, Linux {}\n- made by: {}",
         m.cores,
         m.cpu,
         m.mem_mib,
         m.kernel,
-        took.as_secs_f64()
+        commands
+            .iter()
+            .map(|c| format!("`{c}`"))
+            .collect::<Vec<_>>()
+            .join(", then ")
     );
     let _ = writeln!(
         w,

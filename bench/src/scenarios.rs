@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Notify, Semaphore};
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Plan {
     /// Idle-session counts at which RSS is read, rising (e.g. 100, 1000, 10000).
     pub steps: Vec<usize>,
@@ -41,7 +41,7 @@ impl Plan {
     }
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Step {
     pub requested: usize,
     pub up: usize,
@@ -50,7 +50,7 @@ pub struct Step {
     pub secs: f64,
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Rate {
     pub per_sec: f64,
     /// Server CPU used, in cores (1.0 = one core busy the whole time).
@@ -59,7 +59,7 @@ pub struct Rate {
     pub client_cores: f64,
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Latency {
     pub sent: u64,
     pub delivered: u64,

@@ -85,7 +85,11 @@ impl Instance {
                 let d = work.join(&slug);
                 (d.clone(), d.display().to_string())
             }
-            (_, Some(c)) => (c.root.join(SRV).join(&slug), format!("/{SRV}/{slug}")),
+            // Per run (pid), so two runs sharing the cached chroot never meet.
+            (_, Some(c)) => {
+                let run = format!("{SRV}/{}/{slug}", std::process::id());
+                (c.root.join(&run), format!("/{run}"))
+            }
             (_, None) => return Err(format!("{} needs the chroot", kind.name())),
         };
         let _ = std::fs::remove_dir_all(&dir);
@@ -254,6 +258,10 @@ impl Instance {
 impl Drop for Instance {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
+        // The run's directory in the chroot, once its last server is gone (fails while not empty).
+        if let Some(parent) = self.dir.parent() {
+            let _ = std::fs::remove_dir(parent);
+        }
     }
 }
 

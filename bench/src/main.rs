@@ -45,7 +45,7 @@ Usage: hearth-bench [OPTIONS]          (as root for Prosody and ejabberd: chroot
   --merge FILES        run nothing: write one report from earlier runs' results.json files
                        (comma-separated, rows in that order), e.g. hearthd builds and the others
 
-Example (the full run, about 15 minutes on 2 cores):
+Example (the full run: 37 minutes on a busy 2-core machine, most of it Prosody opening 10,000 sessions):
   cargo build --release -p hearthd -p hearth-bench
   sudo target/release/hearth-bench
 ";

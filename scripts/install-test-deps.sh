@@ -14,6 +14,8 @@ python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 command -v knotd >/dev/null || need_apt+=(knot)
 # SSH keys for the admin pages' SSH test (web_ssh) and the image boot test are made with ssh-keygen.
 command -v ssh-keygen >/dev/null || need_apt+=(openssh-client)
+# The benchmark's smoke run makes a trixie chroot with mmdebstrap for Prosody and ejabberd (bench/README.md).
+command -v mmdebstrap >/dev/null || need_apt+=(mmdebstrap)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "install-test-deps: please install as root: apt-get install ${need_apt[*]}" >&2

@@ -47,6 +47,23 @@ else
     image_pid=$!
 fi
 
+# The benchmark's smoke run (bench/README.md): hearthd, Prosody and ejabberd (trixie packages in a chroot
+# the tool makes once under /var/cache/hearth-bench) through every scenario with small counts, so the tool
+# keeps working; its figures mean nothing. Root (chroot, cgroup), in the background like the image stage,
+# a few minutes; HEARTH_SKIP_BENCH=1 skips it.
+bench_log=out/bench-smoke.log
+bench_pid=""
+if [ "${HEARTH_SKIP_BENCH:-0}" = 1 ]; then
+    echo "bench smoke skipped (HEARTH_SKIP_BENCH=1)" >&2
+elif [ "$(id -u)" -ne 0 ]; then
+    echo "bench smoke skipped: it needs root (mmdebstrap, chroot, cgroup); as root: target/debug/hearth-bench --smoke" >&2
+else
+    echo "bench smoke started in the background (log: $bench_log)"
+    target/debug/hearth-bench --smoke --out out/bench-smoke > "$bench_log" 2>&1 &
+    bench_pid=$!
+    bench_start=$(date +%s)
+fi
+
 rm -f target/compliance-hearthd.txt  # written afresh by tests/tests/compliance.rs
 stage "cargo test" cargo test --workspace --no-fail-fast
 
@@ -62,6 +79,16 @@ if [ -n "$image_pid" ]; then
         while read -r name secs; do timings+=("  $name $secs 0"); done < "$image_timings"
     fi
     [ "$rc" -eq 0 ] || failed+=("image stage")
+fi
+
+if [ -n "$bench_pid" ]; then
+    rc=0
+    wait "$bench_pid" || rc=$?
+    echo
+    echo "=== bench smoke (out/bench-smoke.log, report out/bench-smoke/REPORT.md) ==="
+    tail -n 20 "$bench_log"
+    timings+=("bench smoke (background, whole run) $(($(date +%s) - bench_start)) $rc")
+    [ "$rc" -eq 0 ] || failed+=("bench smoke")
 fi
 
 # What the XEP-0479 probe (tests/tests/compliance.rs) found, one line per requirement.

@@ -8,6 +8,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// With `--features mimalloc`: mimalloc instead of the C library's malloc (see bench/REPORT.md).
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Hearth's XMPP server: accounts, rosters, presence and messages for a home server.
 ///
 /// Examples:

@@ -304,7 +304,7 @@ impl ImagerSettings {
             out.insert("ssh".into(), Value::Table(t));
         }
         let body = toml::to_string(&out).unwrap_or_default();
-        format!("# Written by hearth-web imager from Raspberry Pi Imager's settings ({origin}).\n{body}")
+        format!("# Written by hearth-web imager from {origin}.\n{body}")
     }
 }
 

@@ -16,6 +16,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub mod imager;
+pub mod imager_boot;
 mod imager_cloud;
 #[cfg(test)]
 mod imager_tests;

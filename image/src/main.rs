@@ -12,6 +12,7 @@ mod error;
 mod fat;
 mod fetch;
 mod host;
+mod imager_card;
 mod lock;
 mod manifest;
 mod mirror;

@@ -13,6 +13,7 @@ mod fat;
 mod fetch;
 mod host;
 mod imager_card;
+mod imager_repo;
 mod lock;
 mod manifest;
 mod mirror;

@@ -23,8 +23,10 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 
 # slixmpp, the XMPP client the tests drive, in a venv under target/ (never the system Python).
+# The venv remembers the requirements it was made from, so a new pin (slixmpp-omemo, say) reaches an old venv.
 venv=target/venv
-if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import slixmpp' 2>/dev/null; then
+if [ ! -x "$venv/bin/python" ] || ! cmp -s tests/requirements.txt "$venv/requirements.installed"; then
   python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check -r tests/requirements.txt
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check -r tests/requirements.txt
+  cp tests/requirements.txt "$venv/requirements.installed"
 fi

@@ -218,6 +218,8 @@ pub struct ModulesConfig {
     #[serde(default)]
     pub mam: crate::modules::mam::ArchiveConfig,
     #[serde(default)]
+    pub pep: crate::modules::pep::PepConfig,
+    #[serde(default)]
     pub stream_management: crate::modules::stream_management::StreamManagementConfig,
 }
 

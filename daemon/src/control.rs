@@ -140,6 +140,17 @@ pub async fn execute(
         normalize_local(u.split('@').next().unwrap_or(u))
             .map_err(|e| Response::err(format!("bad user name {u:?}: {e}")))
     };
+    // The checks an account name and a new password pass, whichever request sets them.
+    let checked_account = |u: &str, password: &str| {
+        let user = user_of(u)?;
+        if password.chars().count() < crate::modules::register::MIN_PASSWORD {
+            return Err(Response::err(format!(
+                "the password needs at least {} characters",
+                crate::modules::register::MIN_PASSWORD
+            )));
+        }
+        Ok(user)
+    };
     match req {
         Request::Status => {
             let users = match storage.list_users().await {
@@ -160,16 +171,10 @@ pub async fn execute(
             password,
             admin,
         } => {
-            let user = match user_of(&user) {
+            let user = match checked_account(&user, &password) {
                 Ok(u) => u,
                 Err(r) => return r,
             };
-            if password.chars().count() < crate::modules::register::MIN_PASSWORD {
-                return Response::err(format!(
-                    "the password needs at least {} characters",
-                    crate::modules::register::MIN_PASSWORD
-                ));
-            }
             match storage
                 .create_user(&user, &password, iterations, admin)
                 .await
@@ -194,16 +199,10 @@ pub async fn execute(
             }
         }
         Request::UserPasswd { user, password } => {
-            let user = match user_of(&user) {
+            let user = match checked_account(&user, &password) {
                 Ok(u) => u,
                 Err(r) => return r,
             };
-            if password.chars().count() < crate::modules::register::MIN_PASSWORD {
-                return Response::err(format!(
-                    "the password needs at least {} characters",
-                    crate::modules::register::MIN_PASSWORD
-                ));
-            }
             match storage.set_password(&user, &password, iterations).await {
                 Ok(()) => Response::ok(serde_json::Value::Null),
                 Err(e) => storage_err(e),
@@ -259,16 +258,10 @@ pub async fn execute(
             user,
             password,
         } => {
-            let user = match user_of(&user) {
+            let user = match checked_account(&user, &password) {
                 Ok(u) => u,
                 Err(r) => return r,
             };
-            if password.chars().count() < crate::modules::register::MIN_PASSWORD {
-                return Response::err(format!(
-                    "the password needs at least {} characters",
-                    crate::modules::register::MIN_PASSWORD
-                ));
-            }
             let creds =
                 match crate::storage::accounts_derive(password, config.auth.scram_iterations).await
                 {

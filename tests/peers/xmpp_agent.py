@@ -135,6 +135,101 @@ class Agent(slixmpp.ClientXMPP):
         emit({"event": "roster_push", "items": {k: {"subscription": v.get("subscription"), "ask": v.get("ask")} for k, v in items.items()}})
 
 
+def omemo_plugin_class():
+    """slixmpp-omemo's plugin with what a client supplies: in-memory storage (each agent is a new
+    device) and blind trust before verification, as Conversations does by default."""
+    from omemo.storage import Just, Nothing, Storage
+    from slixmpp.plugins import register_plugin
+    from slixmpp_omemo import TrustLevel, XEP_0384
+
+    class MemoryStorage(Storage):
+        def __init__(self):
+            super().__init__()
+            self.data = {}
+
+        async def _load(self, key):
+            return Just(self.data[key]) if key in self.data else Nothing()
+
+        async def _store(self, key, value):
+            self.data[key] = value
+
+        async def _delete(self, key):
+            self.data.pop(key, None)
+
+    class OmemoClient(XEP_0384):
+        default_config = {"fallback_message": "This message is OMEMO encrypted."}
+
+        def plugin_init(self):
+            self.memory = MemoryStorage()
+            super().plugin_init()
+
+        @property
+        def storage(self):
+            return self.memory
+
+        @property
+        def _btbv_enabled(self):
+            return True
+
+        async def _devices_blindly_trusted(self, blindly_trusted, identifier):
+            emit({"event": "omemo_trusted", "devices": len(blindly_trusted)})
+
+        async def _prompt_manual_trust(self, manually_trusted, identifier):
+            manager = await self.get_session_manager()
+            for d in manually_trusted:
+                await manager.set_trust(d.bare_jid, d.identity_key, TrustLevel.BLINDLY_TRUSTED.value)
+
+    register_plugin(OmemoClient)
+
+
+async def omemo_command(agent, c, cmd):
+    if c == "omemo_setup":
+        # Before the first presence: the plugin asks for device-list notifications (+notify in
+        # the caps) and publishes this device's list and bundle in both OMEMO versions.
+        omemo_plugin_class()
+        for name in ("xep_0004", "xep_0060", "xep_0115", "xep_0163"):
+            agent.register_plugin(name)
+        agent.register_plugin("xep_0384")
+        await agent.plugin["xep_0115"].update_caps()
+        manager = await agent.plugin["xep_0384"].get_session_manager()
+        info = await manager.get_own_device_information()
+        omemo = agent.plugin["xep_0384"]
+
+        async def on_message(msg):
+            namespaces = omemo.is_encrypted(msg)
+            if not namespaces:
+                return
+            try:
+                plain, device = await omemo.decrypt_message(msg)
+                emit({"event": "omemo_message", "from": str(msg["from"]), "body": plain["body"],
+                      "namespaces": sorted(namespaces), "device": device.device_id})
+            except Exception as e:  # the test wants to see why
+                emit({"event": "omemo_error", "error": f"{type(e).__name__}: {e}"})
+        agent.add_event_handler("message", on_message)
+        return {"ok": True, "device": info[0].device_id}
+    if c == "omemo_send":
+        omemo = agent.plugin["xep_0384"]
+        msg = agent.make_message(mto=cmd["to"], mtype="chat")
+        msg["body"] = cmd["body"]
+        to = slixmpp.JID(cmd["to"])
+        await omemo.refresh_device_lists({to}, force_download=True)
+        encrypted, errors = await omemo.encrypt_message(msg, to)
+        if encrypted is None:
+            return {"ok": False, "error": f"nothing to send; errors: {errors}"}
+        encrypted.send()
+        return {"ok": True, "errors": [str(e) for e in errors],
+                "namespaces": sorted(omemo.is_encrypted(encrypted))}
+    return None
+
+
+def pubsub_error(e):
+    """A refused pubsub request: the defined condition and the pubsub#errors one (XEP-0060)."""
+    err = e.iq.xml.find("{jabber:client}error")
+    app = [c.tag.split("}")[1] for c in err if c.tag.startswith("{http://jabber.org/protocol/pubsub#errors}")] \
+        if err is not None else []
+    return {"ok": False, "condition": e.iq["error"]["condition"], "app": app[0] if app else None}
+
+
 async def run_command(agent, cmd):
     c = cmd["cmd"]
     if c == "connect":
@@ -178,6 +273,78 @@ async def run_command(agent, cmd):
             return {"ok": True}
         except (IqError, IqTimeout) as e:
             return {"ok": False, "error": str(e)}
+    if c.startswith("omemo_"):
+        return await omemo_command(agent, c, cmd)
+    if c == "pep_setup":
+        # Entity caps with `node+notify` for each node (XEP-0163 filtered notifications); call
+        # before the first presence, so the broadcast carries the caps.
+        for name in ("xep_0004", "xep_0060", "xep_0115", "xep_0163"):
+            agent.register_plugin(name)
+        for node in cmd.get("interest", []):
+            agent.plugin["xep_0163"].add_interest(node)
+        await agent.plugin["xep_0115"].update_caps()
+
+        def on_event(msg):
+            ev = msg.xml.find("{http://jabber.org/protocol/pubsub#event}event")
+            for items in ev.findall("{http://jabber.org/protocol/pubsub#event}items"):
+                for item in items:
+                    tag = item.tag.split("}")[1]
+                    payload = [ET.tostring(p, encoding="unicode") for p in item]
+                    emit({"event": "pep", "from": str(msg["from"]), "node": items.get("node"),
+                          "kind": tag, "id": item.get("id"), "xml": payload[0] if payload else None})
+        agent.register_handler(Callback("pep-events", MatchXPath(
+            "{jabber:client}message/{http://jabber.org/protocol/pubsub#event}event"), on_event))
+        return {"ok": True}
+    if c == "publish":
+        # XEP-0060 §7.1 to our own account, with publish-options (§7.1.5) when given.
+        options = None
+        if cmd.get("options"):
+            options = agent.plugin["xep_0004"].make_form(ftype="submit")
+            options.add_field(var="FORM_TYPE", ftype="hidden",
+                              value="http://jabber.org/protocol/pubsub#publish-options")
+            for var, value in cmd["options"].items():
+                options.add_field(var=var, value=value)
+        try:
+            res = await agent.plugin["xep_0060"].publish(
+                None, cmd["node"], id=cmd.get("item_id"), payload=ET.fromstring(cmd["xml"]),
+                options=options, timeout=10)
+            return {"ok": True, "item_id": res["pubsub"]["publish"]["item"]["id"]}
+        except IqError as e:
+            return pubsub_error(e)
+        except IqTimeout:
+            return {"ok": False, "condition": "timeout"}
+    if c in ("bookmarks_set", "bookmarks_get"):
+        # XEP-0048 bookmarks in XEP-0049 private storage, through slixmpp's own plugins.
+        agent.register_plugin("xep_0049")
+        agent.register_plugin("xep_0048")
+        from slixmpp.plugins.xep_0048 import Bookmarks
+        try:
+            if c == "bookmarks_set":
+                b = Bookmarks()
+                for room in cmd["rooms"]:
+                    b.add_conference(room["jid"], room.get("nick"), name=room.get("name"),
+                                     autojoin=room.get("autojoin", False))
+                await agent.plugin["xep_0048"].set_bookmarks(b, method="xep_0049", timeout=10)
+                return {"ok": True}
+            res = await agent.plugin["xep_0048"].get_bookmarks(method="xep_0049", timeout=10)
+            rooms = [{"jid": str(conf["jid"]), "name": conf["name"], "nick": conf["nick"],
+                      "autojoin": conf["autojoin"]} for conf in res["private"]["bookmarks"]["conferences"]]
+            return {"ok": True, "rooms": rooms}
+        except IqError as e:
+            return pubsub_error(e)
+        except IqTimeout:
+            return {"ok": False, "condition": "timeout"}
+    if c == "items":
+        try:
+            res = await agent.plugin["xep_0060"].get_items(
+                cmd["to"], cmd["node"], max_items=cmd.get("max"), timeout=10)
+            items = [{"id": i["id"], "xml": ET.tostring(i.xml[0], encoding="unicode") if len(i.xml) else None}
+                     for i in res["pubsub"]["items"]]
+            return {"ok": True, "items": items}
+        except IqError as e:
+            return pubsub_error(e)
+        except IqTimeout:
+            return {"ok": False, "condition": "timeout"}
     if c == "subscribe":
         agent.send_presence(pto=cmd["to"], ptype="subscribe")
         return {"ok": True}

@@ -78,27 +78,33 @@ type FormDigest = (String, Vec<(String, Vec<String>)>);
 
 /// XEP-0115 §5.1: identities, features and forms, sorted, `<`-separated, SHA-1, base64.
 pub fn verification_string(info: &DiscoInfo) -> String {
-    let mut s = String::new();
-    let mut ids: Vec<_> = info.identities.iter().collect();
     // No xml:lang on our identities: the lang part stays empty.
-    ids.sort_by(|a, b| (a.category, a.kind, a.name).cmp(&(b.category, b.kind, b.name)));
-    for id in ids {
-        s.push_str(&format!(
-            "{}/{}//{}<",
-            id.category,
-            id.kind,
-            id.name.unwrap_or("")
-        ));
-    }
-    let mut features = info.features.clone();
+    let ids = info
+        .identities
+        .iter()
+        .map(|id| (id.category, id.kind, "", id.name.unwrap_or("")))
+        .collect();
+    ver_from_parts(ids, info.features.clone(), info.forms.iter())
+}
+
+/// The §5.1 hash from its parts, whoever's disco#info they come from (ours, or a client's that
+/// PEP checks): identities as (category, type, xml:lang, name), features, XEP-0128 forms.
+pub fn ver_from_parts<'a>(
+    mut ids: Vec<(&str, &str, &str, &str)>,
+    mut features: Vec<&str>,
+    forms: impl Iterator<Item = &'a Element>,
+) -> String {
+    ids.sort_unstable();
     features.sort_unstable();
+    let mut s = String::new();
+    for (category, kind, lang, name) in ids {
+        s.push_str(&format!("{category}/{kind}/{lang}/{name}<"));
+    }
     for f in features {
         s.push_str(f);
         s.push('<');
     }
-    let mut forms: Vec<FormDigest> = info
-        .forms
-        .iter()
+    let mut forms: Vec<FormDigest> = forms
         .map(|form| {
             let mut form_type = String::new();
             let mut fields = Vec::new();

@@ -4,14 +4,17 @@
 //! `Modules::new`. `docs/architecture.md` ("Writing a module") describes the hooks.
 
 pub mod blocking;
+pub mod bookmarks;
 pub mod caps;
 pub mod carbons;
 pub mod client_state;
 pub mod disco;
 pub mod mam;
 pub mod offline;
+pub mod pep;
 pub mod ping;
 pub mod presence;
+pub mod private_storage;
 pub mod register;
 pub mod roster;
 pub mod session;
@@ -201,6 +204,9 @@ impl Modules {
             Arc::new(carbons::Carbons),
             Arc::new(client_state::ClientState::new(&config.modules.csi)),
             Arc::new(mam::Archive::new(&config.modules.mam)),
+            Arc::new(pep::Pep::new(&config.modules.pep)),
+            Arc::new(private_storage::PrivateStorage),
+            Arc::new(bookmarks::Bookmarks),
             Arc::new(session::LegacySession),
             Arc::new(stream_management::StreamManagement::new(
                 &config.modules.stream_management,

@@ -131,7 +131,8 @@ impl Storage {
         .await
     }
 
-    /// Removes an account and everything it owns (roster, offline messages, vCard).
+    /// Removes an account and everything it owns (roster, offline messages, vCard, and by foreign
+    /// key the tables of modules: PEP nodes, archive, blocklist).
     pub async fn delete_user(&self, username: &str) -> Result<()> {
         let username = username.to_string();
         self.call(move |conn| {

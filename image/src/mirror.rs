@@ -84,11 +84,15 @@ pub fn parse_deb822(text: &str) -> Vec<Source> {
         if let (true, true, Some(uris), Some(suites)) =
             (is_deb, enabled, get("URIs"), get("Suites"))
         {
-            for uri in uris.split_whitespace() {
-                out.push(Source {
-                    uri: uri.to_string(),
-                    suites: suites.split_whitespace().map(str::to_string).collect(),
-                });
+            let suites: Vec<String> = suites.split_whitespace().map(str::to_string).collect();
+            // An empty "Suites:" serves nothing (apt rejects the stanza too); found by fuzzing.
+            if !suites.is_empty() {
+                for uri in uris.split_whitespace() {
+                    out.push(Source {
+                        uri: uri.to_string(),
+                        suites: suites.clone(),
+                    });
+                }
             }
         }
         stanza.clear();
@@ -242,6 +246,13 @@ mod tests {
             m.security.as_deref(),
             Some("http://sec.example/debian-security")
         );
+    }
+
+    #[test]
+    fn a_stanza_without_suites_is_no_source() {
+        // The fuzzer's find: "Suites:" empty, the suite on a misspelt field.
+        let text = "Types: deb\nURIs: http://mirror.example/debian\nSuites:\nCompone sidxes: trixie-security\n";
+        assert_eq!(parse_deb822(text), vec![]);
     }
 
     #[test]

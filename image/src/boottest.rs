@@ -113,6 +113,24 @@ fn preseed_value(text: &str, key: &str) -> String {
         .unwrap_or_default()
 }
 
+/// Reboots a boot test accepts: one, as Raspberry Pi Imager's own first boot does once it has restored
+/// cmdline.txt (Hearth's first boot does not need it).
+const MAX_REBOOTS: usize = 1;
+
+/// The card's cmdline.txt now (its first line), as the Pi firmware reads it on every boot.
+fn card_cmdline_now(disk_img: &Path, log: &Path) -> Result<String> {
+    let (_, parts) = disk::read_mbr(disk_img)?;
+    let boot = parts
+        .first()
+        .ok_or_else(|| Error::new("the image has no partitions"))?;
+    Ok(fat::read(disk_img, boot, "cmdline.txt", log)?
+        .lines()
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_string())
+}
+
 fn console_tail(console: &Path, n: usize) -> String {
     run::tail(console, n)
 }
@@ -323,26 +341,32 @@ pub fn boot_test(repo: &Path, args: BootTestArgs) -> Result<()> {
     let console = work.join("console.log");
     let _ = std::fs::remove_file(&console);
     let machine_append = spec.append.replace("{root}", &root);
-    let machine_append = match args.imager {
-        Some(_) => imager_card::kernel_append(&card_cmdline, &machine_append),
-        None => machine_append,
+    let append_for = |card_cmdline: &str| {
+        let append = match args.imager {
+            Some(_) => imager_card::kernel_append(card_cmdline, &machine_append),
+            None => machine_append.clone(),
+        };
+        format!("{append} systemd.wants=hearth-selftest.service")
     };
-    let append = format!("{machine_append} systemd.wants=hearth-selftest.service");
+    let qemu_log = work.join("qemu.log");
+    let launch = |append: String| {
+        qemu::start(&Launch {
+            spec: &spec,
+            image: &disk_img,
+            console: &console,
+            kernel: &kernel,
+            initrd: &initrd,
+            dtb: dtb.clone(),
+            append,
+            port,
+            web_port,
+            ssh_port,
+            log: &qemu_log,
+        })
+    };
     let started = Instant::now();
-    let child = qemu::start(&Launch {
-        spec: &spec,
-        image: &disk_img,
-        console: &console,
-        kernel: &kernel,
-        initrd: &initrd,
-        dtb,
-        append,
-        port,
-        web_port,
-        ssh_port,
-        log: &work.join("qemu.log"),
-    })?;
-    let mut guard = Guard(child);
+    let mut guard = Guard(launch(append_for(&card_cmdline))?);
+    let mut reboots = 0;
     eprintln!(
         "booting {} under qemu -M {} ({}); XMPP on 127.0.0.1:{port}, web on http://127.0.0.1:{web_port}/; console: {}",
         args.image.display(),
@@ -373,6 +397,27 @@ pub fn boot_test(repo: &Path, args: BootTestArgs) -> Result<()> {
     let mut report_seen: Option<Instant> = None;
     let features = steps.run(&format!("boot until {waiting_for} answers"), |s| loop {
         if let Some(status) = guard.0.try_wait().ctx(|| "polling QEMU".into())? {
+            // QEMU runs with -no-reboot: a guest reboot ends it. Boot again as the Pi firmware does,
+            // reading the card's cmdline.txt afresh (first boot may have changed it); a second reboot
+            // is a loop.
+            let restarts = console_lines(&console, "reboot: Restarting system").len();
+            if status.success() && restarts > reboots {
+                reboots = restarts;
+                if reboots > MAX_REBOOTS {
+                    return Err(Error::new(format!(
+                        "the guest rebooted {reboots} times before {waiting_for} was ready: a reboot loop\n{}",
+                        console_tail(&console, 30)
+                    ))
+                    .hint(format!("full console log: {}", console.display())));
+                }
+                let cmdline = card_cmdline_now(&disk_img, &s.log)?;
+                s.note(&format!(
+                    "the guest rebooted after {}; booting again with the card's cmdline.txt: {cmdline}",
+                    fmt_secs(started.elapsed().as_secs_f64())
+                ));
+                guard.0 = launch(append_for(&cmdline))?;
+                continue;
+            }
             return Err(Error::new(format!("QEMU exited ({status}) before {waiting_for} was ready\n{}", console_tail(&console, 30)))
                 .hint(format!("QEMU's own output: {}", work.join("qemu.log").display())));
         }
@@ -492,7 +537,7 @@ pub fn boot_test(repo: &Path, args: BootTestArgs) -> Result<()> {
             .hint(format!("console log: {}", console.display())));
     }
     println!(
-        "boot-test {}: {waiting_for} ready after {}; self-test passed",
+        "boot-test {}: {waiting_for} ready after {} ({reboots} reboots); self-test passed",
         args.machine,
         fmt_secs(ready)
     );

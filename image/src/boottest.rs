@@ -113,8 +113,8 @@ fn preseed_value(text: &str, key: &str) -> String {
         .unwrap_or_default()
 }
 
-/// Reboots a boot test accepts: one, as Raspberry Pi Imager's own first boot does once it has restored
-/// cmdline.txt (Hearth's first boot does not need it).
+/// Reboots a boot test accepts: one, as the first boot of a card with Imager's firstrun.sh does once it
+/// has restored cmdline.txt (see kernel-command-line.service.d/hearth.conf in the overlay).
 const MAX_REBOOTS: usize = 1;
 
 /// The card's cmdline.txt now (its first line), as the Pi firmware reads it on every boot.

@@ -503,6 +503,7 @@ pub fn boot_test(repo: &Path, args: BootTestArgs) -> Result<()> {
             flavour,
             put_preseed,
             args.imager_malformed,
+            reboots,
         ));
     }
     std::fs::write(

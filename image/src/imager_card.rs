@@ -117,6 +117,7 @@ pub fn judge(
     flavour: Flavour,
     preseed: bool,
     malformed: bool,
+    reboots: usize,
 ) -> Vec<String> {
     let get = |key: &str| {
         report
@@ -137,6 +138,14 @@ pub fn judge(
     }
     if flavour == Flavour::Firstrun && !said("removed Imager's systemd.run arguments") {
         bad.push("first boot did not say it restored cmdline.txt".into());
+    }
+    // firstrun.sh's boot ends in one reboot into a normal boot (kernel-command-line.service.d/hearth.conf);
+    // cloud-init's files change nothing in how the box boots.
+    let want_reboots = usize::from(flavour == Flavour::Firstrun);
+    if reboots != want_reboots {
+        bad.push(format!(
+            "{reboots} reboots before the box was ready (want {want_reboots})"
+        ));
     }
     if preseed {
         if !said("the preseed wins") {
@@ -227,10 +236,12 @@ mod tests {
             "imager: removed Imager's systemd.run arguments from /boot/firmware/cmdline.txt"
                 .to_string(),
         ];
-        let bad = judge(&report, &said, Flavour::Firstrun, false, false);
+        let bad = judge(&report, &said, Flavour::Firstrun, false, false, 1);
         assert_eq!(bad.len(), 1, "{bad:?}");
         assert!(bad[0].contains("cmdline-args=1"));
-        let bad = judge(&report, &said, Flavour::Firstrun, true, true);
+        let bad = judge(&report, &said, Flavour::Firstrun, true, true, 1);
         assert_eq!(bad.len(), 3, "{bad:?}");
+        let bad = judge(&report, &said, Flavour::Firstrun, false, false, 0);
+        assert!(bad.iter().any(|b| b.contains("0 reboots")), "{bad:?}");
     }
 }

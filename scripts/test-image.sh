@@ -80,7 +80,7 @@ if [ "${HEARTH_IMAGE_WIZARD:-1}" = 1 ]; then
 fi
 
 # Cards customised by Raspberry Pi Imager (issue 16), the card's whole cmdline.txt passed to the kernel:
-# firstrun.sh with a line Imager never writes (Imager's settings applied, the line named and not run,
+# firstrun.sh with a line Imager never writes (Imager's settings applied, the line named and not run, one reboot,
 # cmdline.txt restored, the wizard answers); cloud-init's files (the same settings); cloud-init with a
 # cut-short user-data beside hearth-setup.toml (the preseed wins and says so; XMPP answers).
 if [ "${HEARTH_IMAGE_IMAGER:-1}" = 1 ]; then

@@ -121,15 +121,20 @@ pub fn parse_deb822(text: &str) -> Vec<Source> {
 pub fn pick(sources: &[Source]) -> HostMirrors {
     let mut m = HostMirrors::default();
     for s in sources {
+        let uri = s.uri.trim_end_matches('/');
+        // "http://" or "file:/" name no place (found by fuzzing: trimmed, they were "http:").
+        if uri.is_empty() || uri.ends_with(':') {
+            continue;
+        }
         for suite in &s.suites {
             if m.archive.is_none() && DEBIAN_SUITES.contains(&suite.as_str()) {
-                m.archive = Some(s.uri.trim_end_matches('/').to_string());
+                m.archive = Some(uri.to_string());
             }
             let security = suite
                 .strip_suffix("-security")
                 .or_else(|| suite.strip_suffix("/updates"));
             if m.security.is_none() && security.is_some_and(|b| DEBIAN_SUITES.contains(&b)) {
-                m.security = Some(s.uri.trim_end_matches('/').to_string());
+                m.security = Some(uri.to_string());
             }
         }
     }
@@ -253,6 +258,14 @@ mod tests {
         // The fuzzer's find: "Suites:" empty, the suite on a misspelt field.
         let text = "Types: deb\nURIs: http://mirror.example/debian\nSuites:\nCompone sidxes: trixie-security\n";
         assert_eq!(parse_deb822(text), vec![]);
+    }
+
+    #[test]
+    fn a_uri_naming_no_place_is_not_picked() {
+        let s = parse_one_line(
+            "deb [arch=arm64] http:// trixie main\ndeb http://m.example/debian/ trixie main\n",
+        );
+        assert_eq!(pick(&s).archive.as_deref(), Some("http://m.example/debian"));
     }
 
     #[test]

@@ -1,8 +1,8 @@
 #!/bin/sh
 # CI stage for the SD-card image (issue 5): build it twice and compare SHA-256 (diffoscope on a
 # difference), verify it against the board file, boot it under QEMU -M virt and -M raspi3b with a preseed
-# until XMPP answers, boot it once more without a preseed until the setup wizard answers, and print how
-# long each part took. Needs root (mmdebstrap, chroot, binfmt).
+# until XMPP answers, boot it once more without a preseed until the setup wizard answers, three times with
+# Raspberry Pi Imager's customisation, and print how long each part took. Needs root (mmdebstrap, chroot, binfmt).
 #
 # HEARTH_CLIENT_TEST: command run against each booted image once XMPP is ready; it gets HEARTH_XMPP_PORT,
 #   HEARTH_DOMAIN, HEARTH_ADMIN, HEARTH_ADMIN_PASSWORD. Default: the slixmpp client test
@@ -14,6 +14,7 @@
 # HEARTH_TIMINGS: file that gets one "stage seconds" line per stage (scripts/test.sh prints them as a table).
 # HEARTH_IMAGE_MACHINES: QEMU machines to boot with the test preseed (default "virt raspi3b").
 # HEARTH_IMAGE_WIZARD: 1 (default) also boots -M virt without a preseed and waits for the setup wizard.
+# HEARTH_IMAGE_IMAGER: 1 (default) also boots -M virt three times with cards Raspberry Pi Imager customised.
 set -eu
 cd "$(dirname "$0")/.."
 start=$(date +%s)
@@ -76,6 +77,21 @@ if [ "${HEARTH_IMAGE_WIZARD:-1}" = 1 ]; then
     "$bin" boot-test "$img" --machine virt --no-preseed --output out/boot-test-virt-no-preseed
     boots="$boots boot-test-virt-no-preseed=$(stamp "$t")s"
     timing "boot-test-virt-no-preseed" "$(stamp "$t")"
+fi
+
+# Cards customised by Raspberry Pi Imager (issue 16), the card's whole cmdline.txt passed to the kernel:
+# firstrun.sh with a line Imager never writes (Imager's settings applied, the line named and not run, one reboot,
+# cmdline.txt restored, the wizard answers); cloud-init's files (the same settings); cloud-init with a
+# cut-short user-data beside hearth-setup.toml (the preseed wins and says so; XMPP answers).
+if [ "${HEARTH_IMAGE_IMAGER:-1}" = 1 ]; then
+    for run in "firstrun --imager-malformed" "cloudinit" "cloudinit --imager-with-preseed --imager-malformed"; do
+        name=boot-test-virt-imager-$(echo "$run" | tr -d ' -' | sed 's/imager//g')
+        t=$(date +%s)
+        # shellcheck disable=SC2086 # $run is flags
+        "$bin" boot-test "$img" --machine virt --imager $run --output "out/$name"
+        boots="$boots $name=$(stamp "$t")s"
+        timing "$name" "$(stamp "$t")"
+    done
 fi
 
 echo "test-image timings: build+rebuild+compare=${build_s}s verify=${verify_s}s${boots} total=$(stamp "$start")s"

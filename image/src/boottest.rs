@@ -16,7 +16,7 @@ use crate::progress::{fmt_secs, Steps};
 use crate::qemu::{self, Launch};
 use crate::selftest::{console_lines, judge, preseed_has_ssh_key, Expect};
 use crate::verify::unpacked;
-use crate::{fat, run};
+use crate::{fat, imager_card, run};
 
 /// What the test writes to hearth-setup.toml unless --preseed names another file.
 const TEST_PRESEED: &str = r#"# Written by hearth-image boot-test.
@@ -70,6 +70,19 @@ pub struct BootTestArgs {
     /// Keep the machine running after the checks, until QEMU exits or you press Ctrl-C.
     #[arg(long)]
     pub keep_running: bool,
+    /// Customise the card as Raspberry Pi Imager does, in this flavour (fixtures mirroring its output,
+    /// with the run's SSH key), and pass the card's whole cmdline.txt to the kernel as the Pi firmware
+    /// does. Without --imager-with-preseed no hearth-setup.toml is written: the box must come up with
+    /// Imager's hostname, Wi-Fi, key, time zone and keyboard, and wait for the wizard.
+    #[arg(long, value_enum, conflicts_with_all = ["preseed", "no_preseed"])]
+    pub imager: Option<imager_card::Flavour>,
+    /// With --imager: write the test's hearth-setup.toml too; it must win, and first boot must say so.
+    #[arg(long, requires = "imager")]
+    pub imager_with_preseed: bool,
+    /// With --imager: add a line Imager never writes to firstrun.sh, or cut user-data short; first boot
+    /// must name the file and what it ignored, and boot on.
+    #[arg(long, requires = "imager")]
+    pub imager_malformed: bool,
     /// Work directory for the disk copy, kernel, console log (default: out/boot-test-<machine>).
     #[arg(long)]
     pub output: Option<PathBuf>,
@@ -98,6 +111,24 @@ fn preseed_value(text: &str, key: &str) -> String {
                 .to_string()
         })
         .unwrap_or_default()
+}
+
+/// Reboots a boot test accepts: one, as the first boot of a card with Imager's firstrun.sh does once it
+/// has restored cmdline.txt (see kernel-command-line.service.d/hearth.conf in the overlay).
+const MAX_REBOOTS: usize = 1;
+
+/// The card's cmdline.txt now (its first line), as the Pi firmware reads it on every boot.
+fn card_cmdline_now(disk_img: &Path, log: &Path) -> Result<String> {
+    let (_, parts) = disk::read_mbr(disk_img)?;
+    let boot = parts
+        .first()
+        .ok_or_else(|| Error::new("the image has no partitions"))?;
+    Ok(fat::read(disk_img, boot, "cmdline.txt", log)?
+        .lines()
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_string())
 }
 
 fn console_tail(console: &Path, n: usize) -> String {
@@ -197,72 +228,93 @@ pub fn boot_test(repo: &Path, args: BootTestArgs) -> Result<()> {
     let ssh_identity = (args.preseed.is_none() && !args.no_preseed)
         .then(|| ssh_key_pair(&work, "ssh-key", &work.join("logs")))
         .transpose()?;
+    // With --imager, Imager's files carry the run's key; hearth-setup.toml only when asked for.
+    let put_preseed = !args.no_preseed && (args.imager.is_none() || args.imager_with_preseed);
     let preseed_text = match (&args.preseed, &ssh_identity) {
+        _ if !put_preseed => String::new(),
         (Some(p), _) => std::fs::read_to_string(p).ctx(|| format!("reading {}", p.display()))?,
         (None, None) => String::new(),
         (None, Some((_, public))) => {
             format!("{TEST_PRESEED}\n# A key made for this run; the test logs in with it.\n[ssh]\nauthorized_keys = [\"{public}\"]\n")
         }
     };
+    let imager_only = args.imager.is_some() && !put_preseed;
     let expect = Expect {
-        wizard: args.no_preseed,
-        wifi_ssid: Some(preseed_value(&preseed_text, "ssid")).filter(|s| !s.is_empty()),
-        ssh_key: preseed_has_ssh_key(&preseed_text),
+        wizard: !put_preseed,
+        wifi_ssid: if imager_only {
+            Some(imager_card::SSID.to_string())
+        } else {
+            Some(preseed_value(&preseed_text, "ssid")).filter(|s| !s.is_empty())
+        },
+        ssh_key: args.imager.is_some() || preseed_has_ssh_key(&preseed_text),
     };
     let domain = preseed_value(&preseed_text, "domain");
     let disk_img = work.join("disk.img");
-    let (kernel, initrd, dtb, root) = steps.run("prepare a copy of the image", |s| {
-        let image = unpacked(&args.image, &s.log)?;
-        s.status("copying the image");
-        std::fs::copy(&image, &disk_img)
-            .ctx(|| format!("copying {} to {}", image.display(), disk_img.display()))?;
-        let len = std::fs::metadata(&disk_img)
-            .ctx(|| "stat disk copy".into())?
-            .len();
-        let mut want = (spec.disk_mib * disk::MIB).max(len);
-        if spec.disk_power_of_two {
-            want = want.next_power_of_two();
-        }
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(&disk_img)
-            .and_then(|f| f.set_len(want))
-            .ctx(|| "growing the disk copy".into())?;
-        s.note(&format!(
-            "disk {} MiB (image {} MiB): first boot grows the root filesystem into the rest",
-            want / disk::MIB,
-            len / disk::MIB
-        ));
-        let (_, parts) = disk::read_mbr(&disk_img)?;
-        let boot = parts
-            .first()
-            .ok_or_else(|| Error::new("the image has no partitions"))?;
-        if !args.no_preseed {
-            let preseed = work.join("hearth-setup.toml");
-            std::fs::write(&preseed, &preseed_text).ctx(|| "writing the preseed".into())?;
-            fat::put(&disk_img, boot, &preseed, "hearth-setup.toml", &s.log)?;
-        }
-        let config = fat::read(&disk_img, boot, "config.txt", &s.log)?;
-        let (k, i) = fat::boot_files(&config);
-        let (k, i) = (
-            k.ok_or_else(|| Error::new("config.txt names no kernel="))?,
-            i.ok_or_else(|| Error::new("config.txt names no initramfs"))?,
-        );
-        let (kernel, initrd) = (work.join("kernel"), work.join("initrd"));
-        fat::extract(&disk_img, boot, &k, &kernel, &s.log)?;
-        fat::extract(&disk_img, boot, &i, &initrd, &s.log)?;
-        let dtb = match &spec.dtb {
-            Some(d) => {
-                let path = work.join(d);
-                fat::extract(&disk_img, boot, d, &path, &s.log)?;
-                Some(path)
+    let (kernel, initrd, dtb, root, card_cmdline) =
+        steps.run("prepare a copy of the image", |s| {
+            let image = unpacked(&args.image, &s.log)?;
+            s.status("copying the image");
+            std::fs::copy(&image, &disk_img)
+                .ctx(|| format!("copying {} to {}", image.display(), disk_img.display()))?;
+            let len = std::fs::metadata(&disk_img)
+                .ctx(|| "stat disk copy".into())?
+                .len();
+            let mut want = (spec.disk_mib * disk::MIB).max(len);
+            if spec.disk_power_of_two {
+                want = want.next_power_of_two();
             }
-            None => None,
-        };
-        let cmdline = fat::read(&disk_img, boot, "cmdline.txt", &s.log)?;
-        let root = fat::root_arg(&cmdline).ok_or_else(|| Error::new("cmdline.txt has no root="))?;
-        Ok((kernel, initrd, dtb, root))
-    })?;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&disk_img)
+                .and_then(|f| f.set_len(want))
+                .ctx(|| "growing the disk copy".into())?;
+            s.note(&format!(
+                "disk {} MiB (image {} MiB): first boot grows the root filesystem into the rest",
+                want / disk::MIB,
+                len / disk::MIB
+            ));
+            let (_, parts) = disk::read_mbr(&disk_img)?;
+            let boot = parts
+                .first()
+                .ok_or_else(|| Error::new("the image has no partitions"))?;
+            if put_preseed {
+                let preseed = work.join("hearth-setup.toml");
+                std::fs::write(&preseed, &preseed_text).ctx(|| "writing the preseed".into())?;
+                fat::put(&disk_img, boot, &preseed, "hearth-setup.toml", &s.log)?;
+            }
+            let config = fat::read(&disk_img, boot, "config.txt", &s.log)?;
+            let (k, i) = fat::boot_files(&config);
+            let (k, i) = (
+                k.ok_or_else(|| Error::new("config.txt names no kernel="))?,
+                i.ok_or_else(|| Error::new("config.txt names no initramfs"))?,
+            );
+            let (kernel, initrd) = (work.join("kernel"), work.join("initrd"));
+            fat::extract(&disk_img, boot, &k, &kernel, &s.log)?;
+            fat::extract(&disk_img, boot, &i, &initrd, &s.log)?;
+            let dtb = match &spec.dtb {
+                Some(d) => {
+                    let path = work.join(d);
+                    fat::extract(&disk_img, boot, d, &path, &s.log)?;
+                    Some(path)
+                }
+                None => None,
+            };
+            if let (Some(flavour), Some((_, key))) = (args.imager, &ssh_identity) {
+                imager_card::prepare(
+                    &disk_img,
+                    boot,
+                    &work,
+                    flavour,
+                    key,
+                    args.imager_malformed,
+                    &s.log,
+                )?;
+            }
+            let cmdline = fat::read(&disk_img, boot, "cmdline.txt", &s.log)?;
+            let root =
+                fat::root_arg(&cmdline).ok_or_else(|| Error::new("cmdline.txt has no root="))?;
+            Ok((kernel, initrd, dtb, root, cmdline))
+        })?;
 
     let port = match args.port {
         Some(p) => p,
@@ -288,25 +340,33 @@ pub fn boot_test(repo: &Path, args: BootTestArgs) -> Result<()> {
     };
     let console = work.join("console.log");
     let _ = std::fs::remove_file(&console);
-    let append = format!(
-        "{} systemd.wants=hearth-selftest.service",
-        spec.append.replace("{root}", &root)
-    );
+    let machine_append = spec.append.replace("{root}", &root);
+    let append_for = |card_cmdline: &str| {
+        let append = match args.imager {
+            Some(_) => imager_card::kernel_append(card_cmdline, &machine_append),
+            None => machine_append.clone(),
+        };
+        format!("{append} systemd.wants=hearth-selftest.service")
+    };
+    let qemu_log = work.join("qemu.log");
+    let launch = |append: String| {
+        qemu::start(&Launch {
+            spec: &spec,
+            image: &disk_img,
+            console: &console,
+            kernel: &kernel,
+            initrd: &initrd,
+            dtb: dtb.clone(),
+            append,
+            port,
+            web_port,
+            ssh_port,
+            log: &qemu_log,
+        })
+    };
     let started = Instant::now();
-    let child = qemu::start(&Launch {
-        spec: &spec,
-        image: &disk_img,
-        console: &console,
-        kernel: &kernel,
-        initrd: &initrd,
-        dtb,
-        append,
-        port,
-        web_port,
-        ssh_port,
-        log: &work.join("qemu.log"),
-    })?;
-    let mut guard = Guard(child);
+    let mut guard = Guard(launch(append_for(&card_cmdline))?);
+    let mut reboots = 0;
     eprintln!(
         "booting {} under qemu -M {} ({}); XMPP on 127.0.0.1:{port}, web on http://127.0.0.1:{web_port}/; console: {}",
         args.image.display(),
@@ -337,6 +397,27 @@ pub fn boot_test(repo: &Path, args: BootTestArgs) -> Result<()> {
     let mut report_seen: Option<Instant> = None;
     let features = steps.run(&format!("boot until {waiting_for} answers"), |s| loop {
         if let Some(status) = guard.0.try_wait().ctx(|| "polling QEMU".into())? {
+            // QEMU runs with -no-reboot: a guest reboot ends it. Boot again as the Pi firmware does,
+            // reading the card's cmdline.txt afresh (first boot may have changed it); a second reboot
+            // is a loop.
+            let restarts = console_lines(&console, "reboot: Restarting system").len();
+            if status.success() && restarts > reboots {
+                reboots = restarts;
+                if reboots > MAX_REBOOTS {
+                    return Err(Error::new(format!(
+                        "the guest rebooted {reboots} times before {waiting_for} was ready: a reboot loop\n{}",
+                        console_tail(&console, 30)
+                    ))
+                    .hint(format!("full console log: {}", console.display())));
+                }
+                let cmdline = card_cmdline_now(&disk_img, &s.log)?;
+                s.note(&format!(
+                    "the guest rebooted after {}; booting again with the card's cmdline.txt: {cmdline}",
+                    fmt_secs(started.elapsed().as_secs_f64())
+                ));
+                guard.0 = launch(append_for(&cmdline))?;
+                continue;
+            }
             return Err(Error::new(format!("QEMU exited ({status}) before {waiting_for} was ready\n{}", console_tail(&console, 30)))
                 .hint(format!("QEMU's own output: {}", work.join("qemu.log").display())));
         }
@@ -413,7 +494,18 @@ pub fn boot_test(repo: &Path, args: BootTestArgs) -> Result<()> {
             std::thread::sleep(Duration::from_secs(2));
         }
     })?;
-    let failures = judge(&report, &console, &expect);
+    let mut failures = judge(&report, &console, &expect);
+    if let Some(flavour) = args.imager {
+        let firstboot = console_lines(&console, "hearth-firstboot: ");
+        failures.extend(imager_card::judge(
+            &report,
+            &firstboot,
+            flavour,
+            put_preseed,
+            args.imager_malformed,
+            reboots,
+        ));
+    }
     std::fs::write(
         work.join("security.txt"),
         console_lines(&console, "HEARTH-SECURITY: ").join("\n") + "\n",
@@ -446,7 +538,7 @@ pub fn boot_test(repo: &Path, args: BootTestArgs) -> Result<()> {
             .hint(format!("console log: {}", console.display())));
     }
     println!(
-        "boot-test {}: {waiting_for} ready after {}; self-test passed",
+        "boot-test {}: {waiting_for} ready after {} ({reboots} reboots); self-test passed",
         args.machine,
         fmt_secs(ready)
     );

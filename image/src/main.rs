@@ -12,6 +12,8 @@ mod error;
 mod fat;
 mod fetch;
 mod host;
+mod imager_card;
+mod imager_repo;
 mod lock;
 mod manifest;
 mod mirror;

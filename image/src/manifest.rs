@@ -117,6 +117,14 @@ pub fn write(
         image_xz.sha256, image_xz.name, image.sha256, image.name
     );
     std::fs::write(ctx.out.join("SHA256SUMS"), sums).ctx(|| "writing SHA256SUMS".into())?;
+    crate::imager_repo::write(
+        &ctx.out,
+        &ctx.version,
+        &ctx.board.name,
+        &image,
+        &image_xz,
+        ctx.epoch,
+    )?;
     let m = Manifest {
         builder: format!("hearth-image {}", env!("CARGO_PKG_VERSION")),
         board: ctx.board.name.clone(),

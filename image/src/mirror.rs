@@ -84,11 +84,15 @@ pub fn parse_deb822(text: &str) -> Vec<Source> {
         if let (true, true, Some(uris), Some(suites)) =
             (is_deb, enabled, get("URIs"), get("Suites"))
         {
-            for uri in uris.split_whitespace() {
-                out.push(Source {
-                    uri: uri.to_string(),
-                    suites: suites.split_whitespace().map(str::to_string).collect(),
-                });
+            let suites: Vec<String> = suites.split_whitespace().map(str::to_string).collect();
+            // An empty "Suites:" serves nothing (apt rejects the stanza too); found by fuzzing.
+            if !suites.is_empty() {
+                for uri in uris.split_whitespace() {
+                    out.push(Source {
+                        uri: uri.to_string(),
+                        suites: suites.clone(),
+                    });
+                }
             }
         }
         stanza.clear();
@@ -117,15 +121,20 @@ pub fn parse_deb822(text: &str) -> Vec<Source> {
 pub fn pick(sources: &[Source]) -> HostMirrors {
     let mut m = HostMirrors::default();
     for s in sources {
+        let uri = s.uri.trim_end_matches('/');
+        // "http://" or "file:/" name no place (found by fuzzing: trimmed, they were "http:").
+        if uri.is_empty() || uri.ends_with(':') {
+            continue;
+        }
         for suite in &s.suites {
             if m.archive.is_none() && DEBIAN_SUITES.contains(&suite.as_str()) {
-                m.archive = Some(s.uri.trim_end_matches('/').to_string());
+                m.archive = Some(uri.to_string());
             }
             let security = suite
                 .strip_suffix("-security")
                 .or_else(|| suite.strip_suffix("/updates"));
             if m.security.is_none() && security.is_some_and(|b| DEBIAN_SUITES.contains(&b)) {
-                m.security = Some(s.uri.trim_end_matches('/').to_string());
+                m.security = Some(uri.to_string());
             }
         }
     }
@@ -242,6 +251,21 @@ mod tests {
             m.security.as_deref(),
             Some("http://sec.example/debian-security")
         );
+    }
+
+    #[test]
+    fn a_stanza_without_suites_is_no_source() {
+        // The fuzzer's find: "Suites:" empty, the suite on a misspelt field.
+        let text = "Types: deb\nURIs: http://mirror.example/debian\nSuites:\nCompone sidxes: trixie-security\n";
+        assert_eq!(parse_deb822(text), vec![]);
+    }
+
+    #[test]
+    fn a_uri_naming_no_place_is_not_picked() {
+        let s = parse_one_line(
+            "deb [arch=arm64] http:// trixie main\ndeb http://m.example/debian/ trixie main\n",
+        );
+        assert_eq!(pick(&s).archive.as_deref(), Some("http://m.example/debian"));
     }
 
     #[test]

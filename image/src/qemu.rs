@@ -76,7 +76,10 @@ pub fn start(l: &Launch) -> Result<Child> {
                 .replace("{console}", &l.console.to_string_lossy()),
         );
     }
-    cmd.arg("-kernel")
+    // A guest reboot ends QEMU: the boot test boots again with the card's cmdline.txt read afresh, as
+    // the Pi firmware does (QEMU itself would reuse -append).
+    cmd.arg("-no-reboot")
+        .arg("-kernel")
         .arg(l.kernel)
         .arg("-initrd")
         .arg(l.initrd)

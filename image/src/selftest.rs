@@ -112,7 +112,8 @@ pub fn judge(report: &[String], console: &Path, expect: &Expect) -> Vec<String> 
                 get("wifi")
             ));
         }
-        if get("preseed-psk-left") != "0" {
+        // No line: no hearth-setup.toml (Imager's settings alone; their own check is "imager psk-left").
+        if !matches!(get("preseed-psk-left").as_str(), "0" | "") {
             bad.push("the Wi-Fi passphrase is still in hearth-setup.toml".into());
         }
     }
@@ -207,6 +208,32 @@ mod tests {
             wifi_ssid: Some("home".into()),
             ssh_key: false,
         };
+        assert_eq!(judge(&report, &path, &expect), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_passphrase_left_in_the_preseed_fails_and_no_preseed_is_fine() {
+        let dir = scratch("psk-left");
+        let expect = Expect {
+            wizard: false,
+            wifi_ssid: Some("home".into()),
+            ssh_key: false,
+        };
+        let (mut report, path) = console(
+            &dir,
+            WIFI_OK,
+            "active user=hearth",
+            "active setup-code-file=no",
+        );
+        let at = report
+            .iter()
+            .position(|l| l == "preseed-psk-left 0")
+            .unwrap();
+        report[at] = "preseed-psk-left 1".into();
+        let bad = judge(&report, &path, &expect);
+        assert!(bad.iter().any(|b| b.contains("passphrase")), "{bad:?}");
+        // Imager's settings alone: no hearth-setup.toml, so no line at all.
+        report.remove(at);
         assert_eq!(judge(&report, &path, &expect), Vec::<String>::new());
     }
 

@@ -15,6 +15,11 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+pub mod imager;
+pub mod imager_boot;
+mod imager_cloud;
+#[cfg(test)]
+mod imager_tests;
 mod preseed;
 pub mod ssh_keys;
 pub use preseed::{

@@ -24,6 +24,10 @@ pub struct Preseed {
     /// Passed to `hearth-acme` unchanged (e.g. DNS-01 provider settings); it validates its own keys.
     pub acme: Option<toml::Table>,
     pub ssh: Option<PreseedSsh>,
+    /// A tz database name, e.g. "Europe/Berlin" (applied by the first-boot script).
+    pub timezone: Option<String>,
+    /// An XKB layout, e.g. "de" (written to /etc/default/keyboard by the first-boot script).
+    pub keyboard: Option<String>,
 }
 
 /// `[ssh]`: public keys that may log in as root over SSH (see [`super::ssh_keys`]). Without any, sshd
@@ -43,6 +47,9 @@ pub struct PreseedWifi {
     pub psk: Option<String>,
     /// ISO 3166 alpha-2; sets which radio channels are legal.
     pub country: Option<String>,
+    /// The network does not announce its name (wpa_supplicant must probe for it).
+    #[serde(default)]
+    pub hidden: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -122,7 +129,34 @@ impl Preseed {
             .collect()
     }
 
-    fn validate(&self) -> Result<(), SetupError> {
+    pub(super) fn validate(&self) -> Result<(), SetupError> {
+        if let Some(tz) = &self.timezone {
+            let ok = !tz.is_empty()
+                && tz.len() <= 64
+                && !tz.starts_with('/')
+                && !tz.split('/').any(|p| p.is_empty() || p == "." || p == "..")
+                && tz
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "/_+-".contains(c));
+            if !ok {
+                return Err(SetupError::field(
+                    "timezone",
+                    "use a tz database name, e.g. \"Europe/Berlin\"",
+                ));
+            }
+        }
+        if let Some(k) = &self.keyboard {
+            let ok = !k.is_empty()
+                && k.len() <= 32
+                && k.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_,-".contains(c));
+            if !ok {
+                return Err(SetupError::field(
+                    "keyboard",
+                    "use an XKB layout name, e.g. \"de\" or \"gb\"",
+                ));
+            }
+        }
         if let Some(h) = &self.hostname {
             let ok = !h.is_empty()
                 && h.len() <= 63

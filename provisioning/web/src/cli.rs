@@ -13,6 +13,7 @@ Examples:
                                                try it unprivileged on your own machine
   hearth-web preseed --file /boot/firmware/hearth-setup.toml
                                                set the box up from the boot partition, no browser
+  hearth-web imager                            take Raspberry Pi Imager's settings off the boot partition
 
 Until the box is set up, the wizard asks for the setup code printed on the console and written to
 SETUP-CODE.txt in --boot-dir. Afterwards the same address serves the admin pages.";
@@ -35,6 +36,33 @@ pub enum Command {
     Preseed(PreseedArgs),
     /// Make the setup code if there is none, write SETUP-CODE.txt and print it (first boot, as root).
     SetupCode(SetupCodeArgs),
+    /// Take Raspberry Pi Imager's OS customisation off the boot partition (first boot, as root):
+    /// restore cmdline.txt, write the settings as a preseed, delete Imager's files.
+    Imager(ImagerArgs),
+}
+
+#[derive(ClapArgs, Debug, Clone)]
+pub struct ImagerArgs {
+    #[arg(long, value_name = "DIR", default_value = "/boot/firmware")]
+    pub boot_dir: PathBuf,
+    /// Where the settings go, in hearth-setup.toml's format, for the first-boot script.
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "/var/lib/hearth-firstboot/imager-setup.toml"
+    )]
+    pub out: PathBuf,
+}
+
+/// `hearth-web imager`: never fails the boot for bad Imager files (they are named in the output);
+/// fails only when cmdline.txt or the output cannot be written.
+pub fn imager(a: ImagerArgs) -> Result<(), String> {
+    let preseed = a.boot_dir.join("hearth-setup.toml");
+    let report = setup::imager_boot::take_imager_settings(&a.boot_dir, &a.out, &preseed)?;
+    for line in &report.lines {
+        println!("{line}");
+    }
+    Ok(())
 }
 
 #[derive(ClapArgs, Debug, Clone)]

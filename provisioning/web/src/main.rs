@@ -49,6 +49,7 @@ fn main() -> ExitCode {
         Some(cli::Command::Preseed(p)) => runtime.block_on(cli::preseed(p)),
         Some(cli::Command::Serve(s)) => runtime.block_on(server::run(s)),
         Some(cli::Command::SetupCode(a)) => cli::setup_code(a),
+        Some(cli::Command::Imager(a)) => cli::imager(a),
         None => runtime.block_on(server::run(args.serve)),
     };
     match result {

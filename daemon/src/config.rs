@@ -45,6 +45,9 @@ pub struct Config {
     pub modules: ModulesConfig,
     #[serde(default)]
     pub services: ServicesConfig,
+    /// Federation with other servers (`s2s/`).
+    #[serde(default)]
+    pub s2s: crate::s2s::S2sConfig,
     /// Owned by `hearth-acme`; not interpreted here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub acme: Option<toml::Table>,
@@ -350,6 +353,7 @@ impl Config {
             return Err("auth.scram_iterations must be at least 4096 (RFC 7677)".into());
         }
         self.modules.stream_management.check()?;
+        self.s2s.check()?;
         for (key, name) in [
             ("services.muc", &self.services.muc),
             ("services.upload", &self.services.upload),

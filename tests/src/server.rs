@@ -58,6 +58,12 @@ impl TestServer {
         write_cert(&cert_path, &key_path);
         let (c2s_port, direct_port) = (free_port(), free_port());
         let config_path = dir.path().join("hearth.toml");
+        // Federation listens on fixed ports; tests that want it say so in their own [s2s].
+        let extra = if extra.contains("[s2s]") {
+            extra.to_string()
+        } else {
+            format!("{extra}\n[s2s]\nenabled = false\n")
+        };
         let config = format!(
             "domain = \"{DOMAIN}\"\ndata_dir = {data:?}\ncontrol_socket = {sock:?}\n{extra}\n\
              [tls]\ncert = {cert_path:?}\nkey = {key_path:?}\n\

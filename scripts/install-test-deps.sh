@@ -14,6 +14,8 @@ python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 command -v knotd >/dev/null || need_apt+=(knot)
 # SSH keys for the admin pages' SSH test (web_ssh) and the image boot test are made with ssh-keygen.
 command -v ssh-keygen >/dev/null || need_apt+=(openssh-client)
+# Federation is tested against Debian's Prosody and ejabberd in a network namespace (ip from iproute2).
+{ [ -x /usr/bin/prosody ] && [ -x /usr/sbin/ejabberdctl ] && command -v ip; } >/dev/null || need_apt+=(prosody ejabberd iproute2)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "install-test-deps: please install as root: apt-get install ${need_apt[*]}" >&2

@@ -502,6 +502,13 @@ async def run_command(agent, cmd):
                 return {"ok": True}
             await asyncio.sleep(0.02)
         return {"ok": False, "error": "still connected"}
+    if c == "watch_errors":
+        # Error messages without a body (as other servers send them) as "message_error" events.
+        def on_error(msg):
+            emit({"event": "message_error", "from": str(msg["from"]), "to": str(msg["to"]),
+                  "condition": msg["error"]["condition"], "text": msg["error"]["text"]})
+        agent.add_event_handler("message_error", on_error)
+        return {"ok": True}
     return {"ok": False, "error": f"unknown command {c}"}
 
 

@@ -52,10 +52,21 @@ pub struct TestServer {
 impl TestServer {
     /// Starts a server with `extra` appended to the base config (e.g. a `[registration]` table).
     pub fn start(extra: &str) -> TestServer {
+        TestServer::start_with_cert(extra, None)
+    }
+
+    /// Like `start`, with a certificate and key (PEM files) instead of a self-signed one.
+    pub fn start_with_cert(extra: &str, cert: Option<(&Path, &Path)>) -> TestServer {
         let dir = tempfile::tempdir().expect("tempdir");
         let cert_path = dir.path().join("cert.pem");
         let key_path = dir.path().join("key.pem");
-        write_cert(&cert_path, &key_path);
+        match cert {
+            Some((c, k)) => {
+                std::fs::copy(c, &cert_path).expect("copy cert");
+                std::fs::copy(k, &key_path).expect("copy key");
+            }
+            None => write_cert(&cert_path, &key_path),
+        }
         let (c2s_port, direct_port) = (free_port(), free_port());
         let config_path = dir.path().join("hearth.toml");
         // Federation listens on fixed ports; tests that want it say so in their own [s2s].

@@ -238,6 +238,17 @@ impl TestServer {
         )
     }
 
+    /// A slixmpp agent trusting `ca` (for a server started with a CA-issued certificate).
+    pub fn agent_with_ca(&self, user: &str, password: &str, ca: &Path) -> crate::agent::Agent {
+        crate::agent::Agent::spawn(
+            &format!("{user}@{DOMAIN}"),
+            password,
+            self.c2s_port,
+            ca,
+            &[],
+        )
+    }
+
     /// The same over direct TLS (XEP-0368).
     pub fn agent_direct_tls(&self, user: &str, password: &str) -> crate::agent::Agent {
         crate::agent::Agent::spawn(

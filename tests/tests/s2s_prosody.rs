@@ -149,6 +149,16 @@ fn prosody_federates_with_certificates_both_ways() {
         rig.logs()
     );
     assert!(!log.contains("by dialback"), "{}", rig.logs());
+
+    // A domain DNS does not know bounces quickly (SRV and A lookups answered NXDOMAIN).
+    let mut hana = rig.hana();
+    let t0 = std::time::Instant::now();
+    hana.message("someone@unreachable.test", "hello?");
+    let e = hana.expect_event("message", T, |m| {
+        m["type"] == "error" && m["from"] == "someone@unreachable.test"
+    });
+    assert_eq!(e["error"], json!("remote-server-not-found"), "{e}");
+    assert!(t0.elapsed() < T, "{:?}", t0.elapsed());
 }
 
 #[test]

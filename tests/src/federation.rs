@@ -135,6 +135,12 @@ impl TestCa {
         params
             .distinguished_name
             .push(rcgen::DnType::CommonName, name);
+        // A month: ejabberd arms an Erlang timer for the expiry, which cannot wait longer than
+        // about 49 days (rcgen's default, the year 4096, makes it crash).
+        let (y, m, d) = civil_date_in_days(-1);
+        params.not_before = rcgen::date_time_ymd(y, m, d);
+        let (y, m, d) = civil_date_in_days(30);
+        params.not_after = rcgen::date_time_ymd(y, m, d);
         params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
         if client_auth {
             params
@@ -156,6 +162,25 @@ impl Default for TestCa {
     fn default() -> Self {
         TestCa::new()
     }
+}
+
+/// The calendar date `days` from today (UTC), as (year, month, day).
+fn civil_date_in_days(days: i64) -> (i32, u8, u8) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
+    // Days since 1970-01-01 to a civil date (H. Hinnant's algorithm).
+    let z = now / 86_400 + days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y as i32, m as u8, d as u8)
 }
 
 /// A child process killed on drop, with its log file.
@@ -310,4 +335,192 @@ VirtualHost "prosody.test"
     wait_port(PROSODY_IP, 5222, &p, "prosody");
     wait_port(PROSODY_IP, 5269, &p, "prosody");
     p
+}
+
+/// Debian's ejabberd for `ejabberd.test` on 127.0.0.3 (c2s 5222, s2s 5269), with `users`.
+/// `trust_ca`: whether it trusts the test CA for peers' certificates (else it can only
+/// accept Hearth by dialback). ejabberdctl runs it as the `ejabberd` user, so its directory is
+/// handed to that user.
+pub fn start_ejabberd(dir: &Path, ca: &TestCa, trust_ca: bool, users: &[(&str, &str)]) -> Proc {
+    need_packages(&[("/usr/sbin/ejabberdctl", "ejabberd")]);
+    let (cert, key) = ca.issue("ejabberd.test", true);
+    let pem = format!(
+        "{}{}",
+        std::fs::read_to_string(&cert).expect("cert"),
+        std::fs::read_to_string(&key).expect("key")
+    );
+    std::fs::write(dir.join("ejabberd.pem"), pem).expect("pem");
+    // Without our CA, a CA of its own that signed nothing here.
+    let ca_file = if trust_ca {
+        std::fs::copy(ca.ca_path(), dir.join("ca.pem")).expect("ca");
+        dir.join("ca.pem")
+    } else {
+        let other = TestCa::new();
+        std::fs::copy(other.ca_path(), dir.join("other-ca.pem")).expect("ca");
+        dir.join("other-ca.pem")
+    };
+    let d = dir.display();
+    let config = format!(
+        r#"hosts:
+  - ejabberd.test
+loglevel: debug
+certfiles:
+  - "{d}/ejabberd.pem"
+ca_file: "{ca}"
+listen:
+  -
+    port: 5222
+    ip: "{EJABBERD_IP}"
+    module: ejabberd_c2s
+    starttls_required: true
+  -
+    port: 5269
+    ip: "{EJABBERD_IP}"
+    module: ejabberd_s2s_in
+s2s_use_starttls: required
+s2s_dns_timeout: 5
+s2s_dns_retries: 1
+auth_method: internal
+acl:
+  local:
+    user_regexp: ""
+access_rules:
+  local:
+    allow: local
+  s2s:
+    allow: all
+modules:
+  mod_roster: {{}}
+  mod_disco: {{}}
+  mod_ping: {{}}
+  mod_s2s_dialback: {{}}
+  mod_offline: {{}}
+"#,
+        ca = ca_file.display(),
+    );
+    std::fs::write(dir.join("ejabberd.yml"), config).expect("config");
+    std::fs::write(
+        dir.join("ejabberdctl.cfg"),
+        "ERLANG_NODE=ejabberd@localhost\n",
+    )
+    .expect("cfg");
+    for sub in ["spool", "logs"] {
+        std::fs::create_dir_all(dir.join(sub)).expect("mkdir");
+    }
+    // ejabberdctl switches to the ejabberd user: it must reach and own its directory.
+    let mut p = dir.to_path_buf();
+    while let Some(parent) = p.parent() {
+        if parent == Path::new("/") || parent == Path::new("/tmp") {
+            break;
+        }
+        let _ = Command::new("chmod").arg("o+x").arg(parent).status();
+        p = parent.to_path_buf();
+    }
+    let ok = Command::new("chown")
+        .args(["-R", "ejabberd:ejabberd"])
+        .arg(dir)
+        .status()
+        .expect("chown");
+    assert!(ok.success(), "chown ejabberd");
+    let ctl = |args: &[&str]| {
+        let mut c = Command::new("ejabberdctl");
+        // Our own ctl config and config dir: Debian's ejabberdctl.cfg would point at /etc.
+        c.arg("--config-dir")
+            .arg(dir)
+            .arg("--ctl-config")
+            .arg(dir.join("ejabberdctl.cfg"))
+            .arg("--config")
+            .arg(dir.join("ejabberd.yml"))
+            .arg("--spool")
+            .arg(dir.join("spool"))
+            .arg("--logs")
+            .arg(dir.join("logs"))
+            .args(["--node", "ejabberd@localhost"])
+            .args(args)
+            .env("ERL_EPMD_ADDRESS", "127.0.0.1");
+        c
+    };
+    let out = std::fs::File::create(dir.join("ejabberd.out")).expect("out");
+    let child = ctl(&["foreground"])
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().expect("out"))
+        .stderr(out)
+        .spawn()
+        .expect("start ejabberd");
+    let p = Proc {
+        child,
+        log: dir.join("logs").join("ejabberd.log"),
+    };
+    wait_port(EJABBERD_IP, 5269, &p, "ejabberd");
+    wait_port(EJABBERD_IP, 5222, &p, "ejabberd");
+    for (user, password) in users {
+        // The listeners open before the virtual host has finished starting: ask again a while.
+        let mut out = ctl(&["register", user, "ejabberd.test", password])
+            .output()
+            .expect("ejabberdctl register");
+        for _ in 0..4 {
+            if out.status.success() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+            out = ctl(&["register", user, "ejabberd.test", password])
+                .output()
+                .expect("ejabberdctl register");
+        }
+        assert!(
+            out.status.success(),
+            "ejabberdctl register {user}: {}{}\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            p.log(),
+            std::fs::read_to_string(dir.join("ejabberd.out")).unwrap_or_default()
+        );
+    }
+    p
+}
+
+/// What a Hearth user and a remote user do together: messages and IQs both ways, and a
+/// subscription request from the remote side. `logs` explains a failure.
+pub fn exchange(
+    hearth_user: &mut crate::agent::Agent,
+    remote_user: &mut crate::agent::Agent,
+    logs: &dyn Fn() -> String,
+) {
+    use serde_json::json;
+    const T: Duration = Duration::from_secs(30);
+    let remote_bare = remote_user.jid.clone();
+    let remote_domain = remote_bare.split('@').nth(1).expect("domain").to_string();
+    let hearth_bare = hearth_user.jid.clone();
+
+    hearth_user.message(&remote_bare, "hello from hearth");
+    let m = remote_user.wait_event("message", T, |m| m["body"] == "hello from hearth");
+    let m = m.unwrap_or_else(|| panic!("hearth → {remote_domain} lost\n{}", logs()));
+    assert!(
+        m["from"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{hearth_bare}/")),
+        "{m}"
+    );
+    remote_user.message(&hearth_bare, "hello from afar");
+    let m = hearth_user.wait_event("message", T, |m| m["body"] == "hello from afar");
+    let m = m.unwrap_or_else(|| panic!("{remote_domain} → hearth lost\n{}", logs()));
+    assert!(
+        m["from"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{remote_bare}/")),
+        "{m}"
+    );
+    // IQs: each pings the other's server, and the answer finds its way back.
+    let r = hearth_user.cmd(json!({"cmd": "ping", "to": remote_domain}));
+    assert_eq!(r["ok"], json!(true), "{r}\n{}", logs());
+    let r = remote_user.cmd(json!({"cmd": "ping", "to": "hearth.test"}));
+    assert_eq!(r["ok"], json!(true), "{r}\n{}", logs());
+    // A subscription request from the remote side reaches the Hearth user.
+    remote_user.cmd(json!({"cmd": "subscribe", "to": hearth_bare}));
+    let p = hearth_user.wait_event("presence", T, |p| {
+        p["type"] == "subscribe" && p["from"] == json!(remote_bare)
+    });
+    assert!(p.is_some(), "no subscription request\n{}", logs());
 }

@@ -29,7 +29,10 @@ pub fn run_in_netns(name: &str) -> bool {
         nix::unistd::geteuid().is_root(),
         "federation tests make a network namespace and need root (CI runs as root)"
     );
-    let ns = format!("hearth-s2s-{}", std::process::id());
+    // Tests of one binary run in parallel, each in a namespace of its own.
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let ns = format!("hearth-s2s-{}-{n}", std::process::id());
     let etc = PathBuf::from("/etc/netns").join(&ns);
     std::fs::create_dir_all(&etc).expect("mkdir /etc/netns/NAME");
     std::fs::write(

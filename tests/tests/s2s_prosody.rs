@@ -152,6 +152,7 @@ fn prosody_federates_with_certificates_both_ways() {
 
     // A domain DNS does not know bounces quickly (SRV and A lookups answered NXDOMAIN).
     let mut hana = rig.hana();
+    let mut paul = rig.paul();
     let t0 = std::time::Instant::now();
     hana.message("someone@unreachable.test", "hello?");
     let e = hana.expect_event("message", T, |m| {
@@ -159,6 +160,27 @@ fn prosody_federates_with_certificates_both_ways() {
     });
     assert_eq!(e["error"], json!("remote-server-not-found"), "{e}");
     assert!(t0.elapsed() < T, "{:?}", t0.elapsed());
+
+    // Made "local only", hana cannot write to Prosody (and is told why), but hears from it.
+    let out = rig
+        .hearth
+        .hearthctl(&["user", "local-only", "hana", "on"], None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    hana.message("paul@prosody.test", "are you there?");
+    let e = hana.expect_event("message", T, |m| {
+        m["type"] == "error" && m["from"] == "paul@prosody.test"
+    });
+    assert_eq!(e["error"], json!("not-allowed"), "{e}");
+    paul.message("hana@hearth.test", "still here for you");
+    hana.expect_event("message", T, |m| m["body"] == "still here for you");
+    assert!(paul
+        .bodies(std::time::Duration::from_secs(1))
+        .iter()
+        .all(|b| b != "are you there?"));
 }
 
 #[test]

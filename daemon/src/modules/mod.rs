@@ -9,6 +9,7 @@ pub mod caps;
 pub mod carbons;
 pub mod client_state;
 pub mod disco;
+pub mod local_only;
 pub mod mam;
 pub mod offline;
 pub mod pep;
@@ -201,6 +202,7 @@ impl Modules {
             Arc::new(register::Register),
             Arc::new(offline::Offline::new(&config.modules.offline)),
             Arc::new(blocking::Blocking::default()),
+            Arc::new(local_only::LocalOnly),
             Arc::new(carbons::Carbons),
             Arc::new(client_state::ClientState::new(&config.modules.csi)),
             Arc::new(mam::Archive::new(&config.modules.mam)),

@@ -299,7 +299,7 @@ interfaces = {{ "{PROSODY_IP}" }}
 c2s_ports = {{ 5222 }}
 s2s_ports = {{ 5269 }}
 c2s_direct_tls_ports = {{ }}
-s2s_direct_tls_ports = {{ }}
+s2s_direct_tls_ports = {{ 5270 }}
 http_ports = {{ }}
 https_ports = {{ }}
 log = {{ {{ levels = {{ min = "debug" }}, to = "file", filename = "{log}" }} }}

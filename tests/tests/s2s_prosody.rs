@@ -197,3 +197,31 @@ fn prosody_without_our_ca_accepts_us_by_dialback() {
         rig.logs()
     );
 }
+
+#[test]
+fn prosody_by_static_route_over_direct_tls() {
+    if !federation::run_in_netns("prosody_by_static_route_over_direct_tls") {
+        return;
+    }
+    // No DNS for this one: the route names Prosody's direct TLS port (XEP-0368).
+    let rig = Rig::start(
+        true,
+        "[s2s.routes]\n\"prosody.test\" = \"tls:127.0.0.2:5270\"\n",
+    );
+    let mut hana = rig.hana();
+    let mut paul = rig.paul();
+    hana.message("paul@prosody.test", "straight to TLS");
+    let m = paul.wait_event("message", T, |m| m["body"] == "straight to TLS");
+    assert!(m.is_some(), "{}", rig.logs());
+    let log = rig.hearth.log();
+    assert!(
+        !log.contains("_xmpp-server._tcp.prosody.test"),
+        "{}",
+        rig.logs()
+    );
+    assert!(
+        log.contains("hearth.test → prosody.test: secured with 127.0.0.2:5270 (direct TLS)"),
+        "{}",
+        rig.logs()
+    );
+}

@@ -51,7 +51,15 @@ pub(super) async fn secure(
         for addr in resolve::addresses(&s2s.resolver, &t).await {
             match tokio::time::timeout(TCP_CONNECT, TcpStream::connect(addr)).await {
                 Ok(Ok(tcp)) => match start(s2s, server, local, remote, tcp, t.direct_tls).await {
-                    Ok(s) => return Ok(s),
+                    Ok(s) => {
+                        let how = if t.direct_tls {
+                            "direct TLS"
+                        } else {
+                            "STARTTLS"
+                        };
+                        log::info!("s2s: {local} → {remote}: secured with {addr} ({how})");
+                        return Ok(s);
+                    }
                     Err(e) => last = format!("{addr}: {e}"),
                 },
                 Ok(Err(e)) => last = format!("{addr}: {e}"),

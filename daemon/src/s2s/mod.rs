@@ -14,7 +14,7 @@
 //! This is core, not a module: it registers itself as the route for other domains
 //! (`Domains::set_remote`), and knows no XEP payload.
 
-mod dialback;
+pub mod dialback;
 mod incoming;
 mod outgoing;
 pub mod resolve;
@@ -221,6 +221,8 @@ pub fn spawn_listeners(
 
 /// Incoming server connections at once: a home server talks to a few dozen others.
 const MAX_INCOMING: usize = 256;
+/// Outgoing links (connected or connecting) at once; each holds a task and a bounded queue.
+const MAX_LINKS: usize = 256;
 
 impl S2s {
     /// The domains this server answers for: its own and the services it hosts.
@@ -286,6 +288,11 @@ impl S2s {
         pair: (String, String),
         stanza: Element,
     ) -> Result<(), Refused> {
+        if links.len() >= MAX_LINKS {
+            let e = StanzaError::new("wait", "resource-constraint")
+                .with_text("too many other servers in use at once; try again later");
+            return Err(Refused { stanza, error: e });
+        }
         let Some(me) = self.me.upgrade() else {
             return Err(Refused {
                 stanza,

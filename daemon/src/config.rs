@@ -223,7 +223,15 @@ pub struct ModulesConfig {
     #[serde(default)]
     pub pep: crate::modules::pep::PepConfig,
     #[serde(default)]
+    pub vcard: crate::modules::vcard::VCardConfig,
+    #[serde(default)]
+    pub muc: crate::modules::muc::MucConfig,
+    #[serde(default)]
     pub stream_management: crate::modules::stream_management::StreamManagementConfig,
+    #[serde(default)]
+    pub component: crate::modules::component::ComponentConfig,
+    #[serde(default)]
+    pub push: crate::modules::push::PushConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -353,6 +361,16 @@ impl Config {
             return Err("auth.scram_iterations must be at least 4096 (RFC 7677)".into());
         }
         self.modules.stream_management.check()?;
+        self.modules.component.check()?;
+        self.modules.push.check()?;
+        if let Some(muc) = &self.services.muc {
+            if muc.eq_ignore_ascii_case(&self.domain) {
+                return Err(format!(
+                    "services.muc {muc:?} is the server's own domain; group chats need a name of their own, such as \"groups.{}\"",
+                    self.domain
+                ));
+            }
+        }
         self.s2s.check()?;
         for (key, name) in [
             ("services.muc", &self.services.muc),
@@ -443,6 +461,16 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("domain"), "{e}");
+    }
+
+    #[test]
+    fn group_chats_need_a_domain_of_their_own() {
+        let text = format!("{MINIMAL}[services]\nmuc = \"Example.test\"\n");
+        let e = Config::parse(&text, "t").unwrap_err().to_string();
+        assert!(
+            e.contains("services.muc") && e.contains("groups.example.test"),
+            "{e}"
+        );
     }
 
     #[test]

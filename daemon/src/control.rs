@@ -83,6 +83,14 @@ pub enum Request {
     Restore {
         database: std::path::PathBuf,
     },
+    /// Every group chat room: name, title, members, last activity.
+    RoomList,
+    /// Destroys a group chat room; its occupants are told `reason`.
+    RoomDestroy {
+        room: String,
+        #[serde(default)]
+        reason: String,
+    },
 }
 
 /// Where `hearth-web` unpacks a backup before asking for a [`Request::Restore`].
@@ -331,6 +339,19 @@ pub async fn execute(
                     }
                     log::info!("database restored from a backup ({users} accounts)");
                     Response::ok(serde_json::json!({ "users": users }))
+                }
+                Err(e) => Response::err(e),
+            }
+        }
+        Request::RoomList => match crate::modules::muc::list_rooms(storage).await {
+            Ok(rooms) => Response::ok(serde_json::to_value(rooms).unwrap_or_default()),
+            Err(e) => Response::err(e),
+        },
+        Request::RoomDestroy { room, reason } => {
+            match crate::modules::muc::destroy_room(live, storage, config, &room, &reason).await {
+                Ok(()) => {
+                    log::info!("group chat room {room} destroyed by an admin");
+                    Response::ok(serde_json::Value::Null)
                 }
                 Err(e) => Response::err(e),
             }

@@ -21,9 +21,11 @@ pub fn bounce(server: &Arc<Server>, original: &Element, err: StanzaError) {
     }
 }
 
-/// Delivers a server-made stanza (a reply, a push) without hooks: to a local full JID (dropped
-/// if that session is gone) or through the route of another domain (a hosted service, a remote
-/// server).
+/// Delivers a server-made stanza (a reply, a push) without hooks: through the route of another
+/// domain (a hosted service, a remote server), or to a local full JID (dropped if that session is
+/// gone). An IQ answer for a local bare JID or the domain (a question the server asked, for
+/// itself or on an account's behalf, bounced) goes to the IQ tracker, so the asker learns at
+/// once rather than at its deadline.
 pub fn deliver_to_full(server: &Arc<Server>, stanza: Element) {
     if let Some(to) = stanza::to_jid(&stanza).and_then(Result::ok) {
         if to.domain != server.domain() {
@@ -32,7 +34,17 @@ pub fn deliver_to_full(server: &Arc<Server>, stanza: Element) {
                     log::debug!("a reply to {to} was not taken: {}", r.error.condition);
                 }
             }
-        } else if let Some(session) = server.sessions.session(&to) {
+            return;
+        }
+        if to.is_bare() {
+            if stanza::is_iq(&stanza) && matches!(stanza.attr("type"), Some("result" | "error")) {
+                if let Some(from) = stanza::from_jid(&stanza) {
+                    server.iq_tracker.resolve(&from, stanza);
+                }
+            }
+            return;
+        }
+        if let Some(session) = server.sessions.session(&to) {
             session.deliver(stanza);
         }
     }
@@ -279,10 +291,9 @@ async fn route_iq(
         return;
     }
     if !request {
-        // Results and errors for the server: answers to what a module asked, or stray.
-        if to.local.is_none() {
-            server.iq_tracker.resolve(&from, iq);
-        }
+        // Results and errors for the server or an account's bare JID: answers to what a module
+        // asked (itself or on the account's behalf, as push notifications are), or stray.
+        server.iq_tracker.resolve(&from, iq);
         return;
     }
     let target = if to.local.is_none() {

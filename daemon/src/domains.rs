@@ -50,6 +50,12 @@ impl Domains {
         Ok(())
     }
 
+    /// Removes a hosted domain's route (a service that went away).
+    pub fn unhost(&self, domain: &str) {
+        let mut hosted = self.hosted.write().unwrap_or_else(|e| e.into_inner());
+        hosted.remove(&domain.to_ascii_lowercase());
+    }
+
     /// Sets the route for domains nobody here hosts (federation).
     pub fn set_remote(&self, route: Arc<dyn DomainRoute>) {
         *self.remote.write().unwrap_or_else(|e| e.into_inner()) = Some(route);

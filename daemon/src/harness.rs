@@ -329,3 +329,55 @@ impl TestClient {
 pub fn body(e: &Element) -> Option<String> {
     e.child("body", ns::CLIENT).map(Element::text)
 }
+
+/// A route for other domains that keeps what it is given: what a remote server (or a service on
+/// a domain of its own) would receive. `server.domains.set_remote(sink.clone())` plugs it in.
+#[derive(Default)]
+pub struct DomainSink {
+    taken: std::sync::Mutex<Vec<Element>>,
+    arrived: tokio::sync::Notify,
+}
+
+impl crate::domains::DomainRoute for DomainSink {
+    fn accept(
+        &self,
+        _server: &Arc<Server>,
+        stanza: Element,
+        _to: &Jid,
+    ) -> Result<(), crate::domains::Refused> {
+        self.taken.lock().unwrap().push(stanza);
+        self.arrived.notify_waiters();
+        Ok(())
+    }
+}
+
+impl DomainSink {
+    /// Takes (and removes) the first stanza matching `pred`, waiting for it if need be.
+    pub async fn expect(&self, what: &str, pred: impl Fn(&Element) -> bool) -> Element {
+        let deadline = tokio::time::Instant::now() + EXPECT;
+        loop {
+            let arrived = self.arrived.notified();
+            {
+                let mut taken = self.taken.lock().unwrap();
+                if let Some(i) = taken.iter().position(&pred) {
+                    return taken.remove(i);
+                }
+            }
+            if tokio::time::timeout_at(deadline, arrived).await.is_err() {
+                let seen: Vec<String> = self
+                    .taken
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .map(|e| e.to_xml(ns::CLIENT))
+                    .collect();
+                panic!("the other domain never got {what}; it got: {seen:#?}");
+            }
+        }
+    }
+
+    /// Whether anything matching `pred` arrived (without waiting).
+    pub fn has(&self, pred: impl Fn(&Element) -> bool) -> bool {
+        self.taken.lock().unwrap().iter().any(pred)
+    }
+}

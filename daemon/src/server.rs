@@ -27,6 +27,8 @@ pub struct Server {
     pub account_failures: Throttle,
     pub registrations: Throttle,
     pub started: Instant,
+    /// Server-wide state of modules, one value per type (see `module_state`).
+    module_state: std::sync::Mutex<crate::hooks::Extensions>,
     shutdown: watch::Sender<bool>,
 }
 
@@ -70,12 +72,20 @@ impl Server {
             tls,
             sessions: SessionTable::default(),
             started: Instant::now(),
+            module_state: Default::default(),
             shutdown: watch::channel(false).0,
         });
         for m in server.modules.all() {
             m.start(&server);
         }
         Ok(server)
+    }
+
+    /// A module's server-wide state of type `T` (made with `Default` on first use), for the
+    /// module's free functions that only hold the server.
+    pub fn module_state<T: Default + Send + Sync + 'static>(&self) -> Arc<T> {
+        let mut ext = self.module_state.lock().unwrap_or_else(|e| e.into_inner());
+        ext.get_or_default::<Arc<T>>().clone()
     }
 
     pub fn domain(&self) -> &str {

@@ -35,6 +35,9 @@ pub struct SessionShared {
     pub interested: AtomicBool,
     /// The last broadcast presence, answered to probes (RFC 6121 §4.3.2).
     pub presence: Mutex<Option<Element>>,
+    /// The connection is gone and a module keeps the session waiting for a new one (stream
+    /// management hibernation): stanzas for it reach nobody until then.
+    pub detached: AtomicBool,
     /// One bit per module feature switched on for this session (`SessionFlag`), readable from
     /// any task: e.g. whether it wants carbons.
     flags: AtomicU32,
@@ -107,6 +110,11 @@ impl SessionHandle {
 
     pub fn priority(&self) -> i32 {
         self.shared.priority.load(Ordering::Relaxed)
+    }
+
+    /// Has a live connection (is not detached, waiting to be taken over).
+    pub fn connected(&self) -> bool {
+        !self.shared.detached.load(Ordering::Acquire)
     }
 
     pub fn last_presence(&self) -> Option<Element> {

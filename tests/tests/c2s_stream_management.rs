@@ -4,77 +4,16 @@
 //! Then bob's link dies for good: what alice sends meanwhile reaches him after a fresh login.
 
 use hearth_e2e::agent::Agent;
+use hearth_e2e::flaky::FlakyLink;
 use hearth_e2e::server::{TestServer, DOMAIN};
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const MESSAGES: usize = 1000;
 const CUTS: usize = 12;
 /// How long a broken session waits for resumption in this test (the default is 300 s).
 const HIBERNATE_SECS: u64 = 4;
-
-/// A TCP proxy on loopback whose connections the test can sever, as a phone losing its network.
-struct FlakyLink {
-    port: u16,
-    open: Arc<Mutex<Vec<TcpStream>>>,
-}
-
-impl FlakyLink {
-    fn to(upstream: u16) -> FlakyLink {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
-        let port = listener.local_addr().expect("addr").port();
-        let open: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
-        let list = open.clone();
-        std::thread::spawn(move || {
-            for client in listener.incoming().map_while(Result::ok) {
-                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
-                    continue;
-                };
-                let _ = (client.set_nodelay(true), server.set_nodelay(true));
-                {
-                    let mut l = list.lock().unwrap();
-                    l.push(client.try_clone().expect("clone"));
-                    l.push(server.try_clone().expect("clone"));
-                }
-                pump(
-                    client.try_clone().expect("clone"),
-                    server.try_clone().expect("clone"),
-                );
-                pump(server, client);
-            }
-        });
-        FlakyLink { port, open }
-    }
-
-    /// Cuts every connection at once, both ways, with no goodbye on the XMPP level.
-    fn sever(&self) {
-        for s in self.open.lock().unwrap().drain(..) {
-            let _ = s.shutdown(Shutdown::Both);
-        }
-    }
-}
-
-fn pump(mut from: TcpStream, mut to: TcpStream) {
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 16 * 1024];
-        loop {
-            match from.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if to.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
-                }
-            }
-        }
-        let _ = to.shutdown(Shutdown::Both);
-        let _ = from.shutdown(Shutdown::Both);
-    });
-}
 
 /// A small xorshift generator: the cut times differ per run, and the seed is printed so a
 /// failing run can be replayed.

@@ -4,20 +4,43 @@
 //! test fails when a requirement that hearthd implements stops passing.
 
 use hearth_e2e::agent::{peer_script, venv_python};
-use hearth_e2e::server::{TestServer, DOMAIN};
+use hearth_e2e::server::{free_port, TestServer, DOMAIN};
 use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
 
 /// The rows hearthd passes today. Add a row here in the commit that makes it pass.
 const MUST_PASS: &[&str] = &[
-    "rfc6120", "rfc7590", "xep0368", "xep0030", "xep0115", "rfc6121", "xep0054", "xep0280",
-    "xep0191", "xep0198", "xep0313", "xep0352", "xep0163", "xep0223", "xep0049", "xep0402",
+    "rfc6120",
+    "rfc7590",
+    "xep0368",
+    "xep0030",
+    "xep0115",
+    "rfc6121",
+    "xep0054",
+    "xep0280",
+    "xep0191",
+    "xep0198",
+    "xep0313",
+    "xep0352",
+    "xep0163",
+    "xep0223",
+    "xep0049",
+    "xep0402",
+    "xep0114",
+    "xep0357",
+    "xep0398",
+    "xep0045",
+    "xep0410",
+    "xep0313muc",
 ];
 
 #[test]
 fn xep0479_advanced_server_im_mobile() {
-    let server = TestServer::start("");
+    let component_port = free_port();
+    let server = TestServer::start(&format!(
+        "[modules.component]\nlisten = [\"127.0.0.1:{component_port}\"]\n"
+    ));
     server.add_user("alice", "alice-compliance-pw");
     server.add_user("bob", "bob-compliance-pw");
     let out = Command::new(venv_python())
@@ -25,6 +48,7 @@ fn xep0479_advanced_server_im_mobile() {
         .args(["--json", "--host=127.0.0.1", &format!("--domain={DOMAIN}")])
         .arg(format!("--port={}", server.c2s_port))
         .arg(format!("--direct-tls-port={}", server.direct_port))
+        .arg(format!("--component-port={component_port}"))
         .args(["--user=alice", "--password=alice-compliance-pw"])
         .args(["--user2=bob"])
         .arg("--ca-file")

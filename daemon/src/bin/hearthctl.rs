@@ -18,6 +18,8 @@ use std::process::ExitCode;
 ///   hearthctl user add bob --generate
 ///   hearthctl invite create --uses 1 --expires 7d
 ///   hearthctl user list
+///   hearthctl room list
+///   hearthctl room destroy meetup --reason "moved to the flat"
 ///   echo 'a-long-password' | hearthctl hash-password   # for hearth-setup.toml's password_hash
 #[derive(Parser)]
 #[command(version, verbatim_doc_comment)]
@@ -40,6 +42,9 @@ enum Command {
     /// Invites that let a friend register.
     #[command(subcommand)]
     Invite(InviteCommand),
+    /// Group chat rooms.
+    #[command(subcommand)]
+    Room(RoomCommand),
     /// Whether hearthd runs, and how many users and sessions it has.
     Status,
     /// Print a SCRAM-SHA-256 verifier of the password on standard input, for `password_hash` in
@@ -102,6 +107,20 @@ enum InviteCommand {
     List,
     /// Make an invite unusable.
     Revoke { id: i64 },
+}
+
+#[derive(Subcommand)]
+enum RoomCommand {
+    /// List every room: address, name, members, last activity.
+    List,
+    /// Destroy a room with its history; whoever is in it is told why.
+    Destroy {
+        /// `meetup` or `meetup@groups.your.domain`.
+        room: String,
+        /// Told to the occupants.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
 }
 
 fn parse_duration(s: &str) -> Result<i64, String> {
@@ -221,6 +240,23 @@ fn run(args: Args) -> Result<(), String> {
         },
         Command::Invite(InviteCommand::List) => Request::InviteList,
         Command::Invite(InviteCommand::Revoke { id }) => Request::InviteRevoke { id: *id },
+        Command::Room(RoomCommand::List) => Request::RoomList,
+        Command::Room(RoomCommand::Destroy { room, reason }) => {
+            let muc = hearthd::modules::muc::service_domain(&config);
+            let name = match room.split_once('@') {
+                Some((name, d)) if d.eq_ignore_ascii_case(&muc) => name,
+                Some(_) => {
+                    return Err(format!(
+                        "{room} is not on this server's group chat service {muc}"
+                    ))
+                }
+                None => room.as_str(),
+            };
+            Request::RoomDestroy {
+                room: name.to_string(),
+                reason: reason.clone(),
+            }
+        }
         // Answered above, before any configuration is read; kept here so the match stays total.
         Command::HashPassword { iterations } => return hash_password(*iterations),
     };
@@ -346,5 +382,17 @@ fn print_human(cmd: &Command, resp: &Response, generated: Option<&str>) {
             }
         }
         Command::Invite(InviteCommand::Revoke { id }) => println!("revoked invite {id}"),
+        Command::Room(RoomCommand::List) => {
+            for r in d.as_array().into_iter().flatten() {
+                println!(
+                    "{}  \"{}\"  {} members  last active {}",
+                    r["name"].as_str().unwrap_or(""),
+                    r["title"].as_str().unwrap_or(""),
+                    r["members"],
+                    hearthd::timefmt::xep0082(r["last_activity"].as_i64().unwrap_or(0)),
+                );
+            }
+        }
+        Command::Room(RoomCommand::Destroy { room, .. }) => println!("destroyed {room}"),
     }
 }

@@ -232,6 +232,9 @@ where
             break reason;
         };
         log::info!("{}: {jid} detached; kept by a module", link.peer);
+        shared
+            .detached
+            .store(true, std::sync::atomic::Ordering::Release);
         local.replace_writer(Box::new(tokio::io::sink()));
         match Box::pin(wait_detached(
             &shared,
@@ -370,6 +373,10 @@ async fn attach(
         &mut new.writer,
         Box::new(tokio::io::sink()),
     ));
+    handle
+        .shared
+        .detached
+        .store(false, std::sync::atomic::Ordering::Release);
     local.ext.get_or_default::<AttachRequest>().0 = new.request.take().map(|b| *b);
     let mut ev = SessionEvent {
         session: handle,

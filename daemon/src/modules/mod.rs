@@ -3,19 +3,23 @@
 //! registry here; it knows no module by name. Adding a XEP means one new file and one line in
 //! `Modules::new`. `docs/architecture.md` ("Writing a module") describes the hooks.
 
+pub mod avatar_conversion;
 pub mod blocking;
 pub mod bookmarks;
 pub mod caps;
 pub mod carbons;
 pub mod client_state;
+pub mod component;
 pub mod disco;
 pub mod local_only;
 pub mod mam;
+pub mod muc;
 pub mod offline;
 pub mod pep;
 pub mod ping;
 pub mod presence;
 pub mod private_storage;
+pub mod push;
 pub mod register;
 pub mod roster;
 pub mod session;
@@ -90,7 +94,7 @@ pub enum Unbound {
     },
 }
 
-pub trait Module: Send + Sync {
+pub trait Module: std::any::Any + Send + Sync {
     /// Short name: the `[modules.NAME]` config section and the key of its migrations.
     fn name(&self) -> &'static str;
     /// The hooks this module handles, each with a priority (higher runs first).
@@ -207,12 +211,16 @@ impl Modules {
             Arc::new(client_state::ClientState::new(&config.modules.csi)),
             Arc::new(mam::Archive::new(&config.modules.mam)),
             Arc::new(pep::Pep::new(&config.modules.pep)),
+            Arc::new(muc::Muc::new(&config.modules.muc)),
             Arc::new(private_storage::PrivateStorage),
+            Arc::new(push::Push::new(&config.modules.push)),
             Arc::new(bookmarks::Bookmarks),
+            Arc::new(avatar_conversion::AvatarConversion),
             Arc::new(session::LegacySession),
             Arc::new(stream_management::StreamManagement::new(
                 &config.modules.stream_management,
             )),
+            Arc::new(component::Components::new(&config.modules.component)),
         ];
         if config.modules.version.enabled {
             list.push(Arc::new(version::Version));
@@ -296,6 +304,14 @@ impl Modules {
 
     pub fn all(&self) -> &[Arc<dyn Module>] {
         &self.list
+    }
+
+    /// The registered module of type `T`, for a module that offers others a function (the
+    /// group chat service asks `push` to notify a mention).
+    pub fn find<T: Module>(&self) -> Option<&T> {
+        self.list
+            .iter()
+            .find_map(|m| (&**m as &dyn std::any::Any).downcast_ref::<T>())
     }
 
     /// Runs a stanza hook: handlers by priority until one answers other than `Continue`.

@@ -67,6 +67,10 @@ impl Module for Presence {
                         let p = std::mem::replace(&mut ev.stanza, Element::new("presence", ""));
                         inbound_subscription(server, p, &to).await;
                         Flow::Handled
+                    } else if stanza::stanza_type(&ev.stanza) == "probe" {
+                        // A server asks for the account's presence; clients never see probes.
+                        answer_probe(server, &ev.from, &to).await;
+                        Flow::Handled
                     } else {
                         Flow::Continue
                     }
@@ -221,7 +225,7 @@ async fn outbound_subscription(server: &Arc<Server>, user: &Jid, contact: &str, 
 }
 
 /// Hands a presence stanza to its addressee's server: ours (through the inbound hooks of the
-/// addressee), or (later) a federated one.
+/// addressee), or the route of another domain (federation, a hosted service).
 pub fn send_to_contact(
     server: &Arc<Server>,
     p: Element,
@@ -230,13 +234,21 @@ pub fn send_to_contact(
         let Some(Ok(to)) = stanza::to_jid(&p) else {
             return;
         };
-        if to.domain != server.domain() || to.local.is_none() {
-            // Federation is not available yet; remote contacts do not see presence.
-            return;
-        }
         let Some(from) = stanza::from_jid(&p) else {
             return;
         };
+        if to.domain != server.domain() {
+            // Another domain: its route (a group chat service here, federation). Without one,
+            // presence is dropped silently, as before federation: an error for every remote
+            // contact at every presence change would only be noise.
+            if server.domains.route_for(&to.domain).is_some() {
+                crate::delivery::route(server, p, None).await;
+            }
+            return;
+        }
+        if to.local.is_none() {
+            return;
+        }
         crate::delivery::inbound(server, p, from, to, None).await;
     })
 }
@@ -370,16 +382,33 @@ async fn broadcast(server: &Arc<Server>, session: &SessionHandle, mut p: Element
     }
 }
 
-/// Answers the probes initial presence implies (RFC 6121 §4.3) for local contacts directly: the
-/// new session gets the current presence of every contact it is subscribed to and of the user's
-/// other sessions.
+/// Broadcasts an available session's presence again, changed by another module (the avatar
+/// hash of XEP-0398), as if the client had sent it.
+pub async fn rebroadcast(server: &Arc<Server>, session: &SessionHandle, p: Element) {
+    if session.available() {
+        broadcast(server, session, p, true).await;
+    }
+}
+
+/// The probes initial presence implies (RFC 6121 §4.3): local contacts are answered directly
+/// (the new session gets the current presence of every contact it is subscribed to and of the
+/// user's other sessions); contacts on other servers get a probe from the user's bare JID.
 async fn probe_contacts(server: &Arc<Server>, session: &SessionHandle, roster: &[RosterItem]) {
-    let mut sources: Vec<String> = roster
-        .iter()
-        .filter(|i| i.subscription.has_to())
-        .map(|i| i.contact.clone())
-        .collect();
-    sources.push(session.jid.bare_string());
+    let user_bare = session.jid.bare_string();
+    let mut sources: Vec<String> = Vec::new();
+    for contact in roster.iter().filter(|i| i.subscription.has_to()) {
+        match Jid::parse(&contact.contact) {
+            Ok(j) if j.domain != server.domain() => {
+                send_to_contact(
+                    server,
+                    presence(&user_bare, &contact.contact, Some("probe")),
+                )
+                .await
+            }
+            _ => sources.push(contact.contact.clone()),
+        }
+    }
+    sources.push(user_bare);
     for bare in sources {
         for s in server.sessions.sessions_of(&bare) {
             if s.id == session.id {
@@ -391,6 +420,39 @@ async fn probe_contacts(server: &Arc<Server>, session: &SessionHandle, roster: &
                 send_to_contact(server, p).await;
             }
         }
+    }
+}
+
+/// A probe for local account `user` from `prober` (RFC 6121 §4.3.2): the current presence of
+/// each available session if the prober is subscribed, `unavailable` if none is, and
+/// `unsubscribed` (revealing nothing) if the prober has no subscription.
+async fn answer_probe(server: &Arc<Server>, prober: &Jid, user: &Jid) {
+    let Some(local) = &user.local else { return };
+    let user_bare = user.bare_string();
+    let reply_to = prober.to_string();
+    let item = server
+        .storage
+        .roster_item(local, &prober.bare_string())
+        .await
+        .ok()
+        .flatten();
+    if !item.is_some_and(|i| i.subscription.has_from()) {
+        if server.storage.user_exists(local).await.unwrap_or(false) {
+            send_to_contact(server, subscription(&user_bare, &reply_to, "unsubscribed")).await;
+        }
+        return;
+    }
+    let mut answered = false;
+    for s in server.sessions.sessions_of(&user_bare) {
+        if let Some(mut p) = s.last_presence() {
+            p.set_attr("from", s.jid.to_string());
+            p.set_attr("to", reply_to.as_str());
+            send_to_contact(server, p).await;
+            answered = true;
+        }
+    }
+    if !answered {
+        send_to_contact(server, presence(&user_bare, &reply_to, Some("unavailable"))).await;
     }
 }
 

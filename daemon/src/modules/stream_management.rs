@@ -520,6 +520,17 @@ async fn reroute(server: &Arc<Server>, mut stanza: Element, queued: i64, account
     }
 }
 
+/// The stanzas a session's client has not acknowledged, if it asked for resumption (the empty
+/// list otherwise): when its link breaks it may hibernate, and its client sees them only on
+/// resuming. Push notifications look at them then.
+pub fn unacked_if_resumable(local: &mut SessionLocal) -> impl Iterator<Item = &Element> {
+    local
+        .layer_mut::<SmLayer>()
+        .filter(|l| l.resume_id.is_some())
+        .into_iter()
+        .flat_map(|l| l.unacked.iter().map(|(stanza, _)| stanza))
+}
+
 fn delay(domain: &str, stamp: i64) -> Element {
     Element::new("delay", DELAY)
         .with_attr("from", domain.to_string())

@@ -1,12 +1,38 @@
 //! XEP-0054: vcard-temp. Stored whole per account; anyone may read, only the owner may write.
+//! A vCard's PHOTO is also the account's avatar: setting it goes through `avatar_conversion`
+//! (XEP-0398), which publishes it to PEP and announces its hash in presence.
 
 use super::{IqFuture, IqRequest, Module};
 #[allow(unused_imports)]
 use crate::hooks::{DiscoInfo, DiscoTarget, IqKind, IqRoute, IqTarget};
 use crate::stanza::StanzaError;
 use crate::xml::Element;
+use serde::{Deserialize, Serialize};
 
 pub const NS: &str = "vcard-temp";
+
+/// `[modules.vcard]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct VCardConfig {
+    /// Largest vCard photo (the avatar), in bytes of image. A vCard with a bigger one is
+    /// refused; a PEP avatar bigger than this is not copied into the vCard.
+    #[serde(default = "default_photo_bytes")]
+    pub photo_bytes: usize,
+}
+
+impl Default for VCardConfig {
+    fn default() -> Self {
+        VCardConfig {
+            photo_bytes: default_photo_bytes(),
+        }
+    }
+}
+
+/// Clients scale avatars to a few hundred pixels (Conversations: 192×192 JPEG, ~10–30 KiB).
+fn default_photo_bytes() -> usize {
+    64 * 1024
+}
 
 pub struct VCard;
 
@@ -45,10 +71,7 @@ impl Module for VCard {
                 if !req.to_self() {
                     return Err(StanzaError::forbidden());
                 }
-                storage
-                    .set_vcard(&owner, req.payload.to_xml(""))
-                    .await
-                    .map_err(|_| StanzaError::internal())?;
+                super::avatar_conversion::store_vcard(req.server, &owner, req.payload).await?;
                 return Ok(None);
             }
             match storage

@@ -246,6 +246,34 @@ impl Backend {
         Ok(self.storage(config)?.list_invites().await?)
     }
 
+    /// Every group chat room (through hearthd when it runs).
+    pub async fn rooms(
+        &self,
+        config: &Config,
+    ) -> Result<Vec<hearthd::modules::muc::store::Listed>> {
+        if let Some(r) = self.via_control(config, Request::RoomList).await {
+            return r.and_then(decode);
+        }
+        hearthd::modules::muc::list_rooms(&self.storage(config)?)
+            .await
+            .map_err(BackendError)
+    }
+
+    /// Destroys a room: through hearthd when it runs, so its occupants are told.
+    pub async fn destroy_room(&self, config: &Config, room: &str, reason: &str) -> Result<()> {
+        let req = Request::RoomDestroy {
+            room: room.to_string(),
+            reason: reason.to_string(),
+        };
+        if let Some(r) = self.via_control(config, req).await {
+            return r.map(|_| ());
+        }
+        let storage = self.storage(config)?;
+        hearthd::modules::muc::destroy_room(None, &storage, config, room, reason)
+            .await
+            .map_err(|e| BackendError(capitalize(&e)))
+    }
+
     pub async fn revoke_invite(&self, config: &Config, id: i64) -> Result<()> {
         if let Some(r) = self.via_control(config, Request::InviteRevoke { id }).await {
             return r.map(|_| ());

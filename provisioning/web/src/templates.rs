@@ -203,6 +203,25 @@ pub struct UsersPage {
     pub form: String,
 }
 
+/// One group chat room on the admin page.
+pub struct RoomRow {
+    pub name: String,
+    pub jid: String,
+    pub title: String,
+    pub members: u32,
+    pub last_activity: String,
+}
+
+#[derive(Template)]
+#[template(path = "admin/rooms.html")]
+pub struct RoomsPage {
+    pub title: &'static str,
+    pub nav: &'static str,
+    pub csrf: String,
+    pub flash: Option<String>,
+    pub rooms: Vec<RoomRow>,
+}
+
 pub struct InviteRow {
     pub id: i64,
     pub note: String,

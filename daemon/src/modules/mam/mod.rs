@@ -420,8 +420,24 @@ async fn run_query(
         })
         .await
         .map_err(internal)??;
-    let account = requester.bare_string();
-    let to = requester.to_string();
+    Ok(render_page(
+        &page,
+        &query,
+        &requester.bare_string(),
+        &requester.to_string(),
+    )
+    .await)
+}
+
+/// One page of an archive as the messages a client receives (`<result/>`s from the archive's
+/// owner `archive` to `to`) and the `<fin/>` that ends them. Rooms' archives use it too.
+pub async fn render_page(
+    page: &store::Page,
+    query: &form::Query,
+    archive: &str,
+    to: &str,
+) -> (Vec<Element>, Element) {
+    let account = archive.to_string();
     let mut results = Vec::with_capacity(page.entries.len());
     for entry in &page.entries {
         let Some(original) = crate::xml::parse_fragment(&entry.stanza).await else {
@@ -446,7 +462,7 @@ async fn run_query(
         results.push(
             Element::new("message", ns::CLIENT)
                 .with_attr("from", account.clone())
-                .with_attr("to", to.clone())
+                .with_attr("to", to)
                 .with_attr("id", stanza::random_id(9))
                 .with_child(result),
         );
@@ -469,7 +485,7 @@ async fn run_query(
         fin.set_attr("complete", "true");
     }
     fin.push_child(set);
-    Ok((results, fin))
+    (results, fin)
 }
 
 /// The empty query form, for clients that discover the fields (XEP-0313 §4.1.5).

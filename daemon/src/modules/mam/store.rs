@@ -224,9 +224,14 @@ impl From<rusqlite::Error> for QueryFailure {
 
 /// The row of an archive id, or `item-not-found` (XEP-0313 §4.1.4: an unknown id is an error,
 /// not an empty page).
-fn row_of(conn: &Connection, username: &str, stanza_id: &str) -> Result<i64, QueryFailure> {
+fn row_of(
+    conn: &Connection,
+    table: &str,
+    username: &str,
+    stanza_id: &str,
+) -> Result<i64, QueryFailure> {
     conn.query_row(
-        "SELECT id FROM mam_archive WHERE username = ?1 AND stanza_id = ?2",
+        &format!("SELECT id FROM {table} WHERE username = ?1 AND stanza_id = ?2"),
         [username, stanza_id],
         |r| r.get(0),
     )
@@ -241,6 +246,17 @@ fn row_of(conn: &Connection, username: &str, stanza_id: &str) -> Result<i64, Que
 
 /// Runs a query on `username`'s archive.
 pub fn query(conn: &Connection, username: &str, q: &Query) -> Result<Page, QueryFailure> {
+    query_table(conn, "mam_archive", username, q)
+}
+
+/// Runs a query on the archive of `owner` in `table`, a table with the columns of
+/// `mam_archive` (group chat rooms keep theirs in `muc_archive`).
+pub fn query_table(
+    conn: &Connection,
+    table: &'static str,
+    username: &str,
+    q: &Query,
+) -> Result<Page, QueryFailure> {
     let mut filter = String::from("username = ?");
     let mut args: Vec<Value> = vec![Value::Text(username.to_string())];
     if let Some(with) = &q.with {
@@ -268,18 +284,18 @@ pub fn query(conn: &Connection, username: &str, q: &Query) -> Result<Page, Query
         filter.push(')');
     }
     let count: i64 = conn.query_row(
-        &format!("SELECT count(*) FROM mam_archive WHERE {filter}"),
+        &format!("SELECT count(*) FROM {table} WHERE {filter}"),
         params_from_iter(args.iter()),
         |r| r.get(0),
     )?;
     let mut lower = None::<i64>;
     for id in &q.after {
-        let row = row_of(conn, username, id)?;
+        let row = row_of(conn, table, username, id)?;
         lower = Some(lower.map_or(row, |l| l.max(row)));
     }
     let mut upper = None::<i64>;
     for id in &q.before {
-        let row = row_of(conn, username, id)?;
+        let row = row_of(conn, table, username, id)?;
         upper = Some(upper.map_or(row, |u| u.min(row)));
     }
     let mut paged = filter.clone();
@@ -296,7 +312,7 @@ pub fn query(conn: &Connection, username: &str, q: &Query) -> Result<Page, Query
     // One more than asked tells whether another page follows.
     paged_args.push(Value::Integer(i64::from(q.max) + 1));
     let mut st = conn.prepare(&format!(
-        "SELECT id, stanza_id, stamp, stanza FROM mam_archive WHERE {paged} ORDER BY id {order} LIMIT ?"
+        "SELECT id, stanza_id, stamp, stanza FROM {table} WHERE {paged} ORDER BY id {order} LIMIT ?"
     ))?;
     let mut entries = st
         .query_map(params_from_iter(paged_args.iter()), |r| {
@@ -317,7 +333,7 @@ pub fn query(conn: &Connection, username: &str, q: &Query) -> Result<Page, Query
         Some(first) => {
             args.push(Value::Integer(first.row));
             Some(conn.query_row(
-                &format!("SELECT count(*) FROM mam_archive WHERE {filter} AND id < ?"),
+                &format!("SELECT count(*) FROM {table} WHERE {filter} AND id < ?"),
                 params_from_iter(args.iter()),
                 |r| r.get(0),
             )?)

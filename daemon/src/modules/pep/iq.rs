@@ -3,19 +3,25 @@
 
 use super::form::{self, FormError, Setting};
 use super::store::{self, Item, Limits, Published};
-use super::{may_read, new_node_config, notify, PepConfig, NS, NS_ERRORS, NS_EVENT, NS_OWNER};
+use super::{
+    may_read, new_node_config, notify, subscriptions, PepConfig, NS, NS_ERRORS, NS_EVENT, NS_OWNER,
+};
 use crate::modules::{IqRequest, IqResult};
 use crate::stanza::StanzaError;
 use crate::storage::StorageError;
 use crate::xml::Element;
 
-fn internal(e: StorageError) -> StanzaError {
+pub(super) fn internal(e: StorageError) -> StanzaError {
     log::error!("PEP storage: {e}");
     StanzaError::internal()
 }
 
 /// A XEP-0060 error: a defined condition plus a pubsub#errors condition.
-fn pubsub_error(kind: &'static str, condition: &'static str, app: &'static str) -> StanzaError {
+pub(super) fn pubsub_error(
+    kind: &'static str,
+    condition: &'static str,
+    app: &'static str,
+) -> StanzaError {
     StanzaError::new(kind, condition).with_app_condition(app, NS_ERRORS)
 }
 
@@ -36,10 +42,29 @@ pub(crate) async fn item_element(item: &Item, ns: &str) -> Option<Element> {
     )
 }
 
-fn node_attr(el: &Element) -> Result<&str, StanzaError> {
+/// The refusal of a read (or subscription) the node's access model does not allow (§6.1.3).
+pub(super) fn access_error(access: form::AccessModel) -> StanzaError {
+    match access {
+        form::AccessModel::Presence => {
+            pubsub_error("auth", "not-authorized", "presence-subscription-required")
+        }
+        form::AccessModel::Roster => pubsub_error("auth", "not-authorized", "not-in-roster-group"),
+        _ => pubsub_error("cancel", "not-allowed", "closed-node"),
+    }
+}
+
+pub(super) fn node_attr(el: &Element) -> Result<&str, StanzaError> {
     match el.attr("node") {
         Some(n) if !n.is_empty() => Ok(n),
         _ => Err(pubsub_error("modify", "bad-request", "nodeid-required")),
+    }
+}
+
+/// XEP-0398: a change of the avatar metadata node is copied into the vCard.
+async fn avatar_follows(server: &std::sync::Arc<crate::server::Server>, owner: &str, node: &str) {
+    use crate::modules::avatar_conversion::{metadata_changed, METADATA_NODE};
+    if node == METADATA_NODE {
+        metadata_changed(server, owner).await;
     }
 }
 
@@ -53,8 +78,11 @@ pub(crate) async fn handle(config: &PepConfig, req: IqRequest<'_>) -> IqResult {
     let Some(op) = req.payload.first_element() else {
         return Err(StanzaError::bad_request().with_text("an empty pubsub request"));
     };
-    if req.is_set() && !req.to_self() {
-        // Only the owner changes an account's nodes; others may only read.
+    let for_oneself =
+        req.payload.ns == NS && matches!(op.name.as_str(), "subscribe" | "unsubscribe");
+    if !req.to_self() && (req.payload.ns == NS_OWNER || (req.is_set() && !for_oneself)) {
+        // Only the owner changes an account's nodes or sees their subscribers; others may
+        // only read and subscribe.
         return Err(StanzaError::forbidden());
     }
     let limits = Limits {
@@ -63,6 +91,15 @@ pub(crate) async fn handle(config: &PepConfig, req: IqRequest<'_>) -> IqResult {
     let max = config.items_per_node;
     match (req.payload.ns.as_str(), op.name.as_str(), req.is_set()) {
         (NS, "publish", true) => publish(config, &req, &owner, op, limits).await,
+        (NS, "subscribe" | "unsubscribe", true) => {
+            subscriptions::subscribe(config, &req, &owner, op).await
+        }
+        (NS, "subscriptions" | "affiliations", false) => {
+            subscriptions::own_lists(&req, &owner, op).await
+        }
+        (NS_OWNER, "subscriptions" | "affiliations", _) => {
+            subscriptions::manage(config, &req, &owner, op).await
+        }
         (NS, "create", true) => {
             let node = node_attr(op)?.to_string();
             let settings = match req
@@ -109,10 +146,11 @@ pub(crate) async fn handle(config: &PepConfig, req: IqRequest<'_>) -> IqResult {
             }
             if matches!(op.attr("notify"), Some("1" | "true")) {
                 let body = Element::new("items", NS_EVENT)
-                    .with_attr("node", node)
+                    .with_attr("node", node.clone())
                     .with_child(Element::new("retract", NS_EVENT).with_attr("id", id));
                 notify(server, &owner, config.access, body).await;
             }
+            avatar_follows(server, &owner, &node).await;
             Ok(None)
         }
         (NS, "items", false) => {
@@ -124,15 +162,7 @@ pub(crate) async fn handle(config: &PepConfig, req: IqRequest<'_>) -> IqResult {
                 return Err(StanzaError::item_not_found());
             };
             if !may_read(server, &owner, config.access, req.from).await {
-                return Err(match config.access {
-                    form::AccessModel::Presence => {
-                        pubsub_error("auth", "not-authorized", "presence-subscription-required")
-                    }
-                    form::AccessModel::Roster => {
-                        pubsub_error("auth", "not-authorized", "not-in-roster-group")
-                    }
-                    _ => pubsub_error("cancel", "not-allowed", "closed-node"),
-                });
+                return Err(access_error(config.access));
             }
             let ids: Vec<String> = op
                 .elements()
@@ -196,8 +226,9 @@ pub(crate) async fn handle(config: &PepConfig, req: IqRequest<'_>) -> IqResult {
             store::delete(&server.storage, &owner, &node, kind == "purge")
                 .await
                 .map_err(internal)?;
-            let body = Element::new(kind, NS_EVENT).with_attr("node", node);
+            let body = Element::new(kind, NS_EVENT).with_attr("node", node.clone());
             notify(server, &owner, config.access, body).await;
+            avatar_follows(server, &owner, &node).await;
             Ok(None)
         }
         _ => Err(StanzaError::feature_not_implemented()),
@@ -293,6 +324,7 @@ async fn publish(
             .with_child(el);
         notify(server, owner, access, body).await;
     }
+    avatar_follows(server, owner, &node).await;
     let reply = Element::new("publish", NS)
         .with_attr("node", node)
         .with_child(Element::new("item", NS).with_attr("id", id));

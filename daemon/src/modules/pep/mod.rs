@@ -3,14 +3,18 @@
 //! Publish (with publish-options preconditions), retract, retrieve items, create, delete,
 //! purge and node configuration; notifications go to the owner's available sessions and to
 //! contacts subscribed to the owner's presence, but only to sessions whose caps ask for the node
-//! (`interest.rs`), and the newest item of each node goes to a session once its caps are known. Access models open, presence, roster and whitelist (the owner
+//! (`interest.rs`), and the newest item of each node goes to a session once its caps are known.
+//! An entity may also subscribe explicitly (`subscriptions.rs`), and the owner lists and
+//! manages a node's subscribers. Access models open, presence, roster and whitelist (the owner
 //! only) are checked on every read and every notification.
 
 pub mod form;
 pub mod interest;
 mod iq;
 pub(crate) use iq::item_element;
+mod remote;
 pub mod store;
+mod subscriptions;
 #[cfg(test)]
 mod tests;
 
@@ -44,6 +48,9 @@ pub struct PepConfig {
     /// Most nodes one account may have.
     #[serde(default = "default_nodes_per_account")]
     pub nodes_per_account: u32,
+    /// Most explicit subscribers (XEP-0060 §6.1) one node may have.
+    #[serde(default = "default_subscriptions_per_node")]
+    pub subscriptions_per_node: u32,
 }
 
 impl Default for PepConfig {
@@ -52,6 +59,7 @@ impl Default for PepConfig {
             items_per_node: default_items_per_node(),
             item_bytes: default_item_bytes(),
             nodes_per_account: default_nodes_per_account(),
+            subscriptions_per_node: default_subscriptions_per_node(),
         }
     }
 }
@@ -64,6 +72,9 @@ fn default_item_bytes() -> usize {
 }
 fn default_nodes_per_account() -> u32 {
     128
+}
+fn default_subscriptions_per_node() -> u32 {
+    256
 }
 
 /// The features disco#info on an account lists: exactly what this module does.
@@ -84,8 +95,12 @@ const FEATURES: &[&str] = &[
     "http://jabber.org/protocol/pubsub#publish",
     "http://jabber.org/protocol/pubsub#publish-options",
     "http://jabber.org/protocol/pubsub#purge-nodes",
+    "http://jabber.org/protocol/pubsub#manage-subscriptions",
     "http://jabber.org/protocol/pubsub#retract-items",
+    "http://jabber.org/protocol/pubsub#retrieve-affiliations",
     "http://jabber.org/protocol/pubsub#retrieve-items",
+    "http://jabber.org/protocol/pubsub#retrieve-subscriptions",
+    "http://jabber.org/protocol/pubsub#subscribe",
 ];
 
 pub struct Pep {
@@ -139,7 +154,7 @@ pub(crate) async fn may_read(
 }
 
 /// An event message from `owner` (bare JID) to `to`.
-fn event(owner: &str, to: &Jid, body: Element) -> Element {
+pub(crate) fn event(owner: &str, to: &Jid, body: Element) -> Element {
     Element::new("message", ns::CLIENT)
         .with_attr("type", "headline")
         .with_attr("from", owner)
@@ -154,6 +169,7 @@ fn event(owner: &str, to: &Jid, body: Element) -> Element {
 pub(crate) async fn notify(server: &Arc<Server>, owner: &str, access: AccessModel, body: Element) {
     let owner_bare = format!("{owner}@{}", server.domain());
     let mut readers: Vec<String> = vec![owner_bare.clone()];
+    let mut remote_readers: Vec<Jid> = Vec::new();
     if access != AccessModel::Whitelist {
         match server.storage.roster(owner).await {
             Ok((_, items)) => {
@@ -161,8 +177,13 @@ pub(crate) async fn notify(server: &Arc<Server>, owner: &str, access: AccessMode
                     let Ok(jid) = Jid::parse(&item.contact) else {
                         continue;
                     };
-                    if item.subscription.has_from() && jid.domain == server.domain() {
+                    if !item.subscription.has_from() {
+                        continue;
+                    }
+                    if jid.domain == server.domain() {
                         readers.push(jid.bare_string());
+                    } else {
+                        remote_readers.push(jid);
                     }
                 }
             }
@@ -170,13 +191,17 @@ pub(crate) async fn notify(server: &Arc<Server>, owner: &str, access: AccessMode
         }
     }
     let node = body.attr("node").unwrap_or_default().to_string();
+    let mut done = std::collections::HashSet::new();
     for bare in readers {
         for s in server.sessions.sessions_of(&bare) {
             if wants(&s, &node) {
                 s.deliver(event(&owner_bare, &s.jid, body.clone()));
+                done.insert(s.jid.to_string());
             }
         }
     }
+    remote::notify(server, &owner_bare, &remote_readers, &body);
+    subscriptions::notify_subscribers(server, owner, access, &body, &done).await;
 }
 
 /// The newest item of every node the session's account may see, from its own account and from
@@ -248,6 +273,8 @@ impl Module for Pep {
             // An approved subscription, before `presence` takes it: the approver's roster is
             // already updated (that happened on the way out), so the new subscriber may read.
             (Hook::InboundBare(Kind::Presence), 50),
+            // Presence of remote contacts' resources: which nodes they want (`remote.rs`).
+            (Hook::InboundFull(Kind::Presence), 50),
         ]
     }
     fn migrations(&self) -> &'static [&'static str] {
@@ -272,7 +299,12 @@ impl Module for Pep {
                 &[IqTarget::OwnAccount, IqTarget::OtherAccount],
                 NS,
             ),
-            IqRoute::new(IqKind::Both, &[IqTarget::OwnAccount], NS_OWNER),
+            // Others are told `forbidden` (XEP-0060 §8), not that nobody answers.
+            IqRoute::new(
+                IqKind::Both,
+                &[IqTarget::OwnAccount, IqTarget::OtherAccount],
+                NS_OWNER,
+            ),
         ];
         ROUTES
     }
@@ -285,7 +317,13 @@ impl Module for Pep {
         hook: Hook,
         ev: &'a mut StanzaEvent<'_>,
     ) -> BoxFut<'a, Flow> {
-        if matches!(hook, Hook::InboundBare(_)) {
+        if matches!(hook, Hook::InboundBare(_) | Hook::InboundFull(_)) {
+            if let Some(owner) = ev.to.as_ref().and_then(|t| t.local.as_deref()) {
+                remote::presence_in(server, &self.caps, &ev.stanza, &ev.from, owner);
+            }
+            if matches!(hook, Hook::InboundFull(_)) {
+                return Box::pin(async { Flow::Continue });
+            }
             return Box::pin(async move {
                 // XEP-0163 §6.1.1: a new subscriber gets the last items ("on_sub").
                 let approver = (ev.stanza.attr("type") == Some("subscribed")

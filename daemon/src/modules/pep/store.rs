@@ -1,11 +1,13 @@
-//! The PEP tables: one row per node (its configuration) and one per item, owned by the account
-//! (removing the account removes both, by foreign key).
+//! The PEP tables: one row per node (its configuration), one per item and one per explicit
+//! subscriber (`subscriptions.rs`), owned by the account (removing the account removes them
+//! all, by foreign key).
 
 use super::form::{AccessModel, NodeConfig, SendLast};
 use crate::storage::{Storage, StorageError};
 use rusqlite::{params, OptionalExtension};
 
-pub const MIGRATIONS: &[&str] = &["CREATE TABLE pep_nodes (
+pub const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE pep_nodes (
         username     TEXT NOT NULL REFERENCES users(username) ON DELETE CASCADE,
         node         TEXT NOT NULL,
         access_model TEXT NOT NULL,
@@ -23,7 +25,9 @@ pub const MIGRATIONS: &[&str] = &["CREATE TABLE pep_nodes (
         PRIMARY KEY (username, node, item_id),
         FOREIGN KEY (username, node) REFERENCES pep_nodes(username, node) ON DELETE CASCADE
      ) WITHOUT ROWID;
-     CREATE INDEX pep_items_by_seq ON pep_items(username, node, seq);"];
+     CREATE INDEX pep_items_by_seq ON pep_items(username, node, seq);",
+    super::subscriptions::MIGRATION,
+];
 
 /// One stored item: id and payload XML.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -514,3 +514,6 @@ async fn a_new_subscriber_gets_the_last_items() {
     let n = d.expect("the last item", |e| is_event(e, DEVICES)).await;
     assert!(n.to_xml(ns::CLIENT).contains("dl"));
 }
+
+#[path = "subscription_tests.rs"]
+mod subscriptions;

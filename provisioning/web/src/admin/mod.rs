@@ -1,7 +1,8 @@
-//! The admin pages after setup: sign-in, and the sections in `users`, `invites`, `ssh`, `system`
+//! The admin pages after setup: sign-in, and the sections in `users`, `invites`, `rooms`, `ssh`, `system`
 //! (and backups in `crate::backup`). Only accounts marked admin in the database may sign in.
 
 pub mod invites;
+pub mod rooms;
 pub mod ssh;
 pub mod system;
 pub mod users;
@@ -36,6 +37,8 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/admin/users/delete", post(users::delete))
         .route("/admin/invites", get(invites::page).post(invites::create))
         .route("/admin/invites/revoke", post(invites::revoke))
+        .route("/admin/rooms", get(rooms::page))
+        .route("/admin/rooms/destroy", post(rooms::destroy))
         .route("/admin/ssh", get(ssh::page).post(ssh::add))
         .route("/admin/ssh/remove", post(ssh::remove))
         .route("/admin/backup", get(crate::backup::admin_page))

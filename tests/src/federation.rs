@@ -520,10 +520,50 @@ pub fn exchange(
     assert_eq!(r["ok"], json!(true), "{r}\n{}", logs());
     let r = remote_user.cmd(json!({"cmd": "ping", "to": "hearth.test"}));
     assert_eq!(r["ok"], json!(true), "{r}\n{}", logs());
-    // A subscription request from the remote side reaches the Hearth user.
+    // Presence subscriptions both ways: each asks, the other approves, and then each sees the
+    // other online and has the other as "both" in the roster.
     remote_user.cmd(json!({"cmd": "subscribe", "to": hearth_bare}));
     let p = hearth_user.wait_event("presence", T, |p| {
         p["type"] == "subscribe" && p["from"] == json!(remote_bare)
     });
-    assert!(p.is_some(), "no subscription request\n{}", logs());
+    assert!(p.is_some(), "no subscription request at hearth\n{}", logs());
+    hearth_user.cmd(json!({"cmd": "authorize", "to": remote_bare}));
+    hearth_user.cmd(json!({"cmd": "subscribe", "to": remote_bare}));
+    let p = remote_user.wait_event("presence", T, |p| {
+        p["type"] == "subscribe" && p["from"] == json!(hearth_bare)
+    });
+    assert!(
+        p.is_some(),
+        "no subscription request at {remote_domain}\n{}",
+        logs()
+    );
+    remote_user.cmd(json!({"cmd": "authorize", "to": hearth_bare}));
+    let seen = hearth_user.wait_event("presence", T, |p| {
+        p["type"] == "available" && p["from"].as_str().unwrap_or("").starts_with(&remote_bare)
+    });
+    assert!(
+        seen.is_some(),
+        "hearth user never saw the remote one online\n{}",
+        logs()
+    );
+    let seen = remote_user.wait_event("presence", T, |p| {
+        p["type"] == "available" && p["from"].as_str().unwrap_or("").starts_with(&hearth_bare)
+    });
+    assert!(
+        seen.is_some(),
+        "the remote user never saw the hearth one online\n{}",
+        logs()
+    );
+    let roster = hearth_user.cmd(json!({"cmd": "roster"}));
+    assert_eq!(
+        roster["items"][&remote_bare]["subscription"],
+        json!("both"),
+        "{roster}"
+    );
+    let roster = remote_user.cmd(json!({"cmd": "roster"}));
+    assert_eq!(
+        roster["items"][&hearth_bare]["subscription"],
+        json!("both"),
+        "{roster}"
+    );
 }

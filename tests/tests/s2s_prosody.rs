@@ -88,42 +88,13 @@ impl Rig {
     }
 }
 
-/// Messages and IQs both ways, a subscription request from Prosody's side; both directions
-/// authenticated with certificates (SASL EXTERNAL), Prosody's without the clientAuth usage.
+/// The shared exchange (messages, IQs, presence subscriptions both ways), then an address
+/// Prosody does not serve, which comes back as an error from it.
 fn exchange(rig: &Rig) {
     let mut hana = rig.hana();
     let mut paul = rig.paul();
-
-    hana.message("paul@prosody.test", "hello from hearth");
-    let m = paul.expect_event("message", T, |m| m["body"] == "hello from hearth");
-    assert!(
-        m["from"].as_str().unwrap().starts_with("hana@hearth.test/"),
-        "{m}\n{}",
-        rig.logs()
-    );
-    paul.message("hana@hearth.test", "hello from prosody");
-    let m = hana.expect_event("message", T, |m| m["body"] == "hello from prosody");
-    assert!(
-        m["from"]
-            .as_str()
-            .unwrap()
-            .starts_with("paul@prosody.test/"),
-        "{m}"
-    );
-
-    // IQs: each pings the other's server, and the answer finds its way back.
-    let r = hana.cmd(json!({"cmd": "ping", "to": "prosody.test"}));
-    assert_eq!(r["ok"], json!(true), "{r}\n{}", rig.logs());
-    let r = paul.cmd(json!({"cmd": "ping", "to": "hearth.test"}));
-    assert_eq!(r["ok"], json!(true), "{r}\n{}", rig.logs());
-
-    // A subscription request from Prosody reaches hana.
-    paul.cmd(json!({"cmd": "subscribe", "to": "hana@hearth.test"}));
-    hana.expect_event("presence", T, |p| {
-        p["type"] == "subscribe" && p["from"] == "paul@prosody.test"
-    });
-
-    // An address Prosody does not serve comes back as an error from it.
+    let logs = || rig.logs();
+    federation::exchange(&mut hana, &mut paul, &logs);
     hana.cmd(json!({"cmd": "watch_errors"}));
     hana.message("nobody@prosody.test", "anyone?");
     let bounced = hana.wait_event("message_error", T, |m| m["from"] == "nobody@prosody.test");

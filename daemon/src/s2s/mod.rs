@@ -149,10 +149,13 @@ pub struct S2s {
     /// which is as long as the streams they authenticate.
     secret: [u8; 32],
     /// Outgoing connections by (our domain, remote domain): the queue into each one's task.
-    links: Mutex<HashMap<(String, String), (u64, mpsc::Sender<Element>)>>,
+    links: Mutex<Links>,
     next_link: std::sync::atomic::AtomicU64,
     me: Weak<S2s>,
 }
+
+/// Outgoing links by (our domain, remote domain): each one's id and the queue into its task.
+type Links = HashMap<(String, String), (u64, mpsc::Sender<Element>)>;
 
 /// Starts federation: the route for other domains. Listeners are given by the caller (they
 /// are bound before privileges are dropped).
@@ -284,7 +287,7 @@ impl S2s {
     fn open_link(
         &self,
         server: &Arc<Server>,
-        links: &mut HashMap<(String, String), (u64, mpsc::Sender<Element>)>,
+        links: &mut Links,
         pair: (String, String),
         stanza: Element,
     ) -> Result<(), Refused> {
@@ -370,8 +373,10 @@ mod tests {
             e.contains("[s2s.routes]") && e.contains("prosody.test"),
             "{e}"
         );
-        let mut c = S2sConfig::default();
-        c.deny = vec!["not a domain".into()];
+        let c = S2sConfig {
+            deny: vec!["not a domain".into()],
+            ..Default::default()
+        };
         assert!(c.check().unwrap_err().contains("s2s.deny"));
     }
 

@@ -280,10 +280,11 @@ pub(super) async fn run(
     while let Ok(s) = rx.try_recv() {
         rest.push(s);
     }
-    if failed.is_empty() && !rest.is_empty() {
-        if write_batch(&mut writer, &mut buf, &rest).await.is_ok() {
-            rest.clear();
-        }
+    if failed.is_empty()
+        && !rest.is_empty()
+        && write_batch(&mut writer, &mut buf, &rest).await.is_ok()
+    {
+        rest.clear();
     }
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
         let _ = writer.write_all(b"</stream:stream>").await;

@@ -156,6 +156,9 @@ impl<W: AsyncWrite + Unpin> Incoming<W> {
     async fn run<R: AsyncRead + Unpin>(&mut self, mut reader: XmlReader<R>) {
         let negotiation = Duration::from_secs(self.server.config.limits.negotiation_timeout_secs);
         let idle = Duration::from_secs(self.s2s.config.idle_timeout_secs);
+        // Until a domain is proven, the stream lives within one negotiation deadline (a peer
+        // that only asks db:verify questions is done in well under that).
+        let started = tokio::time::Instant::now();
         loop {
             let h = match tokio::time::timeout(negotiation, reader.next()).await {
                 Ok(Ok(XmlEvent::StreamStart(h))) => h,
@@ -180,7 +183,7 @@ impl<W: AsyncWrite + Unpin> Incoming<W> {
             let claimed = h.attr("from").map(str::to_ascii_lowercase);
             loop {
                 let wait = if self.proven.is_empty() {
-                    negotiation
+                    negotiation.saturating_sub(started.elapsed())
                 } else {
                     idle
                 };

@@ -16,6 +16,8 @@ command -v knotd >/dev/null || need_apt+=(knot)
 command -v ssh-keygen >/dev/null || need_apt+=(openssh-client)
 # The benchmark's smoke run makes a trixie chroot with mmdebstrap for Prosody and ejabberd (bench/README.md).
 command -v mmdebstrap >/dev/null || need_apt+=(mmdebstrap)
+# Federation is tested against Debian's Prosody and ejabberd in a network namespace (ip from iproute2).
+{ [ -x /usr/bin/prosody ] && [ -x /usr/sbin/ejabberdctl ] && command -v ip; } >/dev/null || need_apt+=(prosody ejabberd iproute2)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "install-test-deps: please install as root: apt-get install ${need_apt[*]}" >&2

@@ -45,6 +45,9 @@ pub struct Config {
     pub modules: ModulesConfig,
     #[serde(default)]
     pub services: ServicesConfig,
+    /// Federation with other servers (`s2s/`).
+    #[serde(default)]
+    pub s2s: crate::s2s::S2sConfig,
     /// Owned by `hearth-acme`; not interpreted here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub acme: Option<toml::Table>,
@@ -373,6 +376,7 @@ impl Config {
             }
         }
         self.modules.upload.check()?;
+        self.s2s.check()?;
         for (key, name) in [
             ("services.muc", &self.services.muc),
             ("services.upload", &self.services.upload),

@@ -39,6 +39,11 @@ pub enum Request {
         password: String,
     },
     UserList,
+    /// Sets whether an account may only talk with this server's own domains.
+    UserLocalOnly {
+        user: String,
+        local_only: bool,
+    },
     InviteCreate {
         #[serde(default = "one")]
         uses: u32,
@@ -205,6 +210,17 @@ pub async fn execute(
                     kick_all(live, config, &user);
                     Response::ok(serde_json::Value::Null)
                 }
+                Err(e) => storage_err(e),
+            }
+        }
+        Request::UserLocalOnly { user, local_only } => {
+            let user = match user_of(&user) {
+                Ok(u) => u,
+                Err(r) => return r,
+            };
+            match crate::modules::local_only::set(storage, &user, local_only).await {
+                Ok(true) => Response::ok(serde_json::json!({ "local_only": local_only })),
+                Ok(false) => Response::err(format!("no account {user}")),
                 Err(e) => storage_err(e),
             }
         }

@@ -23,7 +23,8 @@ pub fn prepare(dir: &Path, port: u16) -> Result<Config, String> {
     let text = format!(
         "domain = \"localhost\"\ndata_dir = {:?}\ncontrol_socket = {:?}\n[tls]\ncert = {:?}\nkey = {:?}\n\
          [listen]\nc2s = [\"127.0.0.1:{port}\"]\nc2s_direct_tls = [\"127.0.0.1:{}\"]\n\
-         [registration]\npolicy = \"open\"\nopen_per_ip_per_hour = 100\n",
+         [registration]\npolicy = \"open\"\nopen_per_ip_per_hour = 100\n\
+         [s2s]\nenabled = false\n",
         dir,
         dir.join("control.sock"),
         cert,

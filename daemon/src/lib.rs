@@ -18,6 +18,7 @@ pub mod listener;
 pub mod logging;
 pub mod modules;
 pub mod privileges;
+pub mod s2s;
 pub mod sasl;
 #[cfg(test)]
 mod seam_tests;

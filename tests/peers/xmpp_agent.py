@@ -682,6 +682,13 @@ async def run_command(agent, cmd):
         # as text, with its SHA-256 either way. The URL's host is reached at --host (loopback).
         result = await asyncio.get_running_loop().run_in_executor(None, http_request, agent.args, cmd)
         return {"ok": True, **result}
+    if c == "watch_errors":
+        # Error messages without a body (as other servers send them) as "message_error" events.
+        def on_error(msg):
+            emit({"event": "message_error", "from": str(msg["from"]), "to": str(msg["to"]),
+                  "condition": msg["error"]["condition"], "text": msg["error"]["text"]})
+        agent.add_event_handler("message_error", on_error)
+        return {"ok": True}
     if c in ("push_enable", "push_disable"):
         # XEP-0357 §5/§7 (slixmpp has no plugin): enable push with an app server's JID and node,
         # with a publish-options form carrying `options`; disable one node, or all without one.

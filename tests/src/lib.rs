@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod browser;
+pub mod federation;
 pub mod flaky;
 pub mod pebble;
 pub mod raw;

@@ -52,12 +52,29 @@ pub struct TestServer {
 impl TestServer {
     /// Starts a server with `extra` appended to the base config (e.g. a `[registration]` table).
     pub fn start(extra: &str) -> TestServer {
+        TestServer::start_with_cert(extra, None)
+    }
+
+    /// Like `start`, with a certificate and key (PEM files) instead of a self-signed one.
+    pub fn start_with_cert(extra: &str, cert: Option<(&Path, &Path)>) -> TestServer {
         let dir = tempfile::tempdir().expect("tempdir");
         let cert_path = dir.path().join("cert.pem");
         let key_path = dir.path().join("key.pem");
-        write_cert(&cert_path, &key_path);
+        match cert {
+            Some((c, k)) => {
+                std::fs::copy(c, &cert_path).expect("copy cert");
+                std::fs::copy(k, &key_path).expect("copy key");
+            }
+            None => write_cert(&cert_path, &key_path),
+        }
         let (c2s_port, direct_port) = (free_port(), free_port());
         let config_path = dir.path().join("hearth.toml");
+        // Federation listens on fixed ports; tests that want it say so in their own [s2s].
+        let extra = if extra.contains("[s2s]") {
+            extra.to_string()
+        } else {
+            format!("{extra}\n[s2s]\nenabled = false\n")
+        };
         let config = format!(
             "domain = \"{DOMAIN}\"\ndata_dir = {data:?}\ncontrol_socket = {sock:?}\n{extra}\n\
              [tls]\ncert = {cert_path:?}\nkey = {key_path:?}\n\
@@ -217,6 +234,17 @@ impl TestServer {
             password,
             self.c2s_port,
             &self.cert_path,
+            &[],
+        )
+    }
+
+    /// A slixmpp agent trusting `ca` (for a server started with a CA-issued certificate).
+    pub fn agent_with_ca(&self, user: &str, password: &str, ca: &Path) -> crate::agent::Agent {
+        crate::agent::Agent::spawn(
+            &format!("{user}@{DOMAIN}"),
+            password,
+            self.c2s_port,
+            ca,
             &[],
         )
     }

@@ -80,6 +80,13 @@ enum UserCommand {
     Del { jid: String },
     /// List accounts.
     List,
+    /// Allow or forbid an account to talk with other servers (it still receives from them).
+    LocalOnly {
+        jid: String,
+        /// `on`: only this server's own domains; `off`: everyone.
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -215,6 +222,13 @@ fn run(args: Args) -> Result<(), String> {
             Request::UserDel { user: jid.clone() }
         }
         Command::User(UserCommand::List) => Request::UserList,
+        Command::User(UserCommand::LocalOnly { jid, state }) => {
+            check_domain(jid, &config)?;
+            Request::UserLocalOnly {
+                user: jid.clone(),
+                local_only: state == "on",
+            }
+        }
         Command::Invite(InviteCommand::Create {
             uses,
             expires,
@@ -325,6 +339,13 @@ fn print_human(cmd: &Command, resp: &Response, generated: Option<&str>) {
             }
         }
         Command::User(UserCommand::Del { jid }) => println!("deleted {jid}"),
+        Command::User(UserCommand::LocalOnly { jid, state }) => {
+            if state == "on" {
+                println!("{jid} may now only talk with people on this server");
+            } else {
+                println!("{jid} may talk with other servers again");
+            }
+        }
         Command::User(UserCommand::List) => {
             for u in d.as_array().into_iter().flatten() {
                 let admin = if u["is_admin"].as_bool() == Some(true) {

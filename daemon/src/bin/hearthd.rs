@@ -72,6 +72,7 @@ fn run(args: Args) -> Result<(), String> {
     }
     // Bind first (ports may need root), then drop privileges, then start threads and open files.
     let listeners = bind_std(&config)?;
+    let s2s_listeners = bind_s2s(&config)?;
     hearthd::privileges::drop_to(config.user.as_deref())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.workers)
@@ -80,7 +81,27 @@ fn run(args: Args) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start runtime: {e}"))?;
-    runtime.block_on(serve(config, listeners))
+    runtime.block_on(serve(config, listeners, s2s_listeners))
+}
+
+/// Federation's listeners (none when `[s2s] enabled = false`).
+fn bind_s2s(config: &Config) -> Result<Vec<(std::net::TcpListener, bool)>, String> {
+    let mut out = Vec::new();
+    if !config.s2s.enabled {
+        return Ok(out);
+    }
+    for (addrs, direct) in [
+        (&config.s2s.listen, false),
+        (&config.s2s.listen_direct_tls, true),
+    ] {
+        for addr in addrs {
+            let l = std::net::TcpListener::bind(addr)
+                .map_err(|e| format!("cannot listen for servers on {addr} ([s2s]): {e}"))?;
+            l.set_nonblocking(true).map_err(|e| e.to_string())?;
+            out.push((l, direct));
+        }
+    }
+    Ok(out)
 }
 
 fn bind_std(config: &Config) -> Result<Vec<(std::net::TcpListener, bool)>, String> {
@@ -102,8 +123,27 @@ fn bind_std(config: &Config) -> Result<Vec<(std::net::TcpListener, bool)>, Strin
 async fn serve(
     config: Config,
     listeners: Vec<(std::net::TcpListener, bool)>,
+    s2s_listeners: Vec<(std::net::TcpListener, bool)>,
 ) -> Result<(), String> {
     let server = Server::new(config)?;
+    if server.config.s2s.enabled {
+        let s2s = hearthd::s2s::start(&server)?;
+        let mut bound = Vec::new();
+        for (l, direct) in s2s_listeners {
+            bound.push((
+                tokio::net::TcpListener::from_std(l).map_err(|e| e.to_string())?,
+                direct,
+            ));
+        }
+        hearthd::s2s::spawn_listeners(&server, &s2s, bound);
+        log::info!(
+            "federation on (STARTTLS {:?}, direct TLS {:?})",
+            server.config.s2s.listen,
+            server.config.s2s.listen_direct_tls
+        );
+    } else {
+        log::info!("federation off ([s2s] enabled = false): only local accounts can be reached");
+    }
     let mut tokio_listeners = Vec::new();
     for (l, direct) in listeners {
         tokio_listeners.push((

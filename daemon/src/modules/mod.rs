@@ -11,6 +11,7 @@ pub mod carbons;
 pub mod client_state;
 pub mod component;
 pub mod disco;
+pub mod local_only;
 pub mod mam;
 pub mod muc;
 pub mod offline;
@@ -206,6 +207,7 @@ impl Modules {
             Arc::new(register::Register),
             Arc::new(offline::Offline::new(&config.modules.offline)),
             Arc::new(blocking::Blocking::default()),
+            Arc::new(local_only::LocalOnly),
             Arc::new(carbons::Carbons),
             Arc::new(client_state::ClientState::new(&config.modules.csi)),
             Arc::new(mam::Archive::new(&config.modules.mam)),

@@ -200,6 +200,9 @@ pub fn build_config(a: &Answers) -> Result<Config, SetupError> {
         .try_into()
         .map_err(|e| SetupError::system(format!("internal error building the config: {e}")))?;
     config.registration.policy = a.registration;
+    // Other servers cannot verify a self-signed certificate (and Hearth would not accept theirs
+    // on that basis either): a LAN-only box does not federate.
+    config.s2s.enabled = a.certificate != CertificateMode::SelfSigned;
     // hearth-acme reads `[acme] challenge` (and, for DNS-01, `[acme.dns]`) from the same file.
     let mut acme = a.acme.clone().unwrap_or_default();
     let challenge = match a.certificate {

@@ -402,6 +402,18 @@ password = "one-time-password" # removed from the file after first boot
         assert_eq!(c.domain, "chat.example.org");
         assert_eq!(c.tls.cert, Path::new("/var/lib/hearth/certs/fullchain.pem"));
         assert_eq!(c.acme.unwrap()["challenge"].as_str(), Some("http-01"));
+        assert!(c.s2s.enabled, "a box with a public certificate federates");
+        let lan = Preseed::parse(FULL, "t").unwrap();
+        let a = lan
+            .answers(
+                Path::new("/var/lib/hearth"),
+                Path::new("/etc/hearth/hearth.toml"),
+            )
+            .unwrap();
+        assert!(
+            !build_config(&a).unwrap().s2s.enabled,
+            "self-signed: no federation"
+        );
     }
 
     #[tokio::test]

@@ -172,6 +172,8 @@ pub struct HomePage {
     pub domain: String,
     pub hearthd: bool,
     pub users: usize,
+    /// Whether other XMPP servers can reach accounts here (`[s2s] enabled`).
+    pub federation: bool,
     pub cert: Option<CertView>,
     pub cert_error: Option<String>,
     pub challenge: String,

@@ -63,6 +63,7 @@ pub async fn home(
         csrf: session.data.csrf,
         flash,
         admin,
+        federation: config.s2s.enabled,
         domain: config.domain,
         hearthd,
         users,

@@ -28,6 +28,7 @@ const FORWARDS: &[(u16, &str)] = &[
     (5222, "Chat apps"),
     (5223, "Chat apps (direct TLS)"),
     (5269, "Other chat servers (federation)"),
+    (5270, "Other chat servers (federation, direct TLS)"),
 ];
 
 // ---- step 5: certificate ----

@@ -221,6 +221,8 @@ pub struct ModulesConfig {
     pub pep: crate::modules::pep::PepConfig,
     #[serde(default)]
     pub stream_management: crate::modules::stream_management::StreamManagementConfig,
+    #[serde(default)]
+    pub external_services: crate::modules::external_services::ExternalServicesConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -350,6 +352,7 @@ impl Config {
             return Err("auth.scram_iterations must be at least 4096 (RFC 7677)".into());
         }
         self.modules.stream_management.check()?;
+        self.modules.external_services.check()?;
         for (key, name) in [
             ("services.muc", &self.services.muc),
             ("services.upload", &self.services.upload),

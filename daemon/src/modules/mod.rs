@@ -9,6 +9,7 @@ pub mod caps;
 pub mod carbons;
 pub mod client_state;
 pub mod disco;
+pub mod external_services;
 pub mod mam;
 pub mod offline;
 pub mod pep;
@@ -215,6 +216,10 @@ impl Modules {
         if config.modules.version.enabled {
             list.push(Arc::new(version::Version));
         }
+        list.extend(
+            external_services::ExternalServices::new(&config.modules.external_services)
+                .map(|m| Arc::new(m) as Arc<dyn Module>),
+        );
         list
     }
 

@@ -312,3 +312,26 @@ async fn a_missing_secret_is_an_error_not_a_bad_credential() {
         .await;
     assert_eq!(services_of(&r, "services").len(), 2);
 }
+
+#[test]
+fn setup_turns_calls_on_where_the_image_made_a_turn_secret() {
+    use crate::setup::{build_config, AdminSecret, Answers, CertificateMode, TURN_SECRET_FILE};
+    let dir = tempfile::tempdir().unwrap();
+    let a = Answers {
+        domain: "chat.example.org".into(),
+        registration: crate::config::RegistrationPolicy::Invite,
+        certificate: CertificateMode::SelfSigned,
+        admin_username: "admin".into(),
+        admin_secret: AdminSecret::Password("a long password".into()),
+        data_dir: dir.path().join("data"),
+        config_path: dir.path().join("hearth.toml"),
+        acme: None,
+        web: None,
+    };
+    let es = |a: &Answers| build_config(a).unwrap().modules.external_services;
+    assert_eq!(es(&a), ExternalServicesConfig::default(), "no secret: off");
+    std::fs::write(dir.path().join(TURN_SECRET_FILE), "s3cret\n").unwrap();
+    let on = es(&a);
+    assert_eq!(on.secret_file, Some(dir.path().join("turn-secret")));
+    assert!(ExternalServices::new(&on).is_some());
+}

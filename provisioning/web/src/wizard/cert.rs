@@ -21,13 +21,17 @@ pub const DNS_PROVIDERS: &[(&str, &str)] = &[
     ("duckdns", "DuckDNS"),
 ];
 
-/// What the ports page asks people to forward, and why.
-const FORWARDS: &[(u16, &str)] = &[
-    (80, "Certificate checks by Let's Encrypt"),
-    (443, "Invite pages and admin pages"),
-    (5222, "Chat apps"),
-    (5223, "Chat apps (direct TLS)"),
-    (5269, "Other chat servers (federation)"),
+/// What the ports page asks people to forward: (ports, protocol, what for).
+const FORWARDS: &[(&str, &str, &str)] = &[
+    ("80", "TCP", "Certificate checks by Let's Encrypt"),
+    ("443", "TCP", "Invite pages and admin pages"),
+    ("5222", "TCP", "Chat apps"),
+    ("5223", "TCP", "Chat apps (direct TLS)"),
+    ("5269", "TCP", "Other chat servers (federation)"),
+    // The box's coturn (image/README.md): calls between phones on different networks.
+    ("3478", "TCP and UDP", "Calls (STUN/TURN)"),
+    ("5349", "TCP", "Calls (TURN over TLS)"),
+    ("49160–49200", "UDP", "Calls (relayed audio and video)"),
 ];
 
 // ---- step 5: certificate ----

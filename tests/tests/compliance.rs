@@ -1,5 +1,5 @@
 //! XEP-0479 compliance: `tests/peers/compliance.py` (our own probe, a real client on the wire) checks every
-//! Advanced Server requirement of the Core, IM and Mobile suites against a running hearthd and prints one
+//! Advanced Server requirement of the Core, IM and Mobile suites (and the A/V suite's XEP-0215) against a running hearthd and prints one
 //! line per requirement. The table goes to `target/compliance-hearthd.txt` (scripts/test.sh prints it); this
 //! test fails when a requirement that hearthd implements stops passing.
 
@@ -13,11 +13,18 @@ use std::process::Command;
 const MUST_PASS: &[&str] = &[
     "rfc6120", "rfc7590", "xep0368", "xep0030", "xep0115", "rfc6121", "xep0054", "xep0280",
     "xep0191", "xep0198", "xep0313", "xep0352", "xep0163", "xep0223", "xep0049", "xep0402",
+    "xep0215",
 ];
 
 #[test]
 fn xep0479_advanced_server_im_mobile() {
-    let server = TestServer::start("");
+    // Calls: a TURN secret as the image makes one (no TURN server needs to run for the probe).
+    let turn = tempfile::tempdir().expect("tempdir");
+    let secret = turn.path().join("turn-secret");
+    std::fs::write(&secret, "compliance-turn-secret\n").expect("write secret");
+    let server = TestServer::start(&format!(
+        "[modules.external_services]\nsecret_file = {secret:?}\n"
+    ));
     server.add_user("alice", "alice-compliance-pw");
     server.add_user("bob", "bob-compliance-pw");
     let out = Command::new(venv_python())

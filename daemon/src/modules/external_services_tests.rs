@@ -327,11 +327,32 @@ fn setup_turns_calls_on_where_the_image_made_a_turn_secret() {
         config_path: dir.path().join("hearth.toml"),
         acme: None,
         web: None,
+        turn_public_address: Some("198.51.99.7".parse().unwrap()),
     };
     let es = |a: &Answers| build_config(a).unwrap().modules.external_services;
     assert_eq!(es(&a), ExternalServicesConfig::default(), "no secret: off");
     std::fs::write(dir.path().join(TURN_SECRET_FILE), "s3cret\n").unwrap();
     let on = es(&a);
     assert_eq!(on.secret_file, Some(dir.path().join("turn-secret")));
+    assert_eq!(on.public_address, a.turn_public_address);
     assert!(ExternalServices::new(&on).is_some());
+    // What the box's coturn setup reads back (image/overlay/usr/lib/hearth/turn-config's awk):
+    // `key = "value"` lines under [modules.external_services].
+    let text = toml::to_string_pretty(&build_config(&a).unwrap()).unwrap();
+    let section = text
+        .split("[modules.external_services]")
+        .nth(1)
+        .expect("section written");
+    let section = section.split("\n[").next().unwrap();
+    assert!(
+        section.contains("\npublic_address = \"198.51.99.7\"\n"),
+        "{section}"
+    );
+    assert!(
+        section.contains(&format!(
+            "\nsecret_file = {:?}\n",
+            dir.path().join("turn-secret")
+        )),
+        "{section}"
+    );
 }

@@ -67,6 +67,9 @@ pub struct Answers {
     pub config_path: PathBuf,
     pub acme: Option<toml::Table>,
     pub web: Option<toml::Table>,
+    /// The router's public address when the box is behind NAT (the wizard's reachability check
+    /// saw it); the box's coturn announces its relays there.
+    pub turn_public_address: Option<std::net::IpAddr>,
 }
 
 /// How the admin account gets its credentials.
@@ -213,6 +216,7 @@ pub fn build_config(a: &Answers) -> Result<Config, SetupError> {
     let turn_secret = a.config_path.parent().map(|dir| dir.join(TURN_SECRET_FILE));
     if let Some(secret) = turn_secret.filter(|p| p.exists()) {
         config.modules.external_services.secret_file = Some(secret);
+        config.modules.external_services.public_address = a.turn_public_address;
     }
     // Round-trip through the strict parser so we never write a file hearthd would refuse.
     let text = toml::to_string_pretty(&config)

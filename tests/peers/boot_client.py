@@ -6,6 +6,7 @@ HEARTH_ADMIN and HEARTH_ADMIN_PASSWORD in the environment (the preseed's values)
   1. logs in as the preseeded admin,
   2. registers a second account in-band (the boot test's preseed sets registration = "open"),
   3. sends a message each way between the two and waits for both to arrive,
+  4. asks for the external services (XEP-0215): a TURN service on the domain with credentials,
 and exits non-zero, saying which step failed, otherwise.
 
 Certificates: the guest makes its self-signed certificate on first boot and only port 5222 is

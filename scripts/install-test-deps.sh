@@ -12,6 +12,8 @@ python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 [ -x /usr/bin/pebble ] && [ -x /usr/bin/pebble-challtestsrv ] || need_apt+=(pebble)
 # DNS-01 by RFC 2136 dynamic updates is tested against Knot (its default config listens nowhere).
 command -v knotd >/dev/null || need_apt+=(knot)
+# Calls (XEP-0215) are tested against coturn, started by the test on loopback with its own config.
+{ command -v turnserver && command -v turnutils_uclient; } >/dev/null || need_apt+=(coturn)
 # SSH keys for the admin pages' SSH test (web_ssh) and the image boot test are made with ssh-keygen.
 command -v ssh-keygen >/dev/null || need_apt+=(openssh-client)
 # The benchmark's smoke run makes a trixie chroot with mmdebstrap for Prosody and ejabberd (bench/README.md).
@@ -24,6 +26,11 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     exit 1
   fi
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
+  # Debian's coturn package starts a TURN server on every interface where systemd runs; the tests
+  # start their own on loopback, so the package's stays off.
+  if printf '%s\n' "${need_apt[@]}" | grep -qx coturn && [ -d /run/systemd/system ]; then
+    systemctl disable --now coturn.service >/dev/null 2>&1 || true
+  fi
 fi
 
 # slixmpp, the XMPP client the tests drive, in a venv under target/ (never the system Python).

@@ -234,6 +234,8 @@ pub struct ModulesConfig {
     pub push: crate::modules::push::PushConfig,
     #[serde(default)]
     pub upload: crate::modules::upload::UploadConfig,
+    #[serde(default)]
+    pub external_services: crate::modules::external_services::ExternalServicesConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -377,6 +379,7 @@ impl Config {
         }
         self.modules.upload.check()?;
         self.s2s.check()?;
+        self.modules.external_services.check()?;
         for (key, name) in [
             ("services.muc", &self.services.muc),
             ("services.upload", &self.services.upload),

@@ -87,6 +87,34 @@ pub fn judge(report: &[String], console: &Path, expect: &Expect) -> Vec<String> 
             get("hearthd")
         ));
     }
+    // The box's coturn: its secret is made before setup in every case (0640, group hearth-admin, for
+    // hearthd); once set up, setup points hearthd at it and coturn runs as turnserver on 3478.
+    let coturn = get("coturn");
+    if !coturn.contains("secret=640:hearth-admin") {
+        bad.push(format!(
+            "the TURN secret is missing or readable by the wrong users ({coturn:?})"
+        ));
+    }
+    if !expect.wizard {
+        let listening = coturn
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("listening-3478="))
+            .and_then(|n| n.parse::<u32>().ok())
+            .unwrap_or(0);
+        if !coturn.starts_with("active user=turnserver") || listening == 0 {
+            bad.push(format!(
+                "coturn is not running as turnserver on port 3478 ({coturn:?})"
+            ));
+        }
+        if !coturn.contains("hearthd-turn=1") {
+            bad.push(format!(
+                "setup did not point hearthd at the box's coturn ({coturn:?})"
+            ));
+        }
+    }
+    if let Some(l) = console_lines(console, "HEARTH-SECURITY-COTURN: ").first() {
+        eprintln!("  systemd-analyze security: {}", l.trim());
+    }
     // "active listening-22=1 keys=1": the SSH server runs exactly when the owner gave a key.
     let sshd = get("sshd");
     let listening = sshd
@@ -174,6 +202,7 @@ mod tests {
              HEARTH-SELFTEST: hearth-web {web}\r\n\
              HEARTH-SELFTEST: wifi {wifi}\r\n\
              HEARTH-SELFTEST: sshd {sshd}\r\n\
+             HEARTH-SELFTEST: coturn active user=turnserver listening-3478=2 secret=640:hearth-admin hearthd-turn=1\r\n\
              HEARTH-SELFTEST: failed-units \r\n\
              HEARTH-SELFTEST: preseed-password-left 0\r\n\
              HEARTH-SELFTEST: preseed-psk-left 0\r\n\
@@ -273,6 +302,64 @@ mod tests {
         for hearthd in ["active user=root", "inactive user=none"] {
             let (report, path) = console(&dir, "none", hearthd, "active setup-code-file=no");
             assert!(!judge(&report, &path, &expect).is_empty(), "{hearthd}");
+        }
+    }
+
+    #[test]
+    fn coturn_must_run_once_set_up_and_its_secret_must_exist() {
+        let dir = scratch("coturn");
+        let expect = Expect {
+            wizard: false,
+            wifi_ssid: None,
+            ssh_key: false,
+        };
+        let (report, path) = console(
+            &dir,
+            "none",
+            "active user=hearth",
+            "active setup-code-file=no",
+        );
+        assert!(judge(&report, &path, &expect).is_empty());
+        for (coturn, wizard) in [
+            (
+                "inactive user=none listening-3478=0 secret=640:hearth-admin hearthd-turn=1",
+                false,
+            ),
+            (
+                "active user=root listening-3478=2 secret=640:hearth-admin hearthd-turn=1",
+                false,
+            ),
+            (
+                "active user=turnserver listening-3478=2 secret=640:hearth-admin hearthd-turn=0",
+                false,
+            ),
+            (
+                "inactive user=none listening-3478=0 secret=none hearthd-turn=0",
+                true,
+            ),
+            (
+                "inactive user=none listening-3478=0 secret=644:root hearthd-turn=0",
+                true,
+            ),
+        ] {
+            let report: Vec<String> = report
+                .iter()
+                .map(|l| match l.starts_with("coturn ") {
+                    true => format!("coturn {coturn}"),
+                    false => l.clone(),
+                })
+                .collect();
+            let expect = Expect {
+                wizard,
+                wifi_ssid: None,
+                ssh_key: false,
+            };
+            let bad = judge(&report, &path, &expect);
+            assert!(
+                bad.iter()
+                    .any(|b| b.contains("coturn") || b.contains("TURN")),
+                "{coturn}: {bad:?}"
+            );
         }
     }
 

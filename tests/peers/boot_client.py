@@ -6,6 +6,7 @@ HEARTH_ADMIN and HEARTH_ADMIN_PASSWORD in the environment (the preseed's values)
   1. logs in as the preseeded admin,
   2. registers a second account in-band (the boot test's preseed sets registration = "open"),
   3. sends a message each way between the two and waits for both to arrive,
+  4. asks for the external services (XEP-0215): a TURN service on the domain with credentials,
 and exits non-zero, saying which step failed, otherwise.
 
 Certificates: the guest makes its self-signed certificate on first boot and only port 5222 is
@@ -21,6 +22,7 @@ import os
 import ssl
 import sys
 import time
+import xml.etree.ElementTree as ET
 
 import slixmpp
 
@@ -131,7 +133,21 @@ async def main():
     await expect(b, admin, "hello from the admin")
     b.send_message(mto=admin, mbody="hello back", mtype="chat")
     await expect(a, friend, "hello back")
-    log(f"messages exchanged both ways; client test took {time.monotonic() - t0:.1f} s")
+    log("messages exchanged both ways")
+
+    # Calls: hearthd points at the box's coturn and issues TURN credentials from the secret the image
+    # made (XEP-0215); this proves setup configured it and hearthd's sandbox lets it read the secret.
+    ns = "urn:xmpp:extdisco:2"
+    iq = a.make_iq_get(ito=domain)
+    ET.SubElement(iq.xml, f"{{{ns}}}services")
+    reply = await iq.send(timeout=TIMEOUT)
+    services = [dict(x.attrib) for x in reply.xml.iter(f"{{{ns}}}service")]
+    turn = [x for x in services if x.get("type") == "turn" and x.get("username") and x.get("password")]
+    if not turn or any(x.get("host") != domain or x.get("port") != "3478" for x in turn):
+        raise RuntimeError(f"no TURN service with credentials on {domain}:3478 in {services}")
+    log(f"external services (XEP-0215): {sorted({x['type'] + '/' + x['transport'] for x in services})}, "
+        f"TURN credentials until {turn[0].get('expires')}")
+    log(f"client test took {time.monotonic() - t0:.1f} s")
     for c in (a, b):
         c.disconnect()
     await asyncio.sleep(0.5)

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """XEP-0479 (XMPP Compliance Suites 2023) probe for a server: the Core, IM and Mobile suites at the Advanced
-Server level. Logs in as two existing accounts and checks each requirement on the wire, one line per row.
+Server level, and the A/V Calling suite's STUN/TURN discovery. Logs in as two existing accounts and checks each requirement on the wire, one line per row.
 
 Usage:
   compliance.py --domain example.org --host 127.0.0.1 --port 5222 [--direct-tls-port 5223] \
@@ -50,6 +50,7 @@ ROWS = [
     ("xep0363", "im", "XEP-0363", "File upload"),
     ("xep0352", "mobile", "XEP-0352", "Client state indication"),
     ("xep0357", "mobile", "XEP-0357", "Third-party push notifications"),
+    ("xep0215", "av", "XEP-0215", "STUN/TURN server discovery (A/V calling)"),
 ]
 
 
@@ -99,7 +100,7 @@ class Probe:
         checks = [self.direct_tls, self.disco, self.caps, self.component, self.pep, self.im_core, self.vcard,
                   self.avatar_compat, self.carbons, self.blocking, self.groupchat, self.bookmarks,
                   self.muc_archive, self.self_ping, self.private_pep, self.private_xml, self.stream_management,
-                  self.mam, self.upload, self.csi, self.push]
+                  self.mam, self.upload, self.csi, self.push, self.external_services]
         for check in checks:
             try:
                 await check(s)
@@ -324,6 +325,25 @@ class Probe:
         """xep0357: urn:xmpp:push:0 on the account"""
         ok = "urn:xmpp:push:0" in self.features(self.account_info)
         self.put("xep0357", ok, "feature advertised" if ok else "feature not advertised")
+
+    async def external_services(self, s):
+        """xep0215: the server lists a STUN and a TURN service, the TURN one with credentials"""
+        ns = "urn:xmpp:extdisco:2"
+        if ns not in self.features(self.server_info):
+            return self.put("xep0215", False, "urn:xmpp:extdisco:2 not advertised by the server")
+        el = await s.iq("get", f"<services xmlns='{ns}'/>", to=self.a.domain)
+        services = list(el.iter(q(ns, "service")))
+        kinds = {x.get("type") for x in services}
+        turn = [x for x in services if x.get("type") in ("turn", "turns")]
+        creds = [x for x in turn if x.get("username") and x.get("password")]
+        if not creds and turn:
+            # §3.3: credentials on request, when the list carries none.
+            t = turn[0]
+            el = await s.iq("get", f"<credentials xmlns='{ns}'><service type='{esc(t.get('type'))}' "
+                                   f"host='{esc(t.get('host'))}'/></credentials>", to=self.a.domain)
+            creds = [x for x in el.iter(q(ns, "service")) if x.get("username") and x.get("password")]
+        self.put("xep0215", "stun" in kinds and bool(creds),
+                 f"types {sorted(k for k in kinds if k)}, TURN credentials {'issued' if creds else 'missing'}")
 
 
 def caps_ver(query):

@@ -831,6 +831,26 @@ async def run_command(agent, cmd):
         result = await muc_command(agent, c, cmd)
         if result is not None:
             return result
+    if c == "external_services":
+        # XEP-0215 (slixmpp has no plugin for it): `what` is "services" (optionally of one `type`) or
+        # "credentials" for `services`, a list of attribute dicts; the answer's <service/> attributes.
+        ns = "urn:xmpp:extdisco:2"
+        iq = agent.make_iq_get(ito=cmd.get("to", agent.boundjid.domain))
+        query = ET.SubElement(iq.xml, f"{{{ns}}}{cmd.get('what', 'services')}")
+        if cmd.get("type"):
+            query.set("type", cmd["type"])
+        for attrs in cmd.get("services", []):
+            ET.SubElement(query, f"{{{ns}}}service", {k: str(v) for k, v in attrs.items()})
+        try:
+            reply = await iq.send(timeout=10)
+        except IqError as e:
+            return {"ok": False, "error": str(e), "condition": e.iq["error"]["condition"]}
+        except IqTimeout as e:
+            return {"ok": False, "error": str(e), "condition": "timeout"}
+        answer = reply.xml.find(f"{{{ns}}}{cmd.get('what', 'services')}")
+        if answer is None:
+            return {"ok": False, "error": "no answer element"}
+        return {"ok": True, "services": [dict(s.attrib) for s in answer.findall(f"{{{ns}}}service")]}
     return {"ok": False, "error": f"unknown command {c}"}
 
 

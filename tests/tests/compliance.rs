@@ -1,5 +1,5 @@
 //! XEP-0479 compliance: `tests/peers/compliance.py` (our own probe, a real client on the wire) checks every
-//! Advanced Server requirement of the Core, IM and Mobile suites against a running hearthd and prints one
+//! Advanced Server requirement of the Core, IM and Mobile suites (and the A/V suite's XEP-0215) against a running hearthd and prints one
 //! line per requirement. The table goes to `target/compliance-hearthd.txt` (scripts/test.sh prints it); this
 //! test fails when a requirement that hearthd implements stops passing.
 
@@ -34,13 +34,19 @@ const MUST_PASS: &[&str] = &[
     "xep0410",
     "xep0313muc",
     "xep0363",
+    "xep0215",
 ];
 
 #[test]
 fn xep0479_advanced_server_im_mobile() {
     let component_port = free_port();
+    // Calls: a TURN secret as the image makes one (no TURN server needs to run for the probe).
+    let turn = tempfile::tempdir().expect("tempdir");
+    let secret = turn.path().join("turn-secret");
+    std::fs::write(&secret, "compliance-turn-secret\n").expect("write secret");
     let server = TestServer::start(&format!(
-        "[modules.component]\nlisten = [\"127.0.0.1:{component_port}\"]\n"
+        "[modules.component]\nlisten = [\"127.0.0.1:{component_port}\"]\n\
+         [modules.external_services]\nsecret_file = {secret:?}\n"
     ));
     server.add_user("alice", "alice-compliance-pw");
     server.add_user("bob", "bob-compliance-pw");

@@ -86,6 +86,11 @@ fn owner_sets_up_the_box_in_a_browser_and_chats() {
         "{text}"
     );
     assert!(text.contains("port 80 is closed there"), "{text}");
+    // The box's coturn: calls need these forwarded too.
+    assert!(
+        text.contains("3478") && text.contains("5349") && text.contains("49160–49200"),
+        "{text}"
+    );
     assert!(
         !web.config.exists(),
         "nothing is written before the last step succeeds"

@@ -11,6 +11,7 @@ pub mod carbons;
 pub mod client_state;
 pub mod component;
 pub mod disco;
+pub mod external_services;
 pub mod local_only;
 pub mod mam;
 pub mod muc;
@@ -229,6 +230,10 @@ impl Modules {
         if config.modules.version.enabled {
             list.push(Arc::new(version::Version));
         }
+        list.extend(
+            external_services::ExternalServices::new(&config.modules.external_services)
+                .map(|m| Arc::new(m) as Arc<dyn Module>),
+        );
         list
     }
 

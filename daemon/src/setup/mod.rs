@@ -72,6 +72,9 @@ pub struct Answers {
     pub config_path: PathBuf,
     pub acme: Option<toml::Table>,
     pub web: Option<toml::Table>,
+    /// The router's public address when the box is behind NAT (the wizard's reachability check
+    /// saw it); the box's coturn announces its relays there.
+    pub turn_public_address: Option<std::net::IpAddr>,
 }
 
 /// How the admin account gets its credentials.
@@ -185,6 +188,9 @@ pub fn cert_paths(data_dir: &Path) -> (PathBuf, PathBuf) {
     (dir.join("fullchain.pem"), dir.join("privkey.pem"))
 }
 
+/// The box's TURN secret, next to `hearth.toml` (made by the image's `hearth-turn-secret.service`).
+pub const TURN_SECRET_FILE: &str = "turn-secret";
+
 /// The config the answers describe (not yet written).
 pub fn build_config(a: &Answers) -> Result<Config, SetupError> {
     let domain = check_domain(&a.domain)?;
@@ -213,6 +219,13 @@ pub fn build_config(a: &Answers) -> Result<Config, SetupError> {
     acme.insert("challenge".into(), challenge.into());
     config.acme = Some(acme);
     config.web = a.web.clone();
+    // The image makes the TURN secret its coturn shares with hearthd next to hearth.toml
+    // (hearth-turn-secret.service); where it exists, calls get that TURN server (XEP-0215).
+    let turn_secret = a.config_path.parent().map(|dir| dir.join(TURN_SECRET_FILE));
+    if let Some(secret) = turn_secret.filter(|p| p.exists()) {
+        config.modules.external_services.secret_file = Some(secret);
+        config.modules.external_services.public_address = a.turn_public_address;
+    }
     // Round-trip through the strict parser so we never write a file hearthd would refuse.
     let text = toml::to_string_pretty(&config)
         .map_err(|e| SetupError::system(format!("cannot serialise the config: {e}")))?;

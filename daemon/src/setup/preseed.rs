@@ -243,6 +243,7 @@ impl Preseed {
             config_path: config_path.to_path_buf(),
             acme: self.acme.clone(),
             web: None,
+            turn_public_address: None,
         })
     }
 }

@@ -110,7 +110,7 @@ pub struct PortsPage {
     pub addresses: String,
     pub detail: String,
     pub lan_ip: String,
-    pub forwards: &'static [(u16, &'static str)],
+    pub forwards: &'static [(&'static str, &'static str, &'static str)],
 }
 
 #[derive(Template)]

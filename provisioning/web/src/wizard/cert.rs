@@ -21,14 +21,18 @@ pub const DNS_PROVIDERS: &[(&str, &str)] = &[
     ("duckdns", "DuckDNS"),
 ];
 
-/// What the ports page asks people to forward, and why.
-const FORWARDS: &[(u16, &str)] = &[
-    (80, "Certificate checks by Let's Encrypt"),
-    (443, "Invite pages and admin pages"),
-    (5222, "Chat apps"),
-    (5223, "Chat apps (direct TLS)"),
-    (5269, "Other chat servers (federation)"),
-    (5270, "Other chat servers (federation, direct TLS)"),
+/// What the ports page asks people to forward: (ports, protocol, what for).
+const FORWARDS: &[(&str, &str, &str)] = &[
+    ("80", "TCP", "Certificate checks by Let's Encrypt"),
+    ("443", "TCP", "Invite pages and admin pages"),
+    ("5222", "TCP", "Chat apps"),
+    ("5223", "TCP", "Chat apps (direct TLS)"),
+    ("5269", "TCP", "Other chat servers (federation)"),
+    ("5270", "TCP", "Other chat servers (federation, direct TLS)"),
+    // The box's coturn (image/README.md): calls between phones on different networks.
+    ("3478", "TCP and UDP", "Calls (STUN/TURN)"),
+    ("5349", "TCP", "Calls (TURN over TLS)"),
+    ("49160–49200", "UDP", "Calls (relayed audio and video)"),
 ];
 
 // ---- step 5: certificate ----
@@ -144,20 +148,24 @@ pub async fn cert_submit(State(app): State<Arc<AppState>>, form: PostForm) -> Re
         return r;
     }
     if mode == CertificateMode::AcmeHttp01 {
-        if let Err(problem) = check_reachability(&app, &st).await {
+        if let Err(problem) = check_reachability(&app, &mut st).await {
             return ports_view(&st, form.session.data.csrf, problem);
         }
     }
     finish(&app, &form.session, st).await
 }
 
-async fn check_reachability(app: &AppState, st: &WizardState) -> Result<(), reach::Problem> {
+/// The reachability check; when it came in through NAT, the router's public address is kept
+/// for the box's coturn (it goes into `hearth.toml` at the end).
+async fn check_reachability(app: &AppState, st: &mut WizardState) -> Result<(), reach::Problem> {
     let domain = st
         .name
         .as_ref()
         .map(|n| n.domain.clone())
         .unwrap_or_default();
-    reach::check(&domain, &app.challenge_dir(), &app.probe).await
+    let reached = reach::check(&domain, &app.challenge_dir(), &app.probe).await?;
+    st.public_address = reach::nat_public_address(reached, &crate::netinfo::lan_addresses());
+    Ok(())
 }
 
 fn ports_view(st: &WizardState, csrf: String, problem: reach::Problem) -> Response {
@@ -205,7 +213,7 @@ pub async fn ports_submit(State(app): State<Arc<AppState>>, form: PostForm) -> R
     }
     match form.fields.get("action") {
         "check" => {
-            if let Err(problem) = check_reachability(&app, &st).await {
+            if let Err(problem) = check_reachability(&app, &mut st).await {
                 return ports_view(&st, form.session.data.csrf, problem);
             }
         }
@@ -257,6 +265,7 @@ async fn finish(app: &AppState, session: &Session, mut st: WizardState) -> Respo
         config_path: app.args.config.clone(),
         acme: acme_table(&cert),
         web: None,
+        turn_public_address: st.public_address,
     };
     // One finish at a time: a double-clicked button must not run setup twice in parallel.
     let store = app.wizard.lock().await;

@@ -37,12 +37,12 @@ pub struct ProbeSettings {
     pub port: Option<u16>,
 }
 
-/// Runs the check; `Ok` means port 80 of `domain` reached this very box.
+/// Runs the check; `Ok` means port 80 of `domain` reached this very box, at the address given.
 pub async fn check(
     domain: &str,
     challenge_dir: &Path,
     settings: &ProbeSettings,
-) -> Result<(), Problem> {
+) -> Result<IpAddr, Problem> {
     let port = settings.port.unwrap_or(80);
     let addresses = resolve(domain, port, settings).await;
     if addresses.is_empty() {
@@ -63,7 +63,7 @@ pub async fn check(
         )));
     }
     let mut last = String::new();
-    let mut ok = false;
+    let mut ok = None;
     for addr in &addresses {
         match fetch(
             *addr,
@@ -73,7 +73,7 @@ pub async fn check(
         .await
         {
             Ok(body) if body.trim() == token => {
-                ok = true;
+                ok = Some(addr.ip());
                 break;
             }
             Ok(_) => last = "something answered on port 80, but it is not this box".to_string(),
@@ -81,10 +81,60 @@ pub async fn check(
         }
     }
     let _ = std::fs::remove_file(&file);
-    if ok {
-        Ok(())
-    } else {
-        Err(unreachable(last))
+    ok.ok_or_else(|| unreachable(last))
+}
+
+/// The router's public address, when the check reached this box through NAT: an IPv4 address
+/// that is public and none of the box's own (`own`). The box's coturn announces its relays
+/// there (`[modules.external_services] public_address`), or callers outside could not reach them.
+pub fn nat_public_address(reached: IpAddr, own: &[IpAddr]) -> Option<IpAddr> {
+    let IpAddr::V4(v4) = reached else {
+        return None;
+    };
+    let [a, b, ..] = v4.octets();
+    let shared = a == 100 && (64..128).contains(&b); // carrier-grade NAT, RFC 6598
+    let public = !(v4.is_private()
+        || v4.is_loopback()
+        || v4.is_link_local()
+        || v4.is_unspecified()
+        || v4.is_broadcast()
+        || v4.is_documentation()
+        || v4.is_multicast()
+        || shared);
+    (public && !own.contains(&reached)).then_some(reached)
+}
+
+#[cfg(test)]
+mod nat_tests {
+    use super::nat_public_address;
+    use std::net::IpAddr;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn only_a_public_ipv4_address_that_is_not_the_box_s_own_is_behind_nat() {
+        let own = [ip("192.168.1.20"), ip("2001:db8::20")];
+        assert_eq!(
+            nat_public_address(ip("198.51.99.7"), &own),
+            Some(ip("198.51.99.7"))
+        );
+        for not in [
+            "192.168.1.20",
+            "10.0.0.1",
+            "100.64.1.1",
+            "127.0.0.1",
+            "203.0.113.5",
+            "2a00::1",
+        ] {
+            assert_eq!(nat_public_address(ip(not), &own), None, "{not}");
+        }
+        // A box with the public address on its own interface is not behind NAT.
+        assert_eq!(
+            nat_public_address(ip("198.51.99.7"), &[ip("198.51.99.7")]),
+            None
+        );
     }
 }
 

@@ -61,6 +61,9 @@ pub struct WizardState {
     pub join: Option<RegistrationPolicy>,
     pub cert: Option<CertAnswer>,
     pub finished: Option<Finished>,
+    /// The router's public address, learnt when the reachability check came in through NAT.
+    #[serde(default)]
+    pub public_address: Option<std::net::IpAddr>,
 }
 
 /// The pages of the wizard, in order.

@@ -237,18 +237,32 @@ async fn send_last_items_of(
     owner: &str,
     session: &crate::sessions::SessionHandle,
 ) {
+    for ev in last_item_events(server, owner, &session.jid, |node| wants(session, node)).await {
+        session.deliver(ev);
+    }
+}
+
+/// Event messages to `reader` with the newest item of each of `owner`'s nodes that it wants and
+/// may read (XEP-0163 §6.1.1), for a local session or a remote resource alike.
+pub(crate) async fn last_item_events(
+    server: &Server,
+    owner: &str,
+    reader: &Jid,
+    wants: impl Fn(&str) -> bool,
+) -> Vec<Element> {
     let last = match store::last_items(&server.storage, owner).await {
         Ok(l) => l,
         Err(e) => {
             log::error!("PEP: cannot read the nodes of {owner}: {e}");
-            return;
+            return Vec::new();
         }
     };
     let owner_bare = format!("{owner}@{}", server.domain());
+    let mut out = Vec::new();
     for (node, config, item) in last {
         if config.send_last == SendLast::Never
-            || !wants(session, &node)
-            || !may_read(server, owner, config.access, &session.jid).await
+            || !wants(&node)
+            || !may_read(server, owner, config.access, reader).await
         {
             continue;
         }
@@ -258,8 +272,9 @@ async fn send_last_items_of(
         let body = Element::new("items", NS_EVENT)
             .with_attr("node", node)
             .with_child(el);
-        session.deliver(event(&owner_bare, &session.jid, body));
+        out.push(event(&owner_bare, reader, body));
     }
+    out
 }
 
 impl Module for Pep {

@@ -5,8 +5,8 @@
 //! items then go to those full JIDs, with the access checks local readers get. A remote resource
 //! is forgotten when it goes unavailable; the table is bounded.
 
+use super::event;
 use super::interest::{self, CapsCache};
-use super::{event, may_read, store, SendLast};
 use crate::jid::Jid;
 use crate::server::Server;
 use crate::xml::{ns, Element};
@@ -191,28 +191,8 @@ async fn send_last_items(server: &Arc<Server>, owner: &str, to: &Jid) {
     let Some(wants) = server.module_state::<RemoteResources>().wants(to) else {
         return;
     };
-    let last = match store::last_items(&server.storage, owner).await {
-        Ok(l) => l,
-        Err(e) => {
-            log::error!("PEP: cannot read the nodes of {owner}: {e}");
-            return;
-        }
-    };
-    let owner_bare = format!("{owner}@{}", server.domain());
-    for (node, config, item) in last {
-        if config.send_last == SendLast::Never
-            || !wants.contains(&node)
-            || !may_read(server, owner, config.access, to).await
-        {
-            continue;
-        }
-        let Some(el) = super::iq::item_element(&item, super::NS_EVENT).await else {
-            continue;
-        };
-        let body = Element::new("items", super::NS_EVENT)
-            .with_attr("node", node)
-            .with_child(el);
-        crate::delivery::deliver_to_full(server, event(&owner_bare, to, body));
+    for ev in super::last_item_events(server, owner, to, |node| wants.contains(node)).await {
+        crate::delivery::deliver_to_full(server, ev);
     }
 }
 

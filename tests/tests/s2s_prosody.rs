@@ -5,88 +5,12 @@
 //! hana is on Hearth, paul on Prosody; both are real slixmpp clients.
 
 use hearth_e2e::agent::Agent;
-use hearth_e2e::federation::{self, ProsodyTrust, TestCa, PROSODY_IP};
+use hearth_e2e::federation::{self, ProsodyRig as Rig};
 use hearth_e2e::server::TestServer;
 use serde_json::json;
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(30);
-
-struct Rig {
-    ca: TestCa,
-    hearth: TestServer,
-    prosody: federation::Proc,
-    _dns: federation::Proc,
-    _dir: tempfile::TempDir,
-}
-
-impl Rig {
-    /// Knot, Prosody (trusting the test CA or not) and Hearth (trusting it, with `extra` in
-    /// its `[s2s]`).
-    fn start(prosody_trusts_ca: bool, extra: &str) -> Rig {
-        let dir = tempfile::tempdir().unwrap();
-        let dns = federation::start_dns(dir.path());
-        let ca = TestCa::new();
-        let ca_path = ca.ca_path();
-        let prosody_dir = dir.path().join("prosody");
-        std::fs::create_dir_all(&prosody_dir).unwrap();
-        let trust = ProsodyTrust {
-            ca: prosody_trusts_ca.then_some(ca_path.as_path()),
-            secure_auth: prosody_trusts_ca,
-        };
-        let prosody =
-            federation::start_prosody(&prosody_dir, &ca, trust, &[("paul", "paul-password")]);
-        let (cert, key) = ca.issue("hearth.test", true);
-        let config = format!(
-            "[s2s]\nlisten = [\"127.0.0.1:5269\"]\nlisten_direct_tls = [\"127.0.0.1:5270\"]\n\
-             ca_file = {ca_path:?}\nconnect_timeout_secs = 10\n{extra}\n"
-        );
-        let hearth = TestServer::start_with_cert(&config, Some((&cert, &key)));
-        hearth.add_user("hana", "hana-password");
-        Rig {
-            ca,
-            hearth,
-            prosody,
-            _dns: dns,
-            _dir: dir,
-        }
-    }
-
-    fn hana(&self) -> Agent {
-        let mut a = Agent::spawn(
-            "hana@hearth.test",
-            "hana-password",
-            self.hearth.c2s_port,
-            &self.ca.ca_path(),
-            &[],
-        );
-        a.connect();
-        a.presence();
-        a
-    }
-
-    fn paul(&self) -> Agent {
-        let host = format!("--host={PROSODY_IP}");
-        let mut a = Agent::spawn(
-            "paul@prosody.test",
-            "paul-password",
-            5222,
-            &self.ca.ca_path(),
-            &[&host],
-        );
-        a.connect();
-        a.presence();
-        a
-    }
-
-    fn logs(&self) -> String {
-        format!(
-            "--- hearthd ---\n{}\n--- prosody ---\n{}",
-            self.hearth.log(),
-            self.prosody.log()
-        )
-    }
-}
 
 /// The shared exchange (messages, IQs, presence subscriptions both ways), then an address
 /// Prosody does not serve, which comes back as an error from it.

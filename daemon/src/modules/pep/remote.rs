@@ -137,6 +137,10 @@ pub(crate) fn presence_in(
         return;
     };
     let known = cache.get(&ver);
+    log::debug!(
+        "PEP: {from} is available with caps {ver} ({})",
+        if known.is_some() { "known" } else { "to ask" }
+    );
     if !table.available(from, &ver, known.clone()) {
         return;
     }
@@ -205,7 +209,12 @@ pub(crate) fn notify(server: &Arc<Server>, owner_bare: &str, contacts: &[Jid], b
     let node = body.attr("node").unwrap_or_default();
     let table = server.module_state::<RemoteResources>();
     for contact in contacts {
-        for full in table.wanting(&contact.bare_string(), node) {
+        let wanting = table.wanting(&contact.bare_string(), node);
+        log::debug!(
+            "PEP: {node} of {owner_bare} to {contact}: {} resources want it",
+            wanting.len()
+        );
+        for full in wanting {
             if let Ok(to) = Jid::parse(&full) {
                 crate::delivery::deliver_to_full(server, event(owner_bare, &to, body.clone()));
             }

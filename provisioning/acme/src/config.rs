@@ -311,7 +311,7 @@ impl Settings {
             None => LETSENCRYPT.to_string(),
         };
         Ok(Settings {
-            names: config.certificate_names(),
+            names: names_to_certify(&config),
             domain: config.domain.clone(),
             challenge: acme.challenge,
             directory,
@@ -335,6 +335,21 @@ mod tests {
     use super::*;
 
     const HEAD: &str = "domain = \"example.test\"\n[tls]\ncert = \"/c.pem\"\nkey = \"/k.pem\"\n";
+
+    #[test]
+    fn the_group_chat_name_is_certified_only_once_dns_knows_it() {
+        let parse =
+            |extra: &str| hearthd::config::Config::parse(&format!("{HEAD}{extra}"), "t").unwrap();
+        // `groups.example.test` is in no DNS: left out, so the order does not fail for it.
+        assert_eq!(names_to_certify(&parse("")), vec!["example.test"]);
+        // Named in the config: always in, once.
+        assert_eq!(
+            names_to_certify(&parse("[services]\nmuc = \"groups.example.test\"\n")),
+            vec!["example.test", "groups.example.test"]
+        );
+        assert!(resolves("localhost"));
+        assert!(!resolves("groups.example.invalid"));
+    }
 
     fn err(acme: &str) -> String {
         parse_acme(&format!("{HEAD}{acme}"), "hearth.toml")
@@ -422,4 +437,26 @@ mod tests {
             "{e}"
         );
     }
+}
+
+/// The names the certificate covers: the domain and the services the config names, and the group
+/// chat service's own name (`groups.<domain>` unless `[services] muc` says otherwise) once DNS
+/// knows it, so servers elsewhere can reach the rooms (issue 14). A name that does not resolve
+/// yet is left out: it would fail the whole order, and with it the domain's certificate.
+fn names_to_certify(config: &hearthd::config::Config) -> Vec<String> {
+    let mut names = config.certificate_names();
+    if config.modules.muc.enabled {
+        let muc = hearthd::modules::muc::service_domain(config);
+        if !names.iter().any(|n| n.eq_ignore_ascii_case(&muc)) && resolves(&muc) {
+            names.push(muc);
+        }
+    }
+    names
+}
+
+fn resolves(name: &str) -> bool {
+    use std::net::ToSocketAddrs;
+    (name, 443)
+        .to_socket_addrs()
+        .is_ok_and(|mut addrs| addrs.next().is_some())
 }

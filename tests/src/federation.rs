@@ -40,7 +40,7 @@ pub fn run_in_netns(name: &str) -> bool {
     std::fs::write(
         etc.join("hosts"),
         format!(
-            "127.0.0.1 localhost\n::1 localhost\n{HEARTH_IP} hearth.test\n\
+            "127.0.0.1 localhost\n::1 localhost\n{HEARTH_IP} hearth.test groups.hearth.test\n\
              {PROSODY_IP} prosody.test\n{EJABBERD_IP} ejabberd.test\n"
         ),
     )
@@ -135,8 +135,16 @@ impl TestCa {
     /// Issues a certificate for `name` into `<name>.crt`/`<name>.key`; `client_auth` adds the
     /// clientAuth usage next to serverAuth (public CAs are dropping it).
     pub fn issue(&self, name: &str, client_auth: bool) -> (PathBuf, PathBuf) {
+        self.issue_for(&[name], client_auth)
+    }
+
+    /// As `issue`, for several names (the first also names the files).
+    pub fn issue_for(&self, names: &[&str], client_auth: bool) -> (PathBuf, PathBuf) {
+        let name = names[0];
         let key = rcgen::KeyPair::generate().expect("key");
-        let mut params = rcgen::CertificateParams::new(vec![name.to_string()]).expect("params");
+        let mut params =
+            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .expect("params");
         params
             .distinguished_name
             .push(rcgen::DnType::CommonName, name);
@@ -228,7 +236,7 @@ pub fn start_dns(dir: &Path) -> Proc {
         dir.join("test.zone"),
         format!(
             "$ORIGIN test.\n$TTL 60\n@ SOA ns hostmaster 1 3600 600 86400 60\n@ NS ns\n\
-             ns A 127.0.0.53\nhearth A {HEARTH_IP}\nprosody A {PROSODY_IP}\nejabberd A {EJABBERD_IP}\n\
+             ns A 127.0.0.53\nhearth A {HEARTH_IP}\ngroups.hearth A {HEARTH_IP}\nprosody A {PROSODY_IP}\nejabberd A {EJABBERD_IP}\n\
              _xmpp-server._tcp.hearth SRV 0 5 5269 hearth.test.\n\
              _xmpp-server._tcp.prosody SRV 0 5 5269 prosody.test.\n\
              _xmpp-server._tcp.ejabberd SRV 0 5 5269 ejabberd.test.\n"
@@ -594,7 +602,9 @@ impl ProsodyRig {
             secure_auth: prosody_trusts_ca,
         };
         let prosody = start_prosody(&prosody_dir, &ca, trust, &[("paul", "paul-password")]);
-        let (cert, key) = ca.issue("hearth.test", true);
+        // The group chat service's name too, so other servers reach the rooms (as hearth-acme
+        // adds it once DNS has it).
+        let (cert, key) = ca.issue_for(&["hearth.test", "groups.hearth.test"], true);
         let config = format!(
             "[s2s]\nlisten = [\"127.0.0.1:5269\"]\nlisten_direct_tls = [\"127.0.0.1:5270\"]\n\
              ca_file = {ca_path:?}\nconnect_timeout_secs = 10\n{extra}\n"

@@ -21,6 +21,7 @@ pub const MAX_RESOURCES: usize = 8;
 /// How long a remote resource gets to answer the disco#info question (it crosses two servers).
 const ASK_DEADLINE: Duration = Duration::from_secs(20);
 const DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
+const MUC_USER: &str = "http://jabber.org/protocol/muc#user";
 
 struct Resource {
     jid: String,
@@ -124,7 +125,13 @@ pub(crate) fn presence_in(
     from: &Jid,
     owner: &str,
 ) {
-    if from.is_bare() || from.domain == server.domain() {
+    // Occupants of group chats (here or elsewhere) are no contacts: their presence carries the
+    // room's `muc#user` payload, and this server's own services are no remote servers.
+    if from.is_bare()
+        || from.domain == server.domain()
+        || server.domains.is_hosted(&from.domain)
+        || presence.child("x", MUC_USER).is_some()
+    {
         return;
     }
     let table = server.module_state::<RemoteResources>();

@@ -4,7 +4,7 @@
 //! a PEP notification because its client's caps ask for it (Hearth asks that client's disco#info
 //! across the federation); and a Hearth phone whose push app server is a client on Prosody
 //! (a slixmpp client answering the pubsub publishes, as an app server would) gets exactly one
-//! notification when its link dies and a message comes.
+//! notification when its link dies and a message comes; and a Prosody user joins a Hearth room.
 
 use hearth_e2e::agent::Agent;
 use hearth_e2e::federation::{self, ProsodyRig};
@@ -190,4 +190,40 @@ fn a_phone_with_its_app_server_on_another_server_is_pushed_once() {
 
 fn logs_of(rig: &ProsodyRig) -> String {
     rig.logs()
+}
+
+/// Issue 12's goal across servers: a friend on Prosody joins a room on Hearth's group chat
+/// service (`groups.hearth.test`, reached by DNS and certificate like the domain) and chats.
+#[test]
+fn a_friend_on_prosody_joins_a_hearth_room() {
+    if !federation::run_in_netns("a_friend_on_prosody_joins_a_hearth_room") {
+        return;
+    }
+    let rig = ProsodyRig::start(true, "");
+    let room = "flat@groups.hearth.test";
+    let mut hana = rig.hana();
+    let r = hana.cmd(json!({"cmd": "muc_join", "room": room, "nick": "hana"}));
+    assert_eq!(r["ok"], json!(true), "{r}\n{}", rig.logs());
+    let r = hana.cmd(json!({"cmd": "muc_configure", "room": room}));
+    assert_eq!(r["ok"], json!(true), "{r}\n{}", rig.logs());
+    let mut paul = rig.paul();
+    let r = paul.cmd(json!({"cmd": "muc_join", "room": room, "nick": "paul"}));
+    assert_eq!(
+        r["ok"],
+        json!(true),
+        "paul could not enter: {r}\n{}",
+        rig.logs()
+    );
+    assert!(r["occupants"].to_string().contains("hana"), "{r}");
+    hana.cmd(json!({"cmd": "muc_send", "room": room, "body": "welcome, paul"}));
+    let m = paul.wait_event("groupchat", T, |m| m["body"] == "welcome, paul");
+    assert!(
+        m.is_some(),
+        "the room's message never reached Prosody\n{}",
+        rig.logs()
+    );
+    paul.cmd(json!({"cmd": "muc_send", "room": room, "body": "thanks, hana"}));
+    let m = hana.wait_event("groupchat", T, |m| m["body"] == "thanks, hana");
+    let m = m.unwrap_or_else(|| panic!("paul's message never reached the room\n{}", rig.logs()));
+    assert_eq!(m["from"], json!(format!("{room}/paul")), "{m}");
 }

@@ -134,7 +134,20 @@ impl Offline {
         );
         let xml = msg.to_xml(ns::CLIENT);
         match store(&server.storage, &user, xml, self.max_per_user).await {
-            Ok(()) => Flow::Handled,
+            Ok(id) => {
+                // A session may have sent initial presence while this was being stored, after
+                // its flush read the mailbox: hand the message over now, unless a flush took it.
+                let bare = format!("{user}@{}", server.domain());
+                let targets = crate::delivery::message_targets(server, &bare);
+                if !targets.is_empty() && take(&server.storage, id).await.unwrap_or(false) {
+                    for t in targets {
+                        let mut copy = ev.stanza.clone();
+                        copy.set_attr("to", t.jid.to_string());
+                        t.deliver(copy);
+                    }
+                }
+                Flow::Handled
+            }
             Err(StorageError::Refused(why)) => {
                 log::info!("offline message for {user} refused: {why}");
                 Flow::Bounce(
@@ -209,7 +222,7 @@ async fn store(
     username: &str,
     stanza: String,
     max: u32,
-) -> Result<(), StorageError> {
+) -> Result<i64, StorageError> {
     let username = username.to_string();
     storage
         .call(move |conn| {
@@ -227,8 +240,15 @@ async fn store(
                 "INSERT INTO offline (username, stored_at, stanza) VALUES (?1, ?2, ?3)",
                 params![username, now_secs(), stanza],
             )?;
-            Ok(())
+            Ok(conn.last_insert_rowid())
         })
+        .await
+}
+
+/// Deletes one stored message; false if it was gone already (a flush delivered it).
+async fn take(storage: &Storage, id: i64) -> Result<bool, StorageError> {
+    storage
+        .call(move |conn| Ok(conn.execute("DELETE FROM offline WHERE id = ?1", [id])? == 1))
         .await
 }
 
@@ -279,6 +299,51 @@ mod tests {
 
     /// bob is away: alice's messages wait, stamped with delay, and reach bob in order at his
     /// initial presence, after which nothing is left stored. A chat state alone is not kept.
+    /// The race a slow card opens: the delivery rules found bob away, and by the time the
+    /// message is stored his phone has sent initial presence (and its flush found nothing). The
+    /// message reaches him at once, once, and is not left stored for his next login.
+    #[tokio::test]
+    async fn a_message_stored_as_the_account_comes_online_is_handed_over() {
+        use crate::hooks::{Hook, Kind, StanzaEvent};
+        let h = Harness::new().await;
+        h.user("bob").await;
+        let mut bob = h.login("bob", "phone").await;
+        bob.available().await;
+        let bob_bare = format!("bob@{DOMAIN}");
+        let mut ev = StanzaEvent {
+            kind: Kind::Message,
+            stanza: Element::new("message", ns::CLIENT)
+                .with_attr("type", "chat")
+                .with_attr("from", format!("alice@{DOMAIN}/x"))
+                .with_attr("to", bob_bare.clone())
+                .with_child(Element::new("body", ns::CLIENT).with_text("just in time")),
+            from: crate::jid::Jid::parse(&format!("alice@{DOMAIN}/x")).unwrap(),
+            to: Some(crate::jid::Jid::parse(&bob_bare).unwrap()),
+            sender: None,
+            local: None,
+            targets: Vec::new(),
+        };
+        let flow = h
+            .server
+            .modules
+            .stanza_event(&h.server, Hook::Undeliverable(Kind::Message), &mut ev)
+            .await;
+        assert_eq!(flow, crate::hooks::Flow::Handled);
+        let m = bob
+            .expect("the message", |e| {
+                body(e).as_deref() == Some("just in time")
+            })
+            .await;
+        assert!(m.child("delay", super::DELAY).is_some());
+        assert_eq!(super::waiting(&h.server.storage, "bob").await.unwrap(), 0);
+        bob.expect_none(
+            "a second copy",
+            std::time::Duration::from_millis(300),
+            |e| body(e).is_some(),
+        )
+        .await;
+    }
+
     #[tokio::test]
     async fn messages_wait_for_initial_presence_in_order() {
         let h = Harness::new().await;

@@ -5,5 +5,6 @@ pub mod browser;
 pub mod federation;
 pub mod flaky;
 pub mod pebble;
+pub mod prosody_rig;
 pub mod raw;
 pub mod server;

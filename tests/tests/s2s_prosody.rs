@@ -4,9 +4,7 @@
 //!
 //! hana is on Hearth, paul on Prosody; both are real slixmpp clients.
 
-use hearth_e2e::agent::Agent;
 use hearth_e2e::federation::{self, ProsodyRig as Rig};
-use hearth_e2e::server::TestServer;
 use serde_json::json;
 use std::time::Duration;
 

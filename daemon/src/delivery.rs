@@ -5,7 +5,7 @@
 //! to the module registered for their type, target and namespace.
 
 use crate::c2s::outbound::SessionLocal;
-use crate::hooks::{Flow, Hook, IqTarget, Kind, StanzaEvent};
+use crate::hooks::{Flow, Hook, IqTarget, Kind, Pending, StanzaEvent};
 use crate::jid::Jid;
 use crate::modules::IqRequest;
 use crate::server::Server;
@@ -109,16 +109,20 @@ pub async fn from_session(
         sender: Some(sender),
         local: Some(local),
         targets: Vec::new(),
+        pending: Pending::default(),
     };
-    match server
+    let flow = server
         .modules
         .stanza_event(server, Hook::Outbound(kind), &mut ev)
-        .await
-    {
+        .await;
+    let pending = std::mem::take(&mut ev.pending);
+    match flow {
         Flow::Continue => route(server, ev.stanza, Some(sender)).await,
         Flow::Handled | Flow::Drop => {}
         Flow::Bounce(e) => bounce(server, &ev.stanza, e),
     }
+    // Routed and delivered; the stanza counts as handled once the sender's writes are done.
+    pending.settle().await;
 }
 
 /// Routes a stanza from a local user or from the server itself; `from` is already stamped.
@@ -208,8 +212,24 @@ pub async fn inbound(
         sender,
         local: None,
         targets,
+        pending: Pending::default(),
     };
-    match server.modules.stanza_event(server, hook, &mut ev).await {
+    let flow = server.modules.stanza_event(server, hook, &mut ev).await;
+    let pending = std::mem::take(&mut ev.pending);
+    deliver_inbound(server, ev, flow, &kind_attr).await;
+    // Delivered (or stored); the stanza counts as handled once the hooks' writes are done.
+    pending.settle().await;
+}
+
+/// The end of [`inbound`]: the targets get the stanza, or the undeliverable hooks run.
+async fn deliver_inbound(
+    server: &Arc<Server>,
+    mut ev: StanzaEvent<'_>,
+    flow: Flow,
+    kind_attr: &str,
+) {
+    let kind = ev.kind;
+    match flow {
         Flow::Continue => {}
         Flow::Handled | Flow::Drop => return,
         Flow::Bounce(e) => return bounce(server, &ev.stanza, e),
@@ -231,20 +251,22 @@ pub async fn inbound(
         }
         return;
     }
-    match server
+    let flow = server
         .modules
         .stanza_event(server, Hook::Undeliverable(kind), &mut ev)
-        .await
-    {
+        .await;
+    let pending = std::mem::take(&mut ev.pending);
+    match flow {
         Flow::Handled | Flow::Drop => {}
         Flow::Bounce(e) => bounce(server, &ev.stanza, e),
         // Nobody kept it: say so for messages a person sent (RFC 6121 §8.5.2.2).
         Flow::Continue => {
-            if kind == Kind::Message && matches!(kind_attr.as_str(), "normal" | "chat") {
+            if kind == Kind::Message && matches!(kind_attr, "normal" | "chat") {
                 bounce(server, &ev.stanza, StanzaError::service_unavailable());
             }
         }
     }
+    pending.settle().await;
 }
 
 async fn route_iq(
@@ -271,13 +293,16 @@ async fn route_iq(
             sender,
             local: None,
             targets,
+            pending: Pending::default(),
         };
         let hook = if ev.targets.is_empty() {
             Hook::Undeliverable(Kind::Iq)
         } else {
             Hook::InboundFull(Kind::Iq)
         };
-        match server.modules.stanza_event(server, hook, &mut ev).await {
+        let flow = server.modules.stanza_event(server, hook, &mut ev).await;
+        let pending = std::mem::take(&mut ev.pending);
+        match flow {
             Flow::Continue => match ev.targets.first() {
                 Some(s) => {
                     s.deliver(ev.stanza);
@@ -288,6 +313,7 @@ async fn route_iq(
             Flow::Handled | Flow::Drop => {}
             Flow::Bounce(e) => bounce(server, &ev.stanza, e),
         }
+        pending.settle().await;
         return;
     }
     if !request {
@@ -314,12 +340,14 @@ async fn route_iq(
             sender,
             local: None,
             targets: Vec::new(),
+            pending: Pending::default(),
         };
-        match server
+        let flow = server
             .modules
             .stanza_event(server, Hook::InboundBare(Kind::Iq), &mut ev)
-            .await
-        {
+            .await;
+        std::mem::take(&mut ev.pending).settle().await;
+        match flow {
             Flow::Continue => iq = ev.stanza,
             Flow::Handled | Flow::Drop => return,
             Flow::Bounce(e) => return bounce(server, &ev.stanza, e),

@@ -99,6 +99,30 @@ pub struct StanzaEvent<'e> {
     pub local: Option<&'e mut SessionLocal>,
     /// Inbound hooks: the sessions that will receive the stanza. Empty for outbound hooks.
     pub targets: Vec<SessionHandle>,
+    /// Work a handler started that must finish before the stanza counts as handled (a stream
+    /// management acknowledgement covers it), but need not hold its delivery up.
+    pub pending: Pending,
+}
+
+/// Writes started for a stanza (e.g. its archived copy's commit). The core delivers the
+/// stanza first and then waits for these, so an fsync on a slow card delays the sender's
+/// acknowledgement, never the recipient. Costs nothing (no allocation) while empty.
+#[derive(Default)]
+pub struct Pending(Vec<BoxFut<'static, ()>>);
+
+impl Pending {
+    pub fn push(&mut self, work: impl Future<Output = ()> + Send + 'static) {
+        self.0.push(Box::pin(work));
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    /// Waits for every piece of work, in the order it was started.
+    pub async fn settle(self) {
+        for work in self.0 {
+            work.await;
+        }
+    }
 }
 
 /// Why a session's stream ends.

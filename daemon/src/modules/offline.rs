@@ -322,6 +322,7 @@ mod tests {
             sender: None,
             local: None,
             targets: Vec::new(),
+            pending: Default::default(),
         };
         let flow = h
             .server

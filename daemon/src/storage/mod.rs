@@ -31,6 +31,8 @@ const MAX_BATCH: usize = 256;
 const CACHE_KIB: i64 = 2048;
 /// Page cache of the read-only connection, in KiB.
 const READER_CACHE_KIB: i64 = 512;
+/// Page cache of the lookup connection (a few index pages), in KiB.
+const LOOKUP_CACHE_KIB: i64 = 128;
 
 #[derive(Debug)]
 pub enum StorageError {
@@ -80,6 +82,8 @@ pub struct Storage {
     /// One read-only connection for long reads (archive pages), opened on first use, so they
     /// never wait behind the writer's batches nor hold them up (WAL gives each read a snapshot).
     reader: Arc<Mutex<Option<Connection>>>,
+    /// One read-only connection for [`Storage::lookup`], opened on first use.
+    lookup_conn: Arc<Mutex<Option<Connection>>>,
 }
 
 impl Storage {
@@ -107,6 +111,7 @@ impl Storage {
             jobs: tx,
             path: path.to_path_buf(),
             reader: Arc::default(),
+            lookup_conn: Arc::default(),
         })
     }
 
@@ -149,6 +154,18 @@ impl Storage {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
+        self.submit(f).await?.await
+    }
+
+    /// Queues `f` for the writer thread's next batch and returns once it is queued; the returned
+    /// future resolves after that batch committed. A caller can act meanwhile (deliver the
+    /// message it is archiving) and wait for durability only where it promises it (before an
+    /// acknowledgement), so a slow card's fsync is not on the way to the recipient.
+    pub async fn submit<T, F>(&self, f: F) -> Result<Committed<T>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |conn| {
             let result = f(conn);
@@ -176,8 +193,31 @@ impl Storage {
                 return Err(StorageError::Unavailable("storage thread stopped".into()))
             }
         }
-        rx.await
-            .map_err(|_| StorageError::Unavailable("storage thread stopped".into()))?
+        Ok(Committed(rx))
+    }
+
+    /// Resolves once everything queued for the writer before this call is committed (an empty
+    /// batch writes nothing, so this costs no fsync of its own). Reads that must see a write
+    /// whose result was already shown to a client wait for this first.
+    pub async fn settled(&self) -> Result<()> {
+        self.call(|_| Ok(())).await
+    }
+
+    /// A short read on the way of a stanza (a few indexed rows) on its own read-only
+    /// connection, off the async threads: it never waits behind the writer's fsync nor behind a
+    /// long archive page on [`Storage::read`]'s connection. Sees what was committed when it starts.
+    pub async fn lookup<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        read_on(
+            self.lookup_conn.clone(),
+            self.path.clone(),
+            LOOKUP_CACHE_KIB,
+            f,
+        )
+        .await
     }
 
     /// Runs `f` on the read-only connection, off the async threads. It sees what was committed
@@ -187,24 +227,7 @@ impl Storage {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
-        let reader = self.reader.clone();
-        let path = self.path.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut slot = reader.lock().unwrap_or_else(|p| p.into_inner());
-            if slot.is_none() {
-                use rusqlite::OpenFlags;
-                let conn = Connection::open_with_flags(
-                    &path,
-                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-                )?;
-                conn.busy_timeout(std::time::Duration::from_secs(5))?;
-                conn.pragma_update(None, "cache_size", -READER_CACHE_KIB)?;
-                *slot = Some(conn);
-            }
-            f(slot.as_ref().expect("opened above"))
-        })
-        .await
-        .map_err(|e| StorageError::Unavailable(e.to_string()))?
+        read_on(self.reader.clone(), self.path.clone(), READER_CACHE_KIB, f).await
     }
 
     /// Copies a consistent snapshot of the live database to `dest`. A separate read-only
@@ -236,6 +259,50 @@ pub fn backup_file(src: &Path, dest: &Path) -> Result<()> {
     let _ = std::fs::remove_file(dest);
     conn.execute("VACUUM INTO ?1", [dest.to_string_lossy()])?;
     Ok(())
+}
+
+/// Runs `f` on the read-only connection in `slot` (opened on first use), off the async threads.
+async fn read_on<T, F>(
+    slot: Arc<Mutex<Option<Connection>>>,
+    path: PathBuf,
+    cache_kib: i64,
+    f: F,
+) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+{
+    tokio::task::spawn_blocking(move || {
+        let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_none() {
+            use rusqlite::OpenFlags;
+            let conn = Connection::open_with_flags(
+                &path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?;
+            conn.busy_timeout(std::time::Duration::from_secs(5))?;
+            conn.pragma_update(None, "cache_size", -cache_kib)?;
+            *slot = Some(conn);
+        }
+        f(slot.as_ref().expect("opened above"))
+    })
+    .await
+    .map_err(|e| StorageError::Unavailable(e.to_string()))?
+}
+
+/// What [`Storage::submit`] hands back: resolves with the job's result once its batch committed.
+pub struct Committed<T>(oneshot::Receiver<Result<T>>);
+
+impl<T> std::future::Future for Committed<T> {
+    type Output = Result<T>;
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<T>> {
+        std::pin::Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|r| r.map_err(|_| StorageError::Unavailable("storage thread stopped".into()))?)
+    }
 }
 
 fn configure(conn: &Connection) -> Result<()> {

@@ -9,6 +9,8 @@
 //! answers the IQs. Pages are read through the storage's read-only connection and written
 //! through the querying session's own write path, so a page never overflows its queue.
 
+#[cfg(test)]
+mod commit_tests;
 pub mod form;
 pub mod store;
 #[cfg(test)]
@@ -16,7 +18,8 @@ mod tests;
 
 use super::{IqFuture, IqRequest, Module};
 use crate::hooks::{
-    BoxFut, DiscoInfo, DiscoTarget, Flow, Hook, IqKind, IqRoute, IqTarget, Kind, StanzaEvent,
+    BoxFut, DiscoInfo, DiscoTarget, Flow, Hook, IqKind, IqRoute, IqTarget, Kind, Pending,
+    StanzaEvent,
 };
 use crate::jid::Jid;
 use crate::server::Server;
@@ -277,15 +280,33 @@ async fn read<T: Send + 'static>(
     storage.read(f).await.map_err(internal)
 }
 
-/// Archives `msg` in `owner`'s archive under a fresh id; returns the id when it was kept.
+/// Archives `msg` in `owner`'s archive under a fresh id (added to `msg` as its `<stanza-id/>`)
+/// when the account's preferences keep it. The commit is left in `pending`: the message goes on
+/// to its recipient meanwhile, and the sender's acknowledgement waits for it.
 async fn store_message(
     server: &Server,
     owner: &Jid,
     peer: &Jid,
     outgoing: bool,
     msg: &mut Element,
-) -> Option<String> {
-    let username = owner.local.clone()?;
+    pending: &mut Pending,
+) {
+    let Some(username) = owner.local.clone() else {
+        return;
+    };
+    let with_bare = peer.bare_string();
+    // Decided on a read connection, so the live copy gets its id without waiting for the
+    // writer; the writer decides again inside the transaction that keeps it.
+    let (user, with) = (username.clone(), with_bare.clone());
+    match server
+        .storage
+        .lookup(move |c| store::keeps(c, &user, &with))
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => return,
+        Err(e) => log::warn!("archive: cannot read {owner}'s preferences ({e}); keeping it"),
+    }
     let stanza_id = stanza::random_id(12);
     msg.push_child(
         Element::new("stanza-id", SID)
@@ -294,28 +315,32 @@ async fn store_message(
     );
     let entry = NewEntry {
         username,
-        stanza_id: stanza_id.clone(),
+        stanza_id,
         stamp: now_secs(),
-        with_bare: peer.bare_string(),
+        with_bare,
         with_full: peer.to_string(),
         outgoing,
         stanza: msg.to_xml(ns::CLIENT),
     };
-    let kept = server
+    match server
         .storage
-        .call(move |c| store::archive(c, &entry))
-        .await;
-    match kept {
-        Ok(true) => Some(stanza_id),
-        Ok(false) => {
-            msg.remove_children("stanza-id", SID);
-            None
+        .submit(move |c| store::archive(c, &entry))
+        .await
+    {
+        Ok(commit) => {
+            let owner = owner.clone();
+            pending.push(async move {
+                match commit.await {
+                    Ok(true) => {}
+                    Ok(false) => log::debug!("archive: {owner}'s preferences changed; not kept"),
+                    // Delivery went on: a message without an archived copy beats a lost message.
+                    Err(e) => log::error!("archive: cannot keep a message of {owner}: {e}"),
+                }
+            });
         }
         Err(e) => {
-            // Delivery goes on: a message without an archived copy beats a lost message.
             log::error!("archive: cannot keep a message of {owner}: {e}");
             msg.remove_children("stanza-id", SID);
-            None
         }
     }
 }
@@ -334,7 +359,7 @@ async fn archive_sent(server: &Server, ev: &mut StanzaEvent<'_>) {
         return;
     }
     let mut copy = ev.stanza.clone();
-    store_message(server, &owner, &peer, true, &mut copy).await;
+    store_message(server, &owner, &peer, true, &mut copy, &mut ev.pending).await;
 }
 
 /// A message for a local account: into its archive, and the live copy gets the same id.
@@ -348,7 +373,15 @@ async fn archive_received(server: &Server, ev: &mut StanzaEvent<'_>) {
         return;
     }
     let peer = ev.from.clone();
-    store_message(server, &owner, &peer, false, &mut ev.stanza).await;
+    store_message(
+        server,
+        &owner,
+        &peer,
+        false,
+        &mut ev.stanza,
+        &mut ev.pending,
+    )
+    .await;
 }
 
 /// `<iq type='set'><query xmlns='urn:xmpp:mam:2'/></iq>` from a local session to its own
@@ -405,6 +438,9 @@ async fn run_query(
         .clone()
         .ok_or_else(StanzaError::not_allowed)?;
     let q = query.clone();
+    // Messages go out before their archived copy is committed: a client may ask about one it
+    // has just received, so what was queued before this query is committed first.
+    server.storage.settled().await.map_err(internal)?;
     let page = server
         .storage
         .read(move |c| {

@@ -153,30 +153,7 @@ pub fn save_prefs(conn: &Connection, username: &str, prefs: &Prefs) -> Result<()
 
 /// Archives `e` if the account exists and its preferences allow; says whether it did.
 pub fn archive(conn: &Connection, e: &NewEntry) -> Result<bool, StorageError> {
-    let exists = conn
-        .query_row(
-            "SELECT 1 FROM users WHERE username = ?1",
-            [&e.username],
-            |_| Ok(()),
-        )
-        .optional()?
-        .is_some();
-    if !exists {
-        return Ok(false);
-    }
-    let prefs = load_prefs(conn, &e.username)?;
-    let in_roster = || {
-        conn.query_row(
-            "SELECT 1 FROM roster WHERE username = ?1 AND contact = ?2 AND in_roster = 1",
-            [&e.username, &e.with_bare],
-            |_| Ok(()),
-        )
-        .optional()
-        .ok()
-        .flatten()
-        .is_some()
-    };
-    if !prefs_allow(&prefs, &e.with_bare, in_roster) {
+    if !keeps(conn, &e.username, &e.with_bare)? {
         return Ok(false);
     }
     conn.execute(
@@ -185,6 +162,35 @@ pub fn archive(conn: &Connection, e: &NewEntry) -> Result<bool, StorageError> {
         params![e.username, e.stanza_id, e.stamp, e.with_bare, e.with_full, e.outgoing, e.stanza],
     )?;
     Ok(true)
+}
+
+/// Whether `username`'s archive keeps a message with `with_bare`: the account exists and its
+/// preferences (XEP-0313 §6.1) allow it.
+pub fn keeps(conn: &Connection, username: &str, with_bare: &str) -> Result<bool, StorageError> {
+    let exists = conn
+        .query_row(
+            "SELECT 1 FROM users WHERE username = ?1",
+            [username],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some();
+    if !exists {
+        return Ok(false);
+    }
+    let prefs = load_prefs(conn, username)?;
+    let in_roster = || {
+        conn.query_row(
+            "SELECT 1 FROM roster WHERE username = ?1 AND contact = ?2 AND in_roster = 1",
+            [username, with_bare],
+            |_| Ok(()),
+        )
+        .optional()
+        .ok()
+        .flatten()
+        .is_some()
+    };
+    Ok(prefs_allow(&prefs, with_bare, in_roster))
 }
 
 /// One archived message as a query returns it.

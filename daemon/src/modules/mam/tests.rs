@@ -527,6 +527,8 @@ async fn a_long_read_does_not_hold_up_messages() {
     let bob_bare = format!("bob@{DOMAIN}");
     alice.message(&bob_bare, "before").await;
     bob.expect("first", |e| body(e).is_some()).await;
+    // Delivered before its archived copies are committed: let them commit first.
+    h.server.storage.settled().await.unwrap();
     let storage = h.server.storage.clone();
     let reading = tokio::spawn(async move {
         storage

@@ -47,6 +47,9 @@ pub async fn send_history(
         return;
     }
     let name = room.name.clone();
+    // Room messages go out before their archived copy is committed (messages.rs): what was
+    // queued before this join is committed first, so the history has it.
+    let _ = server.storage.settled().await;
     let rows = match server
         .storage
         .read(move |c| store::recent(c, &name, limit, since))
@@ -146,6 +149,7 @@ pub async fn archive_query(
     let query = mam_form::parse_query(payload)?;
     let q = query.clone();
     let owner = name.to_string();
+    server.storage.settled().await.map_err(internal)?;
     let page = server
         .storage
         .read(move |c| {

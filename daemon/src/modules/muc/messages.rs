@@ -138,11 +138,20 @@ async fn groupchat(
             occupant: format!("{room_jid}/{}", sender.nick),
             stanza: out.to_xml(ns::CLIENT),
         };
-        server
+        // Queued, not awaited: one task serves every room, and waiting for each commit's fsync
+        // here would hold all rooms up behind a slow card. The order of the queue is the order
+        // of the archive; a failed commit is logged.
+        let commit = server
             .storage
-            .call(move |c| store::archive(c, &entry))
+            .submit(move |c| store::archive(c, &entry))
             .await
             .map_err(super::service::internal)?;
+        let room_name = name.to_string();
+        tokio::spawn(async move {
+            if let Err(e) = commit.await {
+                log::error!("room {room_name}: cannot keep a message in its archive: {e}");
+            }
+        });
     } else if subject.is_none() {
         // Chat states and markers: passed on, not kept.
     }

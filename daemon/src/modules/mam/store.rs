@@ -167,30 +167,35 @@ pub fn archive(conn: &Connection, e: &NewEntry) -> Result<bool, StorageError> {
 /// Whether `username`'s archive keeps a message with `with_bare`: the account exists and its
 /// preferences (XEP-0313 §6.1) allow it.
 pub fn keeps(conn: &Connection, username: &str, with_bare: &str) -> Result<bool, StorageError> {
-    let exists = conn
+    if !account_exists(conn, username)? {
+        return Ok(false);
+    }
+    let prefs = load_prefs(conn, username)?;
+    let in_roster = || in_roster(conn, username, with_bare).unwrap_or(false);
+    Ok(prefs_allow(&prefs, with_bare, in_roster))
+}
+
+pub fn account_exists(conn: &Connection, username: &str) -> Result<bool, StorageError> {
+    Ok(conn
         .query_row(
             "SELECT 1 FROM users WHERE username = ?1",
             [username],
             |_| Ok(()),
         )
         .optional()?
-        .is_some();
-    if !exists {
-        return Ok(false);
-    }
-    let prefs = load_prefs(conn, username)?;
-    let in_roster = || {
-        conn.query_row(
+        .is_some())
+}
+
+/// Whether `contact` is in `username`'s roster (XEP-0313's "roster" default).
+pub fn in_roster(conn: &Connection, username: &str, contact: &str) -> Result<bool, StorageError> {
+    Ok(conn
+        .query_row(
             "SELECT 1 FROM roster WHERE username = ?1 AND contact = ?2 AND in_roster = 1",
-            [username, with_bare],
+            [username, contact],
             |_| Ok(()),
         )
-        .optional()
-        .ok()
-        .flatten()
-        .is_some()
-    };
-    Ok(prefs_allow(&prefs, with_bare, in_roster))
+        .optional()?
+        .is_some())
 }
 
 /// One archived message as a query returns it.

@@ -355,6 +355,13 @@ async fn preferences_are_kept_and_honoured() {
     let (mut alice, mut bob) = pair(&h).await;
     let bob_bare = format!("bob@{DOMAIN}");
     let alice_bare = format!("alice@{DOMAIN}");
+    // Kept under the default; the preferences are now remembered in memory, and the change
+    // below must replace them there too.
+    alice.message(&bob_bare, "before").await;
+    let m = bob
+        .expect("before", |e| body(e).as_deref() == Some("before"))
+        .await;
+    assert!(m.child("stanza-id", SID).is_some());
     let r = bob.iq("get", None, Element::new("prefs", NS)).await;
     assert_eq!(
         r.child("prefs", NS).unwrap().attr("default"),
@@ -394,7 +401,7 @@ async fn preferences_are_kept_and_honoured() {
     let (r, _) = query(&mut bob, &[], &[]).await;
     assert_eq!(
         r.iter().map(result_body).collect::<Vec<_>>(),
-        ["from alice"]
+        ["before", "from alice"]
     );
     // Roster mode: nobody is in bob's roster, so nothing more is kept.
     let set = Element::new("prefs", NS).with_attr("default", "roster");

@@ -11,6 +11,9 @@ pub struct Reading {
     pub rss_kib: u64,
     /// RssAnon: the heap and stacks, without the mapped binary.
     pub rss_anon_kib: u64,
+    /// RssFile + RssShmem: the binary's pages and mapped files (SQLite's WAL index).
+    #[serde(default)]
+    pub rss_file_kib: u64,
     /// Pss from /proc/PID/smaps_rollup (shared pages divided among their users), when the kernel has it.
     pub pss_kib: Option<u64>,
     /// `systemctl show hearthd -p MemoryCurrent`: the unit's cgroup (heap, its files' page cache,
@@ -116,6 +119,8 @@ pub fn parse_reading(text: &str) -> Result<Reading, String> {
     Ok(Reading {
         rss_kib: kib_field(status, "VmRSS").ok_or_else(|| missing("VmRSS"))?,
         rss_anon_kib: kib_field(status, "RssAnon").unwrap_or(0),
+        rss_file_kib: kib_field(status, "RssFile").unwrap_or(0)
+            + kib_field(status, "RssShmem").unwrap_or(0),
         pss_kib: section(text, "smaps_rollup").and_then(|s| kib_field(s, "Pss")),
         unit_kib: section(text, "unit").and_then(unit_memory_kib),
         mem_available_kib: kib_field(meminfo, "MemAvailable")
@@ -182,8 +187,8 @@ pub fn write_section(w: &mut String, g: Option<&GuestResult>) {
          boot-test` with its test preseed; accounts u0…u{} made with `hearthctl` over SSH, then hearthd \
          restarted so the idle reading is a fresh process's. Sessions opened by this tool's client \
          through QEMU's forwarded port, {} at a time, each turning on what the loopback sessions turn \
-         on. Read inside the guest over SSH: VmRSS and RssAnon from /proc/PID/status, Pss from \
-         smaps_rollup, the unit's MemoryCurrent (cgroup: also page cache and socket buffers), \
+         on. Read inside the guest over SSH: VmRSS, RssAnon (heap, stacks) and RssFile + RssShmem \
+         (the binary's pages, SQLite's WAL index) from /proc/PID/status, Pss from smaps_rollup, the unit's MemoryCurrent (cgroup: also page cache and socket buffers), \
          MemAvailable/MemTotal from /proc/meminfo.\n",
         g.machine,
         g.requested.saturating_sub(1),
@@ -194,7 +199,7 @@ pub fn write_section(w: &mut String, g: Option<&GuestResult>) {
         "- image: {}; hearthd: {}; guest kernel: {}\n- accounts made in {:.0} s, {} sessions opened in {:.0} s, whole scenario (boot included) {:.0} s\n- command: `{}`\n",
         g.image, g.hearthd_version, g.guest_kernel, g.accounts_secs, g.up, g.open_secs, g.total_secs, g.command
     );
-    let _ = writeln!(w, "| state | sessions (hearthd's count) | hearthd RSS | RSS anon | PSS | unit memory | guest MemAvailable / MemTotal |\n|---|---|---|---|---|---|---|");
+    let _ = writeln!(w, "| state | sessions (hearthd's count) | hearthd RSS | RSS anon | RSS files | PSS | unit memory | guest MemAvailable / MemTotal |\n|---|---|---|---|---|---|---|---|");
     let rows = [
         ("idle".to_string(), &g.idle),
         ("one session".to_string(), &g.one),
@@ -205,12 +210,13 @@ pub fn write_section(w: &mut String, g: Option<&GuestResult>) {
             Some(r) => {
                 let _ = writeln!(
                     w,
-                    "| {state} | {} | {} | {} | {} | {} | {} / {} |",
+                    "| {state} | {} | {} | {} | {} | {} | {} | {} / {} |",
                     r.sessions
                         .map(|n| n.to_string())
                         .unwrap_or_else(|| "?".into()),
                     mib(r.rss_kib),
                     mib(r.rss_anon_kib),
+                    mib(r.rss_file_kib),
                     opt_mib(r.pss_kib),
                     opt_mib(r.unit_kib),
                     mib(r.mem_available_kib),
@@ -218,7 +224,7 @@ pub fn write_section(w: &mut String, g: Option<&GuestResult>) {
                 );
             }
             None => {
-                let _ = writeln!(w, "| {state} | not read | | | | | |");
+                let _ = writeln!(w, "| {state} | not read | | | | | | |");
             }
         }
     }
@@ -260,7 +266,8 @@ VmPeak:\t   12000 kB
 VmHWM:\t    7000 kB
 VmRSS:\t    6512 kB
 RssAnon:\t    2304 kB
-RssFile:\t    4208 kB
+RssFile:\t    4176 kB
+RssShmem:\t      32 kB
 Threads:\t3
 == smaps_rollup
 00400000-ffffe000 ---p 00000000 00:00 0                          [rollup]
@@ -285,6 +292,7 @@ MemoryCurrent=9437184
             Reading {
                 rss_kib: 6512,
                 rss_anon_kib: 2304,
+                rss_file_kib: 4208,
                 pss_kib: Some(6100),
                 unit_kib: Some(9216),
                 mem_available_kib: 850112,
@@ -359,7 +367,7 @@ MemoryCurrent=9437184
         let mut w = String::new();
         write_section(&mut w, Some(&g));
         assert!(w.contains("RSS 30.0 KiB"), "{w}");
-        assert!(w.contains("| idle | not read |"), "{w}");
+        assert!(w.contains("| idle | not read | | | | | | |"), "{w}");
         assert!(w.contains("PSS —"), "{w}");
     }
 }

@@ -39,6 +39,8 @@ pub struct Enable {
 pub struct Client {
     tls: TlsConnector,
     pub port: u16,
+    /// The server's domain: the stream's `to`, and the name its certificate must carry.
+    domain: Arc<str>,
     /// SaltedPassword by (salt, iterations): a real client stores it after the first login instead of
     /// the password, so a re-login costs it a few HMACs, not 4,096+ PBKDF2 rounds. Without the cache
     /// the load generator, not the server, would bound logins per second.
@@ -65,8 +67,15 @@ impl Client {
         Ok(Client {
             tls: TlsConnector::from(Arc::new(config)),
             port,
+            domain: DOMAIN.into(),
             salted: Arc::default(),
         })
+    }
+
+    /// The same client for a server whose domain is not [`DOMAIN`] (the booted image's).
+    pub fn with_domain(mut self, domain: &str) -> Client {
+        self.domain = domain.into();
+        self
     }
 
     /// TCP, stream header, `<starttls/>`, TLS handshake, and the stream header again; returns the
@@ -78,7 +87,7 @@ impl Client {
         // Like real clients: no Nagle delay on small stanzas.
         tcp.set_nodelay(true).map_err(|e| e.to_string())?;
         let mut buf = Vec::new();
-        send(&mut tcp, &header()).await?;
+        send(&mut tcp, &header(&self.domain)).await?;
         read_until(&mut tcp, &mut buf, "</stream:features>").await?;
         send(
             &mut tcp,
@@ -91,11 +100,15 @@ impl Client {
         }
         let mut c = self
             .tls
-            .connect(ServerName::try_from(DOMAIN).expect("static name"), tcp)
+            .connect(
+                ServerName::try_from(self.domain.to_string())
+                    .map_err(|e| format!("domain {:?}: {e}", self.domain))?,
+                tcp,
+            )
             .await
             .map_err(|e| format!("TLS: {e}"))?;
         let mut buf = Vec::new();
-        send(&mut c, &header()).await?;
+        send(&mut c, &header(&self.domain)).await?;
         let features = read_until(&mut c, &mut buf, "</stream:features>").await?;
         Ok((c, buf, features))
     }
@@ -132,7 +145,7 @@ impl Client {
         }
         self.scram(&mut c, &mut buf, user).await?;
         trace(user, "SCRAM", t);
-        send(&mut c, &header()).await?;
+        send(&mut c, &header(&self.domain)).await?;
         let features = read_until(&mut c, &mut buf, "</stream:features>").await?;
         send(&mut c, "<iq type='set' id='bench-bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>bench</resource></bind></iq>").await?;
         read_until(&mut c, &mut buf, "</iq>").await?;
@@ -274,8 +287,8 @@ fn hmac(key: &[u8], data: &[u8]) -> [u8; 20] {
     m.finalize().into_bytes().into()
 }
 
-fn header() -> String {
-    format!("<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='{DOMAIN}' version='1.0'>")
+fn header(domain: &str) -> String {
+    format!("<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='{domain}' version='1.0'>")
 }
 
 /// The base64 text of the element that ends with `end`, decoded.

@@ -6,6 +6,8 @@
 mod cgroup;
 mod chroot;
 mod client;
+mod guest;
+mod guest_report;
 mod report;
 mod report_svg;
 mod scenarios;
@@ -23,7 +25,7 @@ const HELP: &str =
 
 Usage: hearth-bench [OPTIONS]          (as root for Prosody and ejabberd: chroot, cgroup, mounts)
 
-  --servers LIST       hearthd,prosody,ejabberd (default: all three)
+  --servers LIST       hearthd,prosody,ejabberd (default: all three), or none (e.g. with --guest-image)
   --hearthd LABEL=PATH a hearthd build to measure; repeat to compare builds (glibc, musl, …)
                        (default: glibc=<directory of this binary>/hearthd)
   --sessions LIST      idle-session counts RSS is read at (default 100,1000,10000)
@@ -42,6 +44,11 @@ Usage: hearth-bench [OPTIONS]          (as root for Prosody and ejabberd: chroot
   --out DIR            where REPORT.md and the charts go (default bench, or target/bench-smoke)
   --cache DIR          where the trixie chroot is kept (default /var/cache/hearth-bench)
   --mirror URL         Debian archive for the chroot (default: the host's apt sources)
+  --guest-image IMG    also boot this image (out/hearth-<version>-rpi-arm64.img.xz) under QEMU -M virt
+                       and read hearthd's memory inside it, idle and with sessions (about 15 minutes;
+                       needs qemu-system-aarch64 and hearth-image beside this binary)
+  --guest-sessions N   idle sessions opened in the guest (default 300)
+  --guest-concurrency N  logins in flight into the guest (default 4: TCG emulation is slow)
   --merge FILES        run nothing: write one report from earlier runs' results.json files
                        (comma-separated, rows in that order), e.g. hearthd builds and the others
 
@@ -60,6 +67,11 @@ struct Opts {
     cache: PathBuf,
     mirror: Option<String>,
     merge: Vec<PathBuf>,
+    guest: Option<guest::GuestOpts>,
+    guest_sessions: usize,
+    guest_concurrency: usize,
+    /// Internal: run as `hearth-image boot-test`'s hook, write the guest's figures to this file.
+    guest_hook: Option<PathBuf>,
 }
 
 fn parse_args() -> Result<Opts, String> {
@@ -93,6 +105,10 @@ fn parse_args() -> Result<Opts, String> {
         cache: "/var/cache/hearth-bench".into(),
         mirror: None,
         merge: vec![],
+        guest: None,
+        guest_sessions: 300,
+        guest_concurrency: 4,
+        guest_hook: None,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     // --smoke first, so explicit options after it still win.
@@ -118,6 +134,7 @@ fn parse_args() -> Result<Opts, String> {
                 o.servers = val(&a)?
                     .split(',')
                     .map(|s| s.trim().to_lowercase())
+                    .filter(|s| s != "none")
                     .collect();
                 for s in &o.servers {
                     if !["hearthd", "prosody", "ejabberd"].contains(&s.as_str()) {
@@ -165,12 +182,26 @@ fn parse_args() -> Result<Opts, String> {
             "--cache" => o.cache = val(&a)?.into(),
             "--mirror" => o.mirror = Some(val(&a)?),
             "--merge" => o.merge = val(&a)?.split(',').map(PathBuf::from).collect(),
+            "--guest-image" => {
+                o.guest = Some(guest::GuestOpts {
+                    image: val(&a)?.into(),
+                    sessions: 0,
+                    concurrency: 0,
+                })
+            }
+            "--guest-sessions" => o.guest_sessions = (num(&a, val(&a)?)? as usize).max(2),
+            "--guest-concurrency" => o.guest_concurrency = (num(&a, val(&a)?)? as usize).max(1),
+            "--guest-hook" => o.guest_hook = Some(val(&a)?.into()),
             "-h" | "--help" => {
                 print!("{HELP}");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown option {other}; see --help")),
         }
+    }
+    if let Some(g) = &mut o.guest {
+        g.sessions = o.guest_sessions;
+        g.concurrency = o.guest_concurrency;
     }
     if o.hearthds.is_empty() {
         o.hearthds.push(("glibc".into(), exe_dir.join("hearthd")));
@@ -242,6 +273,9 @@ fn raise_fd_limit() {
 
 async fn run(o: Opts, pin: bool) -> Result<(), String> {
     raise_fd_limit();
+    if let Some(file) = &o.guest_hook {
+        return guest::hook(file).await;
+    }
     let out = o.out.clone().unwrap_or_else(|| {
         if o.smoke {
             "target/bench-smoke".into()
@@ -290,6 +324,17 @@ async fn run(o: Opts, pin: bool) -> Result<(), String> {
         results.push(r);
     }
     let _ = std::fs::remove_dir_all(&work);
+    let guest = match o.guest {
+        Some(g) => {
+            eprintln!("== hearthd inside the booted image (QEMU) ==");
+            let enable = o.plan.enable;
+            let r = tokio::task::spawn_blocking(move || guest::run(&g, enable))
+                .await
+                .map_err(|e| e.to_string())?;
+            Some(r)
+        }
+        None => None,
+    };
     let machine = Machine::read(pin);
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     let took = started.elapsed().as_secs_f64();
@@ -297,17 +342,22 @@ async fn run(o: Opts, pin: bool) -> Result<(), String> {
         plan: o.plan.clone(),
         commands: vec![format!("{command}  ({took:.0} s)")],
         results,
+        guest,
     };
     let json = serde_json::to_string(&saved).map_err(|e| e.to_string())?;
     std::fs::write(out.join("results.json"), json).map_err(|e| e.to_string())?;
-    report::write(&out, &machine, &saved.plan, &saved.results, &saved.commands)?;
+    report::write(&out, &machine, &saved, &saved.commands)?;
+    let guest_errors = saved.guest.as_ref().map(|g| g.errors.clone());
     let results = saved.results;
     eprintln!("wrote {}", out.join("REPORT.md").display());
-    let broken: Vec<String> = results
+    let mut broken: Vec<String> = results
         .iter()
         .filter(|r| !r.errors.is_empty())
         .map(|r| format!("{}: {}", r.name, r.errors.join("; ")))
         .collect();
+    if let Some(e) = guest_errors.filter(|e| !e.is_empty()) {
+        broken.push(format!("inside the booted image: {}", e.join("; ")));
+    }
     if !broken.is_empty() {
         return Err(format!("some scenarios failed: {}", broken.join(" | ")));
     }
@@ -316,10 +366,13 @@ async fn run(o: Opts, pin: bool) -> Result<(), String> {
 
 /// What a run leaves in results.json, so runs can be merged into one report.
 #[derive(serde::Serialize, serde::Deserialize)]
-struct Saved {
+pub struct Saved {
     plan: Plan,
     commands: Vec<String>,
     results: Vec<ServerResult>,
+    /// The scenario inside the booted image; absent in runs without --guest-image (and in older files).
+    #[serde(default)]
+    guest: Option<guest_report::GuestResult>,
 }
 
 fn merge(files: &[PathBuf], out: &std::path::Path, pin: bool) -> Result<(), String> {
@@ -332,11 +385,15 @@ fn merge(files: &[PathBuf], out: &std::path::Path, pin: bool) -> Result<(), Stri
             Some(a) => {
                 a.commands.extend(s.commands);
                 a.results.extend(s.results);
+                // One image run per report: the last file that has one wins.
+                if s.guest.is_some() {
+                    a.guest = s.guest;
+                }
             }
         }
     }
     let a = all.ok_or("--merge: no files")?;
-    report::write(out, &Machine::read(pin), &a.plan, &a.results, &a.commands)?;
+    report::write(out, &Machine::read(pin), &a, &a.commands)?;
     let json = serde_json::to_string(&a).map_err(|e| e.to_string())?;
     std::fs::write(out.join("results.json"), json).map_err(|e| e.to_string())?;
     eprintln!("wrote {}", out.join("REPORT.md").display());

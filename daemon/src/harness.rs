@@ -115,7 +115,7 @@ impl Harness {
         let (reader, writer, client) = self.pipes(account).await;
         let peer = "127.0.0.1:5222".parse().expect("literal");
         let link = Link::start(reader, Box::new(writer), peer, Some(nonza));
-        if to.send(Box::new(link)).await.is_err() {
+        if to.send(link).await.is_err() {
             return Err(if_gone);
         }
         let mut c = client.started(None).await;

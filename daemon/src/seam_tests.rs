@@ -3,7 +3,7 @@
 //! path, an intercepted close, server-asked IQs, entity caps, module config and migrations.
 
 use crate::c2s::outbound::{OutboundLayer, SessionLocal};
-use crate::c2s::session::{Detached, Link, LinkInbox};
+use crate::c2s::session::{link_door, Detached, LinkDoor};
 use crate::harness::{body, Harness, DOMAIN};
 use crate::hooks::{
     BoxFut, CloseReason, DiscoTarget, FeaturePhase, Flow, Hook, Kind, SessionEvent, StanzaEvent,
@@ -23,7 +23,7 @@ const TEST_NS: &str = "urn:example:seam-test";
 #[derive(Default)]
 struct Gate {
     seen: Mutex<Vec<String>>,
-    inboxes: Mutex<Vec<tokio::sync::mpsc::Sender<Box<Link>>>>,
+    inboxes: Mutex<Vec<LinkDoor>>,
 }
 
 /// How long `Gate` keeps a session whose link broke.
@@ -82,9 +82,9 @@ impl Module for Gate {
             // A session whose link broke is kept for a moment, as stream management hibernates
             // it; it would accept a new connection through the inbox it got when bound.
             if hook == Hook::SessionBound {
-                let (tx, rx) = tokio::sync::mpsc::channel(1);
-                self.inboxes.lock().unwrap().push(tx);
-                ev.local.ext.insert(LinkInbox(rx));
+                let (door, inbox) = link_door();
+                self.inboxes.lock().unwrap().push(door);
+                ev.local.ext.insert(inbox);
             }
             if hook == Hook::SessionClosing && ev.reason == Some(CloseReason::LinkLost) {
                 let until = tokio::time::Instant::now() + KEPT_FOR;

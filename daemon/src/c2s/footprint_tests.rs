@@ -46,3 +46,36 @@ async fn an_idle_sessions_futures_stay_small() {
         "connection future: {serve_size} bytes"
     );
 }
+
+/// Between stanzas a connection's parser holds no buffer: not the read-ahead bytes, not the
+/// event buffer, not the element stack (each was a KiB or so kept for the session's life).
+#[tokio::test]
+async fn an_idle_parser_holds_no_buffers() {
+    use crate::xml::XmlEvent;
+    use tokio::io::AsyncWriteExt;
+    let limits = crate::xml::XmlLimits {
+        max_stanza_bytes: 64 * 1024,
+        max_depth: 16,
+        max_attributes: 16,
+        max_name_bytes: 64,
+    };
+    let (mut client, server_side) = tokio::io::duplex(64 * 1024);
+    let mut reader = XmlReader::new(server_side, limits);
+    let body = "x".repeat(3000);
+    let input = format!(
+        "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' \
+         to='example.test' version='1.0'><message to='bob@example.test'><body>{body}</body>\
+         <active xmlns='http://jabber.org/protocol/chatstates'/></message>"
+    );
+    client.write_all(input.as_bytes()).await.expect("write");
+    assert!(matches!(reader.next().await, Ok(XmlEvent::StreamStart(_))));
+    match reader.next().await {
+        Ok(XmlEvent::Stanza(m)) => assert_eq!(m.name, "message"),
+        other => panic!("expected the message, got {other:?}"),
+    }
+    assert_eq!(reader.buffered_bytes(), 0, "buffers kept after a stanza");
+    // The next read finds nothing yet: waiting must not allocate either.
+    let waited = tokio::time::timeout(std::time::Duration::from_millis(20), reader.next()).await;
+    assert!(waited.is_err(), "no stanza was sent");
+    assert_eq!(reader.buffered_bytes(), 0, "buffers taken while waiting");
+}

@@ -2,6 +2,7 @@
 
 #[cfg(test)]
 mod footprint_tests;
+mod link_door;
 mod negotiate;
 pub mod outbound;
 mod sasl_exchange;

@@ -184,8 +184,8 @@ async fn negotiate(
                     }
                     Some(Unbound::HandOver { to, if_gone }) => {
                         let link = Link::start(reader, Box::new(wr), peer, Some(el));
-                        if let Err(refused) = to.send(Box::new(link)).await {
-                            let mut wr = (*refused.0).into_writer();
+                        if let Err(refused) = to.send(link).await {
+                            let mut wr = refused.into_writer();
                             let xml = format!("{}</stream:stream>", if_gone.to_xml(ns::CLIENT));
                             let _ = stream::send(&mut wr, &xml).await;
                         }

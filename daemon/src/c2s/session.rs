@@ -1,8 +1,9 @@
-//! A bound client session: one task reads stanzas (never cancelled mid-token), this task runs
-//! them through the delivery rules and module hooks, writes what others queued for it through
-//! the one write path (`outbound::SessionLocal`), and watches the clock for stalled or silent
-//! clients.
+//! A bound client session: one task per connection reads stanzas (from a parser that is never
+//! cancelled mid-token), runs them through the delivery rules and module hooks, writes what
+//! others queued for it through the one write path (`outbound::SessionLocal`), and watches the
+//! clock for stalled or silent clients.
 
+pub use super::link_door::{link_door, LinkDoor, LinkInbox};
 use super::outbound::SessionLocal;
 use super::stream;
 use crate::hooks::{CloseReason, Flow, Hook, SessionEvent};
@@ -11,12 +12,13 @@ use crate::server::Server;
 use crate::sessions::{Kick, SessionHandle, SessionShared};
 use crate::stanza::{self, StanzaError};
 use crate::xml::{ns, Element, ReadProgress, XmlError, XmlEvent, XmlReader};
+use futures_util::stream::{Stream, StreamExt};
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 
 /// How often a session checks its timers. Coarse on purpose: 1,000 idle sessions should not
 /// wake the CPU of a Pi Zero often.
@@ -32,14 +34,20 @@ pub struct Bound<R> {
     pub peer: SocketAddr,
 }
 
-type Events = mpsc::Receiver<Box<Result<XmlEvent, XmlError>>>;
+/// The parser's events, polled by the session's own task. The stream owns the reader and keeps
+/// a read in progress across polls, so the session's `select!` may drop its `next()` without
+/// losing a token; after an event that ends the stream in error it swallows the peer's late
+/// input (see `negotiate::LINGER`) and then ends. Once per link, not per stanza: no reading
+/// task and no channel, which cost an idle session about 1.5 KiB (a task cell, a channel and
+/// its first block of slots).
+type Events = Pin<Box<dyn Stream<Item = Result<XmlEvent, XmlError>> + Send>>;
 
-/// One connection carrying a session: the reading task and the write half. A session starts
+/// One connection carrying a session: the parser's events and the write half. A session starts
 /// with the link it logged in on; a module may let a later connection take it over (stream
 /// resumption), through the session's [`LinkInbox`].
 pub struct Link {
-    events: Events,
-    reader_task: JoinHandle<()>,
+    /// None once the link stopped reading (the read half is then closed).
+    events: Option<Events>,
     progress: Arc<ReadProgress>,
     writer: Box<dyn AsyncWrite + Send + Unpin>,
     peer: SocketAddr,
@@ -48,8 +56,15 @@ pub struct Link {
     request: Option<Box<Element>>,
 }
 
+/// What the events stream does next.
+enum ReadNext {
+    Event,
+    Linger,
+    Done,
+}
+
 impl Link {
-    /// Starts the reading task of a connection (never cancelled mid-token).
+    /// Takes a connection's parser and write half.
     pub fn start<R>(
         reader: XmlReader<R>,
         writer: Box<dyn AsyncWrite + Send + Unpin>,
@@ -60,25 +75,29 @@ impl Link {
         R: AsyncRead + Unpin + Send + 'static,
     {
         let progress = reader.progress();
-        // Boxed: tokio preallocates a block of 32 slots per channel, so slot size matters per session.
-        let (in_tx, events) = mpsc::channel::<Box<Result<XmlEvent, XmlError>>>(1);
-        let reader_task = tokio::spawn(async move {
-            let mut reader = reader;
-            loop {
-                let ev = reader.next().await;
-                let more = matches!(ev, Ok(XmlEvent::Stanza(_)));
-                let failed = matches!(&ev, Err(e) if e.condition().is_some());
-                if in_tx.send(Box::new(ev)).await.is_err() || !more {
-                    if failed {
-                        reader.discard_input(super::negotiate::LINGER).await;
+        let events = futures_util::stream::unfold(
+            (reader, ReadNext::Event),
+            |(mut reader, next)| async move {
+                match next {
+                    ReadNext::Event => {
+                        let ev = reader.next().await;
+                        let next = match &ev {
+                            Ok(XmlEvent::Stanza(_)) => ReadNext::Event,
+                            Err(e) if e.condition().is_some() => ReadNext::Linger,
+                            _ => ReadNext::Done,
+                        };
+                        Some((ev, (reader, next)))
                     }
-                    break;
+                    ReadNext::Linger => {
+                        reader.discard_input(super::negotiate::LINGER).await;
+                        None
+                    }
+                    ReadNext::Done => None,
                 }
-            }
-        });
+            },
+        );
         Link {
-            events,
-            reader_task,
+            events: Some(Box::pin(events)),
             progress,
             writer,
             peer,
@@ -88,16 +107,19 @@ impl Link {
 
     /// The write half, e.g. to refuse the connection when the session it asked for is gone.
     pub fn into_writer(self) -> Box<dyn AsyncWrite + Send + Unpin> {
-        self.reader_task.abort();
         self.writer
     }
-}
 
-/// Put by a module in `SessionLocal::ext` (after a nonza or event it handled): later
-/// connections reach this session through the sender it kept.
-// Boxed: tokio reserves the channel's slots up front, and a `Link` is about 80 bytes; every session
-// with resumption enabled holds one of these for its whole life.
-pub struct LinkInbox(pub mpsc::Receiver<Box<Link>>);
+    /// The next event; None when the stream ended or the link stopped reading.
+    async fn next_event(&mut self) -> Option<Result<XmlEvent, XmlError>> {
+        self.events.as_mut()?.next().await
+    }
+
+    /// Stops reading and drops the parser with its half of the connection.
+    fn stop_reading(&mut self) {
+        self.events = None;
+    }
+}
 
 /// Put by a module in `SessionLocal::ext` when it answers `SessionClosing` with `Handled`: the
 /// session stays bound without a connection until this instant, waiting for a link through its
@@ -186,7 +208,7 @@ where
                     link.peer,
                     new.peer
                 );
-                link.reader_task.abort();
+                link.stop_reading();
                 // Boxed, as below: rare paths should not grow every session's task.
                 link = Box::pin(attach(&server, &handle, &mut local, new)).await;
                 continue;
@@ -220,14 +242,18 @@ where
         }
         if let Some((condition, text)) = &close {
             log::info!("{}: {jid} closed with {condition}: {text}", link.peer);
-            stream::fail(local.writer(), None, condition, Some(text)).await;
-            // The reader task swallows late input after a parse error; give it that moment.
-            let _ = tokio::time::timeout(super::negotiate::LINGER, &mut link.reader_task).await;
+            // After a parse error the events stream swallows late input while the error goes
+            // out, so that closing does not reset the connection before the peer reads it.
+            let linger = tokio::time::timeout(super::negotiate::LINGER, link.next_event());
+            let _ = tokio::join!(
+                stream::fail(local.writer(), None, condition, Some(text)),
+                linger
+            );
         } else if !link_lost {
             log::info!("{}: {jid} logged out", link.peer);
             let _ = tokio::time::timeout(Duration::from_secs(5), local.writer().shutdown()).await;
         }
-        link.reader_task.abort();
+        link.stop_reading();
         let Some(detached) = detached else {
             break reason;
         };
@@ -284,7 +310,7 @@ async fn drive_link(
     let closed = |close, link_lost| LinkEnd::Closed { close, link_lost };
     loop {
         tokio::select! {
-            ev = link.events.recv() => match ev.map(|b| *b) {
+            ev = link.next_event() => match ev {
                 Some(Ok(XmlEvent::Stanza(el))) => {
                     probed = false;
                     // Boxed: handling a stanza (delivery, hooks) needs KiB of future state
@@ -394,7 +420,7 @@ async fn attach(
 
 async fn next_link(inbox: &mut Option<LinkInbox>) -> Option<Link> {
     match inbox {
-        Some(i) => i.0.recv().await.map(|b| *b),
+        Some(i) => Some(i.recv().await),
         None => std::future::pending().await,
     }
 }

@@ -91,7 +91,7 @@ pub enum Unbound {
     /// Hand this connection to an existing session (stream resumption); if that session is
     /// gone by then, write `if_gone` and close.
     HandOver {
-        to: tokio::sync::mpsc::Sender<Box<crate::c2s::session::Link>>,
+        to: crate::c2s::session::LinkDoor,
         if_gone: Element,
     },
 }

@@ -2,6 +2,7 @@
 //! incremental stream reader.
 
 mod element;
+mod idle_buf;
 mod reader;
 
 pub use element::{escape_attr, escape_text, Element, Node};

@@ -8,6 +8,7 @@
 //! reaches memory. The same counter tells how long a stanza has been arriving, so a client that
 //! trickles one byte a second can be cut off by its session (see [`ReadProgress`]).
 
+use super::idle_buf::{IdleFreeBufReader, READ_CHUNK};
 use super::{ns, Element, Node};
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::name::ResolveResult;
@@ -18,15 +19,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
-use tokio::io::{AsyncRead, BufReader, ReadBuf};
+use tokio::io::{AsyncRead, ReadBuf};
 
-/// Read buffer per connection, kept for the session's life. Small on purpose: TLS already
-/// holds a whole record's plaintext (rustls), so this second buffer only feeds the parser, and
-/// 1 KiB takes most stanzas in one go; a larger one is read in a few more copies. (4 KiB cost
-/// every idle session 3 KiB more.)
-const READ_BUFFER: usize = 1024;
-/// The event buffer is shrunk back to this after an unusually large stanza.
-const EVENT_BUFFER_KEEP: usize = 1024;
+/// Most bytes read ahead of the parser: TLS already holds a whole record's plaintext (rustls),
+/// so this only feeds the parser, and 1 KiB takes most stanzas in one go. The buffer exists
+/// only while bytes wait to be parsed (see [`IdleFreeBufReader`]); an idle session holds none.
+const READ_BUFFER: usize = READ_CHUNK;
 
 #[derive(Debug, Clone, Copy)]
 pub struct XmlLimits {
@@ -183,7 +181,7 @@ enum State {
 
 /// Turns a byte stream into stream headers and stanzas, within limits.
 pub struct XmlReader<R> {
-    reader: NsReader<BufReader<LimitedReader<R>>>,
+    reader: NsReader<IdleFreeBufReader<LimitedReader<R>>>,
     buf: Vec<u8>,
     stack: Vec<Element>,
     state: State,
@@ -210,13 +208,21 @@ impl<R: AsyncRead + Unpin> XmlReader<R> {
             limit: limits.max_stanza_bytes + READ_BUFFER,
         };
         XmlReader {
-            reader: new_ns_reader(BufReader::with_capacity(READ_BUFFER, limited)),
+            reader: new_ns_reader(IdleFreeBufReader::new(limited)),
             buf: Vec::new(),
             stack: Vec::new(),
             state: State::ExpectHeader,
             limits,
             progress,
         }
+    }
+
+    /// Heap bytes the reader's buffers hold right now (not the parser's namespace table): zero
+    /// between stanzas, which is what an idle session's footprint test checks.
+    pub fn buffered_bytes(&self) -> usize {
+        self.reader.get_ref().held()
+            + self.buf.capacity()
+            + self.stack.capacity() * std::mem::size_of::<Element>()
     }
 
     pub fn progress(&self) -> Arc<ReadProgress> {
@@ -269,10 +275,11 @@ impl<R: AsyncRead + Unpin> XmlReader<R> {
             let mut buf = std::mem::take(&mut self.buf);
             buf.clear();
             let outcome = self.step(&mut buf).await;
-            if matches!(outcome, Some(Ok(XmlEvent::Stanza(_))))
-                && buf.capacity() > EVENT_BUFFER_KEEP
-            {
+            if matches!(outcome, Some(Ok(XmlEvent::Stanza(_)))) {
+                // Between stanzas the reader waits, maybe for hours: it holds no buffer then
+                // (the event buffer and the element stack are allocated again by the next one).
                 buf = Vec::new();
+                self.stack = Vec::new();
             }
             self.buf = buf;
             if let Some(outcome) = outcome {

@@ -10,6 +10,7 @@ use crate::server::Server;
 use crate::stanza::{self, StanzaError};
 use crate::storage::now_secs;
 use crate::xml::Element;
+use futures_util::FutureExt;
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -56,6 +57,20 @@ pub fn internal(e: crate::storage::StorageError) -> StanzaError {
     StanzaError::internal()
 }
 
+/// Stanzas to this room panic in tests, to check the service survives a bug.
+#[cfg(test)]
+pub const PANIC_ROOM_FOR_TESTS: &str = "panic-for-tests";
+
+/// A stanza's name and attributes without its children: enough to answer it with an error.
+fn headers_of(stanza: &Element) -> Element {
+    Element {
+        name: stanza.name.clone(),
+        ns: stanza.ns.clone(),
+        attrs: stanza.attrs.clone(),
+        children: Vec::new(),
+    }
+}
+
 impl Service {
     pub fn new(domain: String, settings: MucConfig) -> Service {
         Service {
@@ -88,7 +103,15 @@ impl Service {
             tokio::select! {
                 next = queue.recv() => {
                     let (Some(stanza), Some(server)) = (next, server.upgrade()) else { return };
-                    self.handle(&server, stanza).await;
+                    // One task serves every room: a bug while handling one stanza must not take
+                    // all rooms down with it. The headers are kept to answer with an error.
+                    let head = headers_of(&stanza);
+                    let handled = std::panic::AssertUnwindSafe(self.handle(&server, stanza))
+                        .catch_unwind()
+                        .await;
+                    if handled.is_err() {
+                        self.recover(&server, &head);
+                    }
                 }
                 _ = retention.tick() => {
                     let Some(server) = server.upgrade() else { return };
@@ -99,8 +122,37 @@ impl Service {
         }
     }
 
+    /// After a panic while handling `head`'s stanza: its room may be half changed, so it is
+    /// dropped from memory (a persistent room is read again from the database on next use, a
+    /// temporary one is gone) and the sender hears `internal-server-error`.
+    fn recover(&mut self, server: &Arc<Server>, head: &Element) {
+        let room = stanza::to_jid(head)
+            .and_then(Result::ok)
+            .and_then(|j| j.local);
+        log::error!(
+            "group chats: handling a stanza for {} failed unexpectedly (a bug); {}",
+            room.as_deref().unwrap_or("the service"),
+            if room.is_some() {
+                "the room is reloaded on next use"
+            } else {
+                "the service goes on"
+            }
+        );
+        if let Some(room) = room {
+            self.rooms.remove(&room);
+        }
+        refuse(server, head, StanzaError::internal());
+    }
+
     pub async fn handle(&mut self, server: &Arc<Server>, stanza: Element) {
         log::trace!("group chats: in {}", stanza.to_xml(crate::xml::ns::CLIENT));
+        #[cfg(test)]
+        if stanza::to_jid(&stanza)
+            .and_then(Result::ok)
+            .is_some_and(|j| j.local.as_deref() == Some(PANIC_ROOM_FOR_TESTS))
+        {
+            panic!("a bug, as a test provokes it");
+        }
         let Some(from) = stanza::from_jid(&stanza) else {
             return;
         };

@@ -481,3 +481,20 @@ async fn a_destroyed_room_sends_everybody_to_the_alternate_venue() {
         .unwrap();
     assert!(rows.is_empty(), "{rows:?}");
 }
+
+/// A bug while handling one room's stanza (a panic, provoked here) answers that stanza with
+/// `internal-server-error` and leaves the service and the other rooms working.
+#[tokio::test]
+async fn a_bug_in_one_room_does_not_take_the_service_down() {
+    let (_h, mut c) = setup(&["alice"]).await;
+    let alice = &mut c[0];
+    let broken = enter(alice, super::service::PANIC_ROOM_FOR_TESTS, "Alice").await;
+    assert_eq!(broken.attr("type"), Some("error"));
+    assert_eq!(error_condition(&broken), "internal-server-error");
+    let own = enter(alice, "flat", "Alice").await;
+    assert!(
+        codes(&own).contains(&"110".to_string()),
+        "{}",
+        own.to_xml(ns::CLIENT)
+    );
+}

@@ -218,7 +218,8 @@ impl Storage {
     }
 }
 
-pub(super) fn user_exists(conn: &Connection, username: &str) -> Result<bool> {
+/// Whether the account exists (on any connection, e.g. a read-only one).
+pub fn user_exists(conn: &Connection, username: &str) -> Result<bool> {
     Ok(conn
         .query_row(
             "SELECT 1 FROM users WHERE username = ?1",

@@ -13,7 +13,7 @@ mod roster;
 mod schema;
 mod vcard;
 
-pub use accounts::{derive_credentials as accounts_derive, UserInfo};
+pub use accounts::{derive_credentials as accounts_derive, user_exists, UserInfo};
 pub use invites::{InviteInfo, NewInvite};
 pub use roster::{RosterItem, Subscription};
 

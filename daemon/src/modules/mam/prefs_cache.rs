@@ -50,7 +50,7 @@ impl PrefsCache {
                 let read = server
                     .storage
                     .lookup(move |c| {
-                        if !store::account_exists(c, &user)? {
+                        if !crate::storage::user_exists(c, &user)? {
                             return Ok(None);
                         }
                         store::load_prefs(c, &user).map(Some)

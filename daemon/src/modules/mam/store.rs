@@ -167,23 +167,12 @@ pub fn archive(conn: &Connection, e: &NewEntry) -> Result<bool, StorageError> {
 /// Whether `username`'s archive keeps a message with `with_bare`: the account exists and its
 /// preferences (XEP-0313 §6.1) allow it.
 pub fn keeps(conn: &Connection, username: &str, with_bare: &str) -> Result<bool, StorageError> {
-    if !account_exists(conn, username)? {
+    if !crate::storage::user_exists(conn, username)? {
         return Ok(false);
     }
     let prefs = load_prefs(conn, username)?;
     let in_roster = || in_roster(conn, username, with_bare).unwrap_or(false);
     Ok(prefs_allow(&prefs, with_bare, in_roster))
-}
-
-pub fn account_exists(conn: &Connection, username: &str) -> Result<bool, StorageError> {
-    Ok(conn
-        .query_row(
-            "SELECT 1 FROM users WHERE username = ?1",
-            [username],
-            |_| Ok(()),
-        )
-        .optional()?
-        .is_some())
 }
 
 /// Whether `contact` is in `username`'s roster (XEP-0313's "roster" default).

@@ -88,13 +88,7 @@ pub fn ensure_installed() -> Result<(), String> {
     }
 }
 
-/// A free TCP port on loopback (the kernel's pick; released before the caller binds it).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("loopback has free ports")
-}
+pub use crate::server::free_port;
 
 impl Pebble {
     pub fn start(opts: PebbleOptions) -> Result<Pebble, String> {

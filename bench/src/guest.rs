@@ -27,9 +27,10 @@ pub struct GuestOpts {
 }
 
 fn free_port() -> Result<u16, String> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")
-        .map_err(|e| format!("finding a free port on 127.0.0.1: {e}"))?;
-    l.local_addr().map(|a| a.port()).map_err(|e| e.to_string())
+    match crate::servers::free_port() {
+        0 => Err("no free port on 127.0.0.1".into()),
+        p => Ok(p),
+    }
 }
 
 /// The source tree: board-configs/ tells it (the boot test needs it, and the report names the machine).

@@ -52,41 +52,11 @@ pub struct Running {
     pgid: i32,
 }
 
-/// A free loopback port for a server, checked by binding it, below the kernel's ephemeral range:
-/// a port 0 pick comes from that range, where any outgoing connection on the machine (in CI the
-/// tests run beside the smoke run) can take it before the server binds it, and Prosody and
-/// ejabberd take seconds to start. Handed out in turn from a start that differs per process.
+/// A free loopback port for a server, below the kernel's ephemeral range so that no outgoing
+/// connection (in CI the tests run beside the smoke run; Prosody and ejabberd take seconds to
+/// start) can take it first (`hearthd::loopback_port`); 0 if there is none.
 pub fn free_port() -> u16 {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
-    const LOWEST: u32 = 10_000;
-    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
-        .unwrap_or(32_768);
-    let kernel_pick = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .unwrap_or(0)
-    };
-    if ephemeral_start <= LOWEST + 1_000 {
-        return kernel_pick();
-    }
-    let span = ephemeral_start - LOWEST;
-    let seed = std::process::id().wrapping_mul(7_919)
-        ^ std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-    let _ = NEXT.compare_exchange(u32::MAX, seed % span, Ordering::SeqCst, Ordering::SeqCst);
-    for _ in 0..span {
-        let port = LOWEST + NEXT.fetch_add(1, Ordering::SeqCst) % span;
-        if std::net::TcpListener::bind(("127.0.0.1", port as u16)).is_ok() {
-            return port as u16;
-        }
-    }
-    kernel_pick()
+    hearthd::loopback_port::free().unwrap_or(0)
 }
 
 fn write(path: &Path, text: &str) -> Result<(), String> {

@@ -16,6 +16,7 @@ pub mod iq_tracker;
 pub mod jid;
 pub mod listener;
 pub mod logging;
+pub mod loopback_port;
 pub mod modules;
 pub mod privileges;
 pub mod s2s;

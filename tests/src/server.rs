@@ -3,7 +3,7 @@
 //! does that first), so tests exercise exactly what ships.
 
 use std::io::Write;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -30,41 +30,10 @@ pub fn binary(name: &str) -> PathBuf {
     p
 }
 
-/// A free loopback port for a server under test, checked by binding it. It is taken below the
-/// kernel's ephemeral range (`ip_local_port_range`), not from it as port 0 would: between this
-/// check and the server's own bind, any outgoing connection on the machine (a test's client, the
-/// benchmark's load generator running beside the tests in CI) could otherwise take the port as
-/// its local end, and the server would fail with "address in use". Ports are handed out in turn
-/// from a start that differs per process, so tests running in parallel never get the same one.
+/// A free loopback port for a server under test (below the kernel's ephemeral range, so no
+/// outgoing connection can take it before the server binds it: `hearthd::loopback_port`).
 pub fn free_port() -> u16 {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
-    const LOWEST: u32 = 10_000;
-    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
-        .unwrap_or(32_768);
-    if ephemeral_start <= LOWEST + 1_000 {
-        // No room below the ephemeral range: the kernel's pick it is.
-        return TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("loopback has free ports");
-    }
-    let span = ephemeral_start - LOWEST;
-    let seed = std::process::id().wrapping_mul(7_919)
-        ^ std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-    let _ = NEXT.compare_exchange(u32::MAX, seed % span, Ordering::SeqCst, Ordering::SeqCst);
-    for _ in 0..span {
-        let port = LOWEST + NEXT.fetch_add(1, Ordering::SeqCst) % span;
-        if TcpListener::bind(("127.0.0.1", port as u16)).is_ok() {
-            return port as u16;
-        }
-    }
-    panic!("no free loopback port between {LOWEST} and {ephemeral_start}");
+    hearthd::loopback_port::free().expect("no free port on 127.0.0.1")
 }
 
 pub struct TestServer {

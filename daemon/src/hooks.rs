@@ -114,9 +114,6 @@ impl Pending {
     pub fn push(&mut self, work: impl Future<Output = ()> + Send + 'static) {
         self.0.push(Box::pin(work));
     }
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
     /// Waits for every piece of work, in the order it was started.
     pub async fn settle(self) {
         for work in self.0 {
